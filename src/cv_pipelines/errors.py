@@ -1,0 +1,15 @@
+"""Errors a user can fix, reported as one sentence instead of a traceback."""
+
+from __future__ import annotations
+
+import click
+
+
+class ConfigurationError(click.ClickException):
+    """A configuration or input mistake, with the fix in the message.
+
+    A ``click.ClickException`` so the ``kedro`` command line prints only
+    ``Error: <message>`` and exits with status 1, before any work is done.
+    """
+
+    exit_code = 2

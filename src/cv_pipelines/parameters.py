@@ -1,0 +1,188 @@
+"""The schema of ``conf/*/parameters_*.yml``: every key is known, typed and documented.
+
+Checked before any node runs (see ``hooks.py``), so a typo in a parameter name or a
+model file that does not exist stops the run with one sentence naming the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cv_pipelines.errors import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoDataParams(_Strict):
+    output_dir: str
+    num_images: int = Field(300, ge=1)
+    image_size: int = Field(256, ge=32, le=4096)
+    seed: int = 0
+    max_objects: int = Field(6, ge=0)
+    empty_fraction: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class IngestionParams(_Strict):
+    drop_zone: str
+    store: str
+    registry: str
+    quarantine: str
+    source_id: str = Field("manual_upload", min_length=1)
+    validation: Literal["header", "decode"] = "header"
+    max_pixels: int = Field(89_478_485, gt=0)
+    workers: int = Field(4, ge=1, le=64)
+    lock_timeout_s: float = Field(600.0, ge=0)
+    show_progress: bool = True
+
+
+class CvatParams(_Strict):
+    project_name: str = "cv_pipelines"
+    segment_size: int = Field(100, ge=1)
+    image_quality: int = Field(95, ge=1, le=100)
+    upload: Literal["upload", "share"] = "upload"
+    share_root: str | None = None
+    exclude_tag: str = "exclude"
+    request_timeout_s: float = Field(600.0, gt=0)
+    status_check_period_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+
+class LabelingParams(_Strict):
+    label_set: str = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    batch_size: int = Field(100, ge=1)
+    selection: Literal["newest", "random"] = "newest"
+    selection_seed: int = 0
+    max_open_batches: int = Field(1, ge=1)
+    blocking: bool = False
+    poll_interval_s: float = Field(60.0, gt=0)
+    wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
+    cvat: CvatParams = CvatParams()
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        duplicated = sorted({name for name in labels if labels.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"label names must be unique; repeated: {', '.join(duplicated)}")
+        return labels
+
+
+class ExportParams(_Strict):
+    label_set: str = Field(min_length=1)
+    output_dir: str
+    format: Literal["yolo", "coco"] = "yolo"
+    split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    split_seed: int = 0
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, ratios: dict[str, float]) -> dict[str, float]:
+        if any(value < 0 for value in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must be non-negative and add up to 1, got {ratios}")
+        return ratios
+
+
+class TrainingParams(_Strict):
+    model: str = "yolov8n.yaml"
+    export_version: str | None = None
+    epochs: int = Field(30, ge=1)
+    imgsz: int = Field(192, ge=32)
+    batch: int = Field(16, ge=1)
+    device: str = "cpu"
+    seed: int = 0
+    patience: int = Field(100, ge=0)
+    workers: int = Field(2, ge=0)
+    resume: bool = False
+    extra_args: dict[str, Any] = {}
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_local(cls, model: str) -> str:
+        return check_model_source(model)
+
+
+class EvaluationParams(_Strict):
+    run_id: str | None = None
+    split: Literal["val", "test"] = "test"
+    conf: float = Field(0.001, ge=0, le=1)
+    iou: float = Field(0.6, ge=0, le=1)
+    worst_images: int = Field(20, ge=0)
+
+
+class DeploymentParams(_Strict):
+    model_name: str = "cv_pipelines_detector"
+    tolerance: float = Field(0.0, ge=0)
+    champion_floor: dict[str, float] = {"map50": 0.1}
+    use_onnx: bool = True
+    canary_fraction: float = Field(0.0, ge=0, le=1)
+
+
+class ProjectParams(_Strict):
+    """Every top-level key the project's parameters may hold."""
+
+    dataset_version: str | None = None
+    demo_data: DemoDataParams
+    ingestion: IngestionParams
+    labeling: LabelingParams
+    export: ExportParams
+    training: TrainingParams
+    evaluation: EvaluationParams
+    deployment: DeploymentParams
+
+
+#: Model YAMLs that Ultralytics builds from scratch without downloading anything.
+_MODEL_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def check_model_source(model: str) -> str:
+    """A model YAML name (trained from scratch) or an existing local ``.pt`` file.
+
+    Ultralytics tries to download any ``.pt`` it cannot find; offline that fails deep
+    inside the library after minutes of set-up, so refuse it here, before any work.
+    """
+    if model.endswith(_MODEL_CONFIG_SUFFIXES):
+        return model
+    if model.endswith(".pt"):
+        if not Path(model).is_file():
+            raise ValueError(
+                f"model weights {model!r} do not exist; give the path of a local .pt file to "
+                "fine-tune, or a model YAML such as 'yolov8n.yaml' to train from scratch "
+                "(nothing is downloaded)"
+            )
+        return model
+    raise ValueError(
+        f"model {model!r} is neither a model YAML (e.g. 'yolov8n.yaml') nor a local .pt file"
+    )
+
+
+def validate_parameters(params: dict[str, Any]) -> ProjectParams:
+    """Check all parameters, or raise ``ConfigurationError`` naming the key and the fix."""
+    try:
+        return ProjectParams.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    sentences = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            top = str(error["loc"][0])
+            where = f"conf/base/parameters_{top}.yml" if len(error["loc"]) > 1 else "conf/*/parameters_*.yml"
+            sentences.append(
+                f"Unknown parameter '{key}' (from {where} or --params): check its spelling "
+                "against conf/base/parameters_*.yml or remove it."
+            )
+        elif error["type"] == "missing":
+            sentences.append(f"Parameter '{key}' is missing: add it to conf/base/parameters_{error['loc'][0]}.yml.")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            sentences.append(f"Parameter '{key}' is invalid: {message}.")
+    return " ".join(sentences)

@@ -1,0 +1,5 @@
+"""``deployment``: register, gate and serve the evaluated model."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

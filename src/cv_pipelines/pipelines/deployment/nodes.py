@@ -1,0 +1,1 @@
+"""Nodes of the ``deployment`` pipeline (built by issue #8)."""

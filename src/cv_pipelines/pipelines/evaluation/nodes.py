@@ -1,0 +1,1 @@
+"""Nodes of the ``evaluation`` pipeline (built by issue #7)."""

@@ -1,0 +1,6 @@
+from kedro.pipeline import Pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    # Registered now so the project's shape is fixed; its nodes land with issue #7.
+    return Pipeline([])

@@ -1,0 +1,1 @@
+"""Nodes of the ``export`` pipeline (built by issue #6)."""

@@ -1,0 +1,1 @@
+"""Nodes of the ``labeling`` pipeline (built by issue #4)."""

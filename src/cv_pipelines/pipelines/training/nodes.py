@@ -1,0 +1,1 @@
+"""Nodes of the ``training`` pipeline (built by issue #7)."""

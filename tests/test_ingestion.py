@@ -1,0 +1,253 @@
+"""Ingestion: store once by content, register once, quarantine the rest, never lose a file."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cv_pipelines import registry_parts
+from cv_pipelines.ingest_images import (
+    IngestionLockedError,
+    IngestionSettings,
+    ingest_images,
+    read_images_registry,
+    writer_lock,
+)
+from tests.conftest import project_env, run_kedro, run_pipeline
+from tests.support.images import image_bytes, png_with_declared_size, write
+
+
+def settings_for(root: Path, **overrides) -> IngestionSettings:
+    values = dict(
+        project_root=root,
+        source_dir=Path("data/incoming"),
+        store_dir=Path("data/store/images"),
+        registry_dir=Path("data/registry"),
+        quarantine_dir=Path("data/quarantine"),
+        workers=2,
+        show_progress=False,
+        lock_timeout_s=5,
+    )
+    values.update(overrides)
+    return IngestionSettings(**values)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def store_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "data/store/images").rglob("*") if p.is_file())
+
+
+def drop_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "data/incoming").rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def mixed_drop(project: Path) -> dict[str, bytes]:
+    """A drop with nested folders, odd-case extensions, duplicates and bad files."""
+    incoming = project / "data/incoming"
+    good = {
+        "a.jpg": image_bytes(1),
+        "nested/deeper/B.JPEG": image_bytes(2),
+        "c.PNG": image_bytes(3, fmt="PNG"),
+        "d.webp": image_bytes(4, fmt="WEBP"),
+        "e.Bmp": image_bytes(5, fmt="BMP"),
+        "f.tif": image_bytes(6, fmt="TIFF"),
+        "rotated.jpg": image_bytes(7, size=(40, 30), exif_orientation=8),
+    }
+    bad = {
+        "empty.jpg": b"",
+        "notes.jpg": b"this is a text file with a jpg name\n",
+        "cut.jpg": image_bytes(8, size=(64, 64))[:-300],
+        "anim.gif": image_bytes(9, fmt="GIF"),
+        "bomb.png": png_with_declared_size(50_000, 50_000),
+        "readme.txt": b"not an image at all",
+    }
+    for name, data in {**good, **bad}.items():
+        write(incoming / name, data)
+    write(incoming / "copies/a_again.jpg", good["a.jpg"])  # same bytes, other name
+    return {"good": good, "bad": bad}
+
+
+def test_ingests_stores_once_and_quarantines_bad_input(project, mixed_drop):
+    result = ingest_images(settings_for(project))
+
+    good, bad = mixed_drop["good"], mixed_drop["bad"]
+    assert (result.new, result.duplicates, result.rejected) == (len(good), 1, len(bad))
+    registry = read_images_registry(project / "data/registry")
+    assert sorted(registry["image_id"]) == sorted(sha(d) for d in good.values())
+    for row in registry.itertuples():
+        assert not Path(row.path).is_absolute()
+        assert row.path == f"data/store/images/{row.image_id[:2]}/{row.image_id[2:4]}/{row.image_id}.{row.format}"
+        assert hashlib.sha256((project / row.path).read_bytes()).hexdigest() == row.image_id
+        assert row.source_id == "manual_upload"
+        assert str(row.ingested_at.tz) == "UTC"
+    rotated = registry.set_index("original_name").loc["rotated.jpg"]
+    assert (rotated.width, rotated.height, rotated.exif_orientation) == (30, 40, 8)
+    assert registry.set_index("original_path").loc["nested/deeper/B.JPEG", "format"] == "jpg"
+
+    # The drop zone is cleared, nested folders included; nothing vanished.
+    assert drop_files(project) == []
+    assert len(store_files(project)) == len(good)
+    rejections = registry_parts.read_registry(project / "data/registry/rejections")
+    assert sorted(rejections["original_path"]) == sorted(bad)
+    for row in rejections.itertuples():
+        assert (project / row.quarantine_path).read_bytes() == bad[row.original_path]
+        assert row.reason.startswith(f"{row.original_path}: ")
+    reasons = rejections.set_index("original_path")["reason"]
+    assert "empty" in reasons["empty.jpg"]
+    assert "truncated JPEG" in reasons["cut.jpg"]
+    assert "decompression bomb" in reasons["bomb.png"]
+    assert "unsupported" in reasons["anim.gif"] and "unsupported" in reasons["readme.txt"]
+
+    report = result.report().set_index("original_path")
+    assert report.loc["copies/a_again.jpg", "outcome"] == "duplicate_in_drop"
+    assert "a.jpg" in report.loc["copies/a_again.jpg", "detail"]
+
+
+def test_an_image_already_stored_is_a_duplicate_reported_by_name(project):
+    data = image_bytes(11)
+    write(project / "data/incoming/first.jpg", data)
+    ingest_images(settings_for(project))
+    write(project / "data/incoming/later/renamed.jpg", data)
+
+    result = ingest_images(settings_for(project, source_id="camera_2"))
+
+    assert (result.new, result.duplicates) == (0, 1)
+    outcome = result.outcomes[0]
+    assert (outcome.original_path, outcome.outcome) == ("later/renamed.jpg", "duplicate_of_stored")
+    assert len(read_images_registry(project / "data/registry")) == 1
+    assert drop_files(project) == []
+
+
+def test_rerun_with_an_empty_drop_changes_nothing_and_says_so(project, mixed_drop):
+    ingest_images(settings_for(project))
+    before = {p: p.stat().st_mtime_ns for p in (project / "data").rglob("*") if p.is_file()}
+
+    result = ingest_images(settings_for(project))
+
+    after = {p: p.stat().st_mtime_ns for p in (project / "data").rglob("*") if p.is_file()}
+    assert after == before
+    assert "drop zone is empty; nothing changed" in result.summary()
+
+
+def test_files_still_being_written_are_left_for_the_next_run(project):
+    write(project / "data/incoming/upload.jpg.part", image_bytes(12)[:100])
+    result = ingest_images(settings_for(project))
+    assert [o.outcome for o in result.outcomes] == ["skipped_in_progress"]
+    assert (project / "data/incoming/upload.jpg.part").exists()
+
+
+def test_a_second_writer_waits_then_says_why_it_stopped(project):
+    write(project / "data/incoming/a.jpg", image_bytes(13))
+    registry = project / "data/registry"
+    registry.mkdir(parents=True)
+    with writer_lock(registry, timeout_s=1):
+        with pytest.raises(IngestionLockedError, match=r"lock file .*\.writer\.lock.*lock_timeout_s"):
+            ingest_images(settings_for(project, lock_timeout_s=0.2))
+    assert drop_files(project)  # untouched while locked
+    assert ingest_images(settings_for(project)).new == 1
+
+
+def test_two_ingestions_at_once_register_every_image_exactly_once(project):
+    images = {f"batch/{i:03d}.jpg": image_bytes(100 + i) for i in range(60)}
+    for name, data in images.items():
+        write(project / "data/incoming" / name, data)
+    code = (
+        "import sys; from pathlib import Path; from tests.test_ingestion import settings_for;"
+        "from cv_pipelines.ingest_images import ingest_images;"
+        "print(ingest_images(settings_for(Path(sys.argv[1]), workers=1)).new)"
+    )
+    env = project_env(project, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(project)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [int(p.communicate(timeout=120)[0].strip()) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(outputs) == len(images)
+    registry = read_images_registry(project / "data/registry")
+    assert sorted(registry["image_id"]) == sorted(sha(d) for d in images.values())
+    assert drop_files(project) == []
+
+
+def test_appending_touches_only_a_new_part(project):
+    write(project / "data/incoming/a.jpg", image_bytes(21))
+    ingest_images(settings_for(project))
+    parts_before = {p: p.stat().st_mtime_ns for p in registry_parts.list_parts(project / "data/registry/images")}
+    write(project / "data/incoming/b.jpg", image_bytes(22))
+    ingest_images(settings_for(project))
+    parts_after = registry_parts.list_parts(project / "data/registry/images")
+    assert len(parts_after) == len(parts_before) + 1
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in parts_before.items())
+    assert pq.read_table(parts_after[-1]).num_rows == 1
+
+
+def test_compaction_keeps_every_row_and_loads_in_one_call(project):
+    for i in range(4):
+        write(project / f"data/incoming/{i}.jpg", image_bytes(30 + i))
+        ingest_images(settings_for(project))
+    images = project / "data/registry/images"
+    before = read_images_registry(project / "data/registry")
+    assert registry_parts.compact_registry(images) == 4
+    assert len(registry_parts.list_parts(images)) == 1
+    pd.testing.assert_frame_equal(read_images_registry(project / "data/registry"), before)
+
+
+def test_interrupted_compaction_is_completed_without_losing_rows(project):
+    for i in range(3):
+        write(project / f"data/incoming/{i}.jpg", image_bytes(40 + i))
+        ingest_images(settings_for(project))
+    images = project / "data/registry/images"
+    before = read_images_registry(project / "data/registry")
+    # Simulate a crash between the two renames of the swap.
+    staging = images.with_name("images.compacting")
+    registry_parts.write_atomically(pq.read_table(registry_parts.list_parts(images)[0]).slice(0, 0), staging / "x")
+    (staging / "x").unlink()
+    table = registry_parts.pa.concat_tables([pq.read_table(p) for p in registry_parts.list_parts(images)])
+    registry_parts.write_atomically(table, staging / "part-99999999T000000000000Z-compacted.parquet")
+    (staging / "COMPLETE").touch()
+    images.rename(images.with_name("images.replaced"))
+    pd.testing.assert_frame_equal(read_images_registry(project / "data/registry"), before)  # readers still see it
+
+    write(project / "data/incoming/new.jpg", image_bytes(49))
+    ingest_images(settings_for(project))  # a writer finishes the swap under the lock
+
+    after = read_images_registry(project / "data/registry")
+    assert len(after) == len(before) + 1
+    assert not images.with_name("images.replaced").exists()
+    assert not staging.exists()
+
+
+def test_images_registry_catalog_entry_loads_one_dataframe(project, mixed_drop):
+    run_pipeline(project, "ingestion")
+
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project, env="test") as session:
+        catalog = session.load_context().catalog
+        registry = catalog.load("images_registry")
+        rejections = catalog.load("rejections_registry")
+    assert len(registry) == len(mixed_drop["good"])
+    assert len(rejections) == len(mixed_drop["bad"])
+    assert list(registry.columns[:4]) == ["image_id", "path", "source_id", "ingested_at"]
+
+
+def test_kedro_run_prints_a_one_line_summary(project, mixed_drop):
+    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--env", "test")
+    assert completed.returncode == 0, completed.stderr
+    assert "7 new, 1 duplicate(s), 6 rejected in" in completed.stderr
+    assert "images/s" in completed.stderr
+
+    again = run_kedro(project, "run", "--pipelines", "ingestion", "--env", "test")
+    assert again.returncode == 0, again.stderr
+    assert "the drop zone is empty; nothing changed" in again.stderr

@@ -1,0 +1,105 @@
+"""kill -9 a real ingestion at random instants, many times: nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from cv_pipelines import registry_parts
+from cv_pipelines.ingest_images import read_images_registry
+from tests.conftest import project_env
+from tests.support.images import image_bytes, write
+
+RUN_INGESTION = """
+import sys
+from pathlib import Path
+from cv_pipelines.ingest_images import IngestionSettings, ingest_images
+root = Path(sys.argv[1])
+result = ingest_images(IngestionSettings(
+    project_root=root, source_dir=Path("data/incoming"), store_dir=Path("data/store/images"),
+    registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"),
+    workers=1, show_progress=False, lock_timeout_s=60,
+))
+print("DONE", result.new, result.duplicates, result.rejected, flush=True)
+"""
+
+KILLS = 30
+
+
+def _drop(root: Path, seed: int) -> dict[str, bytes]:
+    files = {f"wave{seed}/img_{i:03d}.jpg": image_bytes(seed * 1000 + i, size=(160, 120)) for i in range(40)}
+    files[f"wave{seed}/dup_of_first.jpg"] = files[f"wave{seed}/img_000.jpg"]
+    files[f"wave{seed}/broken.jpg"] = b"not an image"
+    for name, data in files.items():
+        write(root / "data/incoming" / name, data)
+    return files
+
+
+def _start(root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_INGESTION, str(root)], env=project_env(root),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _assert_every_part_is_whole(root: Path) -> None:
+    for registry in ("images", "rejections"):
+        for part in registry_parts.list_parts(root / "data/registry" / registry):
+            pq.read_table(part)  # raises on a half-written file
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_at_random_points_then_rerun(project: Path):
+    rng = random.Random(20261123)
+    # Calibrate: how long does one uninterrupted run of a wave take here?
+    _drop(project, seed=0)
+    started = time.perf_counter()
+    proc = _start(project)
+    proc.communicate(timeout=120)
+    full_run_s = time.perf_counter() - started
+    assert proc.returncode == 0
+
+    expected: dict[str, bytes] = {}
+    killed_mid_run = 0
+    left_a_journal = 0
+    for wave in range(1, KILLS + 1):
+        files = _drop(project, seed=wave)
+        expected.update({n: d for n, d in files.items() if d != b"not an image"})
+        proc = _start(project)
+        time.sleep(rng.uniform(0.0, full_run_s * 1.1))
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no cleanup, no finally blocks
+            killed_mid_run += 1
+        proc.communicate(timeout=60)
+        left_a_journal += any((project / "data/registry/_journal").glob("*.json"))
+        _assert_every_part_is_whole(project)
+
+    final = _start(project)
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    assert killed_mid_run >= KILLS // 2, "the kills should land inside runs, not after them"
+    print(f"killed {killed_mid_run}/{KILLS} runs, {left_a_journal} inside the transaction")
+    assert left_a_journal >= 3, "some kills should land inside the transaction itself"
+    assert "DONE" in out
+
+    registry = read_images_registry(project / "data/registry")
+    unique = {hashlib.sha256(d).hexdigest() for d in expected.values()}
+    wave0 = {hashlib.sha256(image_bytes(i, size=(160, 120))).hexdigest() for i in range(40)}
+    assert sorted(registry["image_id"]) == sorted(unique | wave0)  # exactly once each
+    stored = [p for p in (project / "data/store/images").rglob("*") if p.is_file()]
+    assert sorted(p.stem for p in stored) == sorted(unique | wave0)  # no .staged leftovers
+    for path in stored:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.stem
+    assert [p for p in (project / "data/incoming").rglob("*") if p.is_file()] == []
+    rejections = registry_parts.read_registry(project / "data/registry/rejections")
+    assert len(rejections) == KILLS + 1  # one broken file per wave, recorded once
+    for row in rejections.itertuples():
+        assert (project / row.quarantine_path).read_bytes() == b"not an image"
+    assert not list((project / "data/registry/_journal").glob("*"))

@@ -1,0 +1,136 @@
+"""The foundation: project shape, offline defaults, and mistakes stopped before any work."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from kedro.pipeline import Node, Pipeline
+
+from cv_pipelines.cvat_connection import resolve_cvat_connection
+from cv_pipelines.errors import ConfigurationError
+from tests.conftest import REPO_ROOT, project_env, run_kedro
+
+SIX_PIPELINES = {"ingestion", "labeling", "export", "training", "evaluation", "deployment"}
+
+
+def test_registry_lists_the_six_pipelines(project):
+    completed = run_kedro(project, "registry", "list")
+    assert completed.returncode == 0, completed.stderr
+    listed = {line.removeprefix("- ").strip() for line in completed.stdout.splitlines() if line.startswith("- ")}
+    assert SIX_PIPELINES <= listed
+    for name in SIX_PIPELINES:
+        package = REPO_ROOT / "src/cv_pipelines/pipelines" / name
+        assert (package / "nodes.py").is_file() and (package / "pipeline.py").is_file()
+        assert (REPO_ROOT / f"conf/base/parameters_{name}.yml").is_file()
+
+
+def test_unknown_parameter_stops_with_one_sentence_before_any_work(project):
+    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "ingestion.drop_zon=elsewhere")
+    assert completed.returncode != 0
+    assert "Unknown parameter 'ingestion.drop_zon'" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (project / "data/registry").exists()
+
+
+def test_missing_model_weights_stop_before_any_download(project):
+    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "training.model=weights/best.pt")
+    assert completed.returncode != 0
+    assert "model weights 'weights/best.pt' do not exist" in completed.stderr
+    assert "yolov8n.yaml" in completed.stderr  # the sentence names the fix
+    assert "Traceback" not in completed.stderr
+    assert "Downloading" not in completed.stderr + completed.stdout
+
+
+def test_invalid_value_is_named_with_its_key(project):
+    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "export.split_seed=abc")
+    assert completed.returncode != 0
+    assert "Parameter 'export.split_seed' is invalid" in completed.stderr
+
+
+def test_missing_cvat_credentials_stop_a_cvat_pipeline_before_it_starts(project):
+    from cv_pipelines.hooks import ConfigCheckHooks
+
+    hooks = ConfigCheckHooks()
+    cvat_pipeline = Pipeline([Node(lambda: 1, None, "x", name="talks_to_cvat", tags=["cvat"])])
+    with pytest.raises(ConfigurationError, match=r"No CVAT server is configured: .*conf/local/credentials.yml"):
+        hooks.before_pipeline_run({}, cvat_pipeline, None)
+    hooks.before_pipeline_run({}, Pipeline([Node(lambda: 1, None, "y", name="offline")]), None)
+
+
+def test_cvat_credentials_from_file_and_environment_never_print_secrets():
+    connection = resolve_cvat_connection({"host": "http://cvat.local", "access_token": "s3cr3t"}, environ={})
+    assert connection.access_token.get_secret_value() == "s3cr3t"
+    assert "s3cr3t" not in repr(connection) and "s3cr3t" not in str(connection)
+    from_env = resolve_cvat_connection(
+        {"host": "http://file", "username": "u", "password": "p"},
+        environ={"CVAT_HOST": "http://env", "CVAT_ACCESS_TOKEN": "t0k"},
+    )
+    assert (from_env.host, from_env.access_token.get_secret_value(), from_env.username) == ("http://env", "t0k", None)
+    with pytest.raises(ConfigurationError, match="No CVAT secret is configured for http://x"):
+        resolve_cvat_connection({"host": "http://x"}, environ={})
+
+
+def test_mlflow_uses_the_embedded_sqlite_store_of_the_project(project):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="test") as session:
+        context = session.load_context()
+        uri = context.mlflow.server.mlflow_tracking_uri
+    assert uri == f"sqlite:///{project}/data/mlflow/mlflow.db"
+    tables = {row[0] for row in sqlite3.connect(project / "data/mlflow/mlflow.db").execute(
+        "select name from sqlite_master where type='table'")}
+    assert {"experiments", "runs", "registered_models"} <= tables
+
+
+def test_kedro_commands_never_add_telemetry_to_pyproject(project):
+    before = (project / "pyproject.toml").read_bytes()
+    env = project_env(project)
+    for name in ("KEDRO_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        env.pop(name)  # the project's own files must keep telemetry off
+    for args in (["registry", "list"], ["run", "--pipelines", "ingestion"]):
+        completed = run_kedro(project, *args, env=env)
+        assert completed.returncode == 0, completed.stderr
+        assert "telemetry" not in completed.stderr.lower()
+    after = (project / "pyproject.toml").read_bytes()
+    assert after == before
+    assert "kedro_telemetry" not in tomllib.loads(after.decode())["tool"]
+
+
+def test_package_imports_no_heavy_library_at_module_level():
+    code = (
+        "import sys, importlib, pkgutil, cv_pipelines, cv_pipelines.pipelines as p\n"
+        "from cv_pipelines.pipeline_registry import register_pipelines\n"
+        "for m in pkgutil.walk_packages(cv_pipelines.__path__, 'cv_pipelines.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "heavy = sorted(n for n in ('torch', 'ultralytics', 'mlflow', 'cvat_sdk', 'dvc', 'matplotlib') if n in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == ""
+
+
+def test_ultralytics_settings_live_in_the_project_with_mlflow_off(project):
+    code = (
+        "from cv_pipelines.offline import apply_offline_defaults, ultralytics_settings_offline\n"
+        "from pathlib import Path; import os\n"
+        "os.environ.pop('YOLO_CONFIG_DIR', None)\n"
+        "apply_offline_defaults(Path.cwd())\n"
+        "ultralytics_settings_offline(Path.cwd())\n"
+        "from ultralytics import settings; print(settings.file); print(settings['mlflow']); print(settings['runs_dir'])\n"
+    )
+    env = project_env(project)
+    env.pop("YOLO_CONFIG_DIR")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=project, env=env)
+    assert completed.returncode == 0, completed.stderr
+    settings_file, mlflow_on, runs_dir = completed.stdout.split()[-3:]
+    assert Path(settings_file).is_relative_to(project / ".ultralytics")
+    assert mlflow_on == "False"
+    assert Path(runs_dir).is_relative_to(project / "data")
