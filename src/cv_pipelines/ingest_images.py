@@ -5,15 +5,15 @@ One ingestion is a small transaction that survives ``kill -9`` at any instant:
 1. Under the registry's writer lock, finish any ingestion a crash interrupted.
 2. Read, hash and check every file (threads: hashing and decoding release the GIL).
 3. Write a journal of what this run will do (atomic rename).
-4. Stage each new image next to its final store path (hard link, no data copied).
-5. Commit the registry part (atomic rename): from here on, the run has happened.
-6. Rename the staged images to their final paths, quarantine the rejects, commit
-   the rejections part, and remove the inputs from the drop zone.
-7. Delete the journal.
+4. Commit the registry part (atomic rename): from here on, the run has happened.
+5. Hard-link each new image at its store path (no data copied), quarantine the
+   rejects, commit the rejections part, and remove the inputs from the drop zone.
+6. Delete the journal.
 
-Invariant: an image at its final store path is registered, so "already stored?" is
-one ``stat`` and never a scan of the registry. Recovery replays steps 4-7 from the
-journal; each step is idempotent.
+Invariant: an image at its store path is registered (it is linked there only after
+its registry part is committed), so "already stored?" is one ``stat`` and never a
+scan of the registry. Recovery replays steps 4-6 from the journal; each step is
+idempotent, and inputs are removed last, so a replay always finds them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,7 +82,6 @@ REJECTIONS_SCHEMA = pa.schema(
 _IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
 _JOURNAL_DIR = "_journal"
 _LOCK_NAME = ".writer.lock"
-_STAGED_SUFFIX = ".staged"
 
 
 class IngestionLockedError(RuntimeError):
@@ -176,7 +176,7 @@ class IngestionResult:
 
 @dataclass
 class _Inspected:
-    source: Path
+    source: str
     original_path: str  # relative to the source folder
     size_bytes: int
     sha256: str = ""
@@ -196,13 +196,14 @@ def ingest_images(settings: IngestionSettings) -> IngestionResult:
     registry.mkdir(parents=True, exist_ok=True)
     with writer_lock(registry, timeout_s=settings.lock_timeout_s):
         result.recovered_runs = recover_interrupted_ingestions(settings)
-        inspected, skipped = _inspect_all(settings)
+        files, skipped = _list_inputs(settings)
         result.outcomes.extend(
             IngestionOutcome(p, "skipped_in_progress", detail="still being written; left for the next run")
             for p in skipped
         )
-        if inspected:
-            journal = _plan(settings, run_id, inspected, result)
+        if files:
+            # Planning consumes results while the workers are still reading and hashing.
+            journal = _plan(settings, run_id, _inspect_all(settings, files), result)
             _apply(settings, journal)
     result.seconds = time.perf_counter() - started
     return result
@@ -234,58 +235,100 @@ def writer_lock(registry_dir: Path, *, timeout_s: float) -> Iterator[None]:
 # --- steps ---------------------------------------------------------------------------
 
 
-def _iter_source_files(source_dir: Path) -> Iterator[Path]:
+def _iter_source_files(source_dir: str) -> Iterator[tuple[str, str]]:
+    """(absolute path, path relative to ``source_dir``) of every visible file, sorted."""
+    prefix_len = len(source_dir.rstrip(os.sep)) + 1
     for root, dirs, files in os.walk(source_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):
-                yield Path(root) / name
+                path = os.path.join(root, name)
+                yield path, path[prefix_len:].replace(os.sep, "/")
 
 
-def _inspect_all(settings: IngestionSettings) -> tuple[list[_Inspected], list[str]]:
-    source_dir = settings.resolve(settings.source_dir)
-    if not source_dir.exists():
+def _list_inputs(settings: IngestionSettings) -> tuple[list[tuple[str, str]], list[str]]:
+    """Files to ingest as (path, relative path), and files still being written."""
+    source_dir = str(settings.resolve(settings.source_dir))
+    if not os.path.isdir(source_dir):
         return [], []
     files, skipped = [], []
-    for path in _iter_source_files(source_dir):
-        relative = path.relative_to(source_dir).as_posix()
-        if path.name.lower().endswith(_IN_PROGRESS_SUFFIXES):
+    for path, relative in _iter_source_files(source_dir):
+        if path.lower().endswith(_IN_PROGRESS_SUFFIXES):
             skipped.append(relative)
         else:
             files.append((path, relative))
-    if not files:
-        return [], skipped
+    return files, skipped
 
-    def inspect_one(item: tuple[Path, str]) -> _Inspected:
-        path, relative = item
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return _Inspected(path, relative, 0, error=f"cannot be read: {exc.strerror or exc}")
-        found = _Inspected(path, relative, len(data), sha256=sha256_bytes(data))
-        if path.suffix.lower() not in CANDIDATE_EXTENSIONS:
-            found.error = (
-                f"unsupported file type {path.suffix or '(no extension)'!r}; accepted: "
-                + ", ".join(sorted(CANDIDATE_EXTENSIONS))
-            )
-            return found
-        try:
-            facts = inspect_image(data, max_pixels=settings.max_pixels, mode=settings.validation)
-        except InvalidImageError as exc:
-            found.error = str(exc)
-            return found
-        found.format, found.width, found.height = facts.format, facts.width, facts.height
-        found.exif_orientation = facts.exif_orientation
+
+def _inspect_all(settings: IngestionSettings, files: list[tuple[str, str]]) -> Iterator[_Inspected]:
+    """Read, hash and check every file, in input order, in parallel when it pays."""
+    store = str(settings.resolve(settings.store_dir))
+    options = (store, settings.max_pixels, settings.validation)
+    workers = min(max(1, settings.workers), os.cpu_count() or 1)
+    # Chunks, not one task per file: a task costs about as much as hashing a small image.
+    size = max(1, min(256, len(files) // (workers * 8) or 1))
+    chunks = [(files[i : i + size], options) for i in range(0, len(files), size)]
+    show = settings.show_progress and len(files) >= 200
+    if workers == 1 or len(files) < _PROCESS_POOL_MIN_FILES:
+        for done in _with_progress(map(_inspect_chunk, chunks), len(chunks), show, "Checking images"):
+            yield from done
+        return
+    # Processes, not threads: PIL's header parsing holds the GIL, and threads measured
+    # slower than one thread here. Forking is cheap; the children only read, hash and
+    # parse (no locks, no logging), which is what makes fork safe.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for done in _with_progress(pool.map(_inspect_chunk, chunks), len(chunks), show, "Checking images"):
+            yield from done
+
+
+_PROCESS_POOL_MIN_FILES = 400
+
+
+def _inspect_chunk(args: tuple[list[tuple[str, str]], tuple[str, int, str]]) -> list[_Inspected]:
+    chunk, (store, max_pixels, validation) = args
+    return [_inspect_file(path, relative, store, max_pixels, validation) for path, relative in chunk]
+
+
+def _inspect_file(path: str, relative: str, store: str, max_pixels: int, validation: str) -> _Inspected:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return _Inspected(path, relative, 0, error=f"cannot be read: {exc.strerror or exc}")
+    found = _Inspected(path, relative, len(data), sha256=sha256_bytes(data))
+    suffix = os.path.splitext(path)[1]
+    if suffix.lower() not in CANDIDATE_EXTENSIONS:
+        found.error = (
+            f"unsupported file type {suffix or '(no extension)'!r}; accepted: "
+            + ", ".join(sorted(CANDIDATE_EXTENSIONS))
+        )
         return found
+    try:
+        facts = inspect_image(data, max_pixels=max_pixels, mode=validation)
+    except InvalidImageError as exc:
+        found.error = str(exc)
+        return found
+    found.format, found.width, found.height = facts.format, facts.width, facts.height
+    found.exif_orientation = facts.exif_orientation
+    # Shard folders are created here, in parallel: an empty folder is no state, and
+    # creating ~10,000 of them one by one later would cost more than the hashing.
+    _make_shard_dir(store, found.sha256)
+    return found
 
-    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        results = pool.map(inspect_one, files)
-        inspected = list(_with_progress(results, len(files), settings.show_progress, "Checking images"))
-    return inspected, skipped
+
+def _make_shard_dir(store: str, image_id: str) -> None:
+    shard = f"{store}/{image_id[0:2]}/{image_id[2:4]}"
+    try:
+        os.mkdir(shard)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(shard, exist_ok=True)
 
 
 def _with_progress(items, total: int, enabled: bool, label: str):
-    if not enabled or total < 200:
+    if not enabled:
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -301,14 +344,21 @@ def _with_progress(items, total: int, enabled: bool, label: str):
 
 
 def _plan(
-    settings: IngestionSettings, run_id: str, inspected: list[_Inspected], result: IngestionResult
+    settings: IngestionSettings, run_id: str, inspected: Iterator[_Inspected], result: IngestionResult
 ) -> dict:
     """Decide each file's fate and write it to the journal before touching anything."""
-    store = settings.resolve(settings.store_dir)
+    store = str(settings.resolve(settings.store_dir))
+    store_relative = settings.relative_to_root(Path(store))
     quarantine = settings.resolve(settings.quarantine_dir) / run_id
     now = datetime.now(timezone.utc).isoformat()
     first_seen: dict[str, str] = {}
-    new_images, rejections, remove = [], [], []
+    new_sources: list[str] = []
+    new_finals: list[str] = []
+    rows: dict[str, list] = {name: [] for name in IMAGES_SCHEMA.names}
+    rejections: list[dict] = []
+    remove_sources: list[str] = []
+    remove_hashes: list[str] = []
+    outcomes = result.outcomes
     for item in inspected:
         if item.error:
             reason = (
@@ -318,9 +368,9 @@ def _plan(
             target = quarantine / item.original_path
             rejections.append(
                 {
-                    "source": str(item.source),
+                    "source": item.source,
                     "content_sha256": item.sha256,
-                    "original_name": item.source.name,
+                    "original_name": os.path.basename(item.source),
                     "original_path": item.original_path,
                     "quarantine_path": settings.relative_to_root(target),
                     "quarantine_abs": str(target),
@@ -329,54 +379,56 @@ def _plan(
                 }
             )
             result.rejected += 1
-            result.outcomes.append(IngestionOutcome(item.original_path, "rejected", item.sha256, reason))
+            outcomes.append(IngestionOutcome(item.original_path, "rejected", item.sha256, reason))
             continue
-        final = store / relative_store_path(item.sha256, item.format)
-        if item.sha256 in first_seen:
+        image_id = item.sha256
+        shard = f"{image_id[0:2]}/{image_id[2:4]}/{image_id}.{item.format}"
+        final = f"{store}/{shard}"
+        remove_sources.append(item.source)
+        remove_hashes.append(image_id)
+        if image_id in first_seen:
             result.duplicates += 1
-            detail = f"same bytes as {first_seen[item.sha256]} in this drop; stored once"
-            result.outcomes.append(IngestionOutcome(item.original_path, "duplicate_in_drop", item.sha256, detail))
-            remove.append({"source": str(item.source), "sha256": item.sha256})
+            detail = f"same bytes as {first_seen[image_id]} in this drop; stored once"
+            outcomes.append(IngestionOutcome(item.original_path, "duplicate_in_drop", image_id, detail))
             continue
-        first_seen[item.sha256] = item.original_path
-        if final.exists():
+        first_seen[image_id] = item.original_path
+        if os.path.exists(final):
             result.duplicates += 1
-            detail = f"already stored as {settings.relative_to_root(final)}"
-            result.outcomes.append(IngestionOutcome(item.original_path, "duplicate_of_stored", item.sha256, detail))
-            remove.append({"source": str(item.source), "sha256": item.sha256})
+            detail = f"already stored as {store_relative}/{shard}"
+            outcomes.append(IngestionOutcome(item.original_path, "duplicate_of_stored", image_id, detail))
             continue
         result.new += 1
-        result.outcomes.append(IngestionOutcome(item.original_path, "new", item.sha256))
-        new_images.append(
-            {
-                "source": str(item.source),
-                "final": str(final),
-                "row": {
-                    "image_id": item.sha256,
-                    "path": settings.relative_to_root(final),
-                    "source_id": settings.source_id,
-                    "ingested_at": now,
-                    "width": item.width,
-                    "height": item.height,
-                    "format": item.format,
-                    "size_bytes": item.size_bytes,
-                    "original_name": item.source.name,
-                    "original_path": item.original_path,
-                    "exif_orientation": item.exif_orientation,
-                    "ingest_run_id": run_id,
-                },
-            }
-        )
-        remove.append({"source": str(item.source), "sha256": item.sha256})
+        outcomes.append(IngestionOutcome(item.original_path, "new", image_id))
+        new_sources.append(item.source)
+        new_finals.append(final)
+        for name, value in (
+            ("image_id", image_id),
+            ("path", f"{store_relative}/{shard}"),
+            ("source_id", settings.source_id),
+            ("ingested_at", now),
+            ("width", item.width),
+            ("height", item.height),
+            ("format", item.format),
+            ("size_bytes", item.size_bytes),
+            ("original_name", os.path.basename(item.source)),
+            ("original_path", item.original_path),
+            ("exif_orientation", item.exif_orientation),
+            ("ingest_run_id", run_id),
+        ):
+            rows[name].append(value)
     journal = {
         "run_id": run_id,
         "created_at": now,
         "source_id": settings.source_id,
         "consume_source": settings.consume_source,
         "source_dir": str(settings.resolve(settings.source_dir)),
-        "new_images": new_images,
+        # Columnar, so writing the journal of a large drop stays cheap.
+        "new_images": {"source": new_sources, "final": new_finals, "rows": rows},
         "rejections": rejections,
-        "remove_sources": remove if settings.consume_source else [],
+        "remove_sources": {
+            "source": remove_sources if settings.consume_source else [],
+            "sha256": remove_hashes if settings.consume_source else [],
+        },
     }
     _write_journal(settings.journal_dir, journal)
     for line in _duplicate_lines(result.outcomes):
@@ -395,51 +447,56 @@ def _duplicate_lines(outcomes: list[IngestionOutcome], limit: int = 20) -> list[
 
 
 def _apply(settings: IngestionSettings, journal: dict, *, recovering: bool = False) -> None:
-    """Steps 4-7; every step is idempotent so recovery can replay it from the journal."""
+    """Steps 4-6; every step is idempotent so recovery can replay it from the journal."""
     run_id = journal["run_id"]
     consume = journal["consume_source"]
-    images_part = registry_parts.find_part(settings.images_registry, run_id)
-    if images_part is None:
-        for item in journal["new_images"]:
-            final = Path(item["final"])
-            if final.exists():
-                continue
-            staged = final.with_name(final.name + _STAGED_SUFFIX)
-            staged.unlink(missing_ok=True)
-            _place(Path(item["source"]), staged, consume=consume)
-        rows = pd.DataFrame([item["row"] for item in journal["new_images"]])
-        if not rows.empty:
-            rows["ingested_at"] = pd.to_datetime(rows["ingested_at"], utc=True)
-            registry_parts.append_part(
-                settings.images_registry, rows, run_id=run_id, schema=IMAGES_SCHEMA
-            )
-    for item in journal["new_images"]:
-        final = Path(item["final"])
-        staged = final.with_name(final.name + _STAGED_SUFFIX)
-        if staged.exists():
-            os.chmod(staged, 0o444)  # the store is append-only; protect against edits
-            os.replace(staged, final)
-        elif not final.exists():
-            # Crash between commit and staging cleanup with the staged copy gone: the
-            # source is still there because sources are removed last.
-            _place(Path(item["source"]), final, consume=consume)
+    new = journal["new_images"]
+    if new["source"] and registry_parts.find_part(settings.images_registry, run_id) is None:
+        columns = dict(new["rows"])
+        stamp = datetime.fromisoformat(journal["created_at"])
+        columns["ingested_at"] = [stamp] * len(new["source"])
+        table = pa.Table.from_pydict(columns, schema=IMAGES_SCHEMA)
+        registry_parts.append_part(settings.images_registry, table, run_id=run_id)
+    for source, final in zip(new["source"], new["final"]):
+        _place(source, final, consume=consume)
     _quarantine(settings, journal)
-    for item in journal["remove_sources"]:
-        _remove_source(Path(item["source"]), item["sha256"], verify=recovering)
+    remove = journal["remove_sources"]
+    for source, sha256 in zip(remove["source"], remove["sha256"]):
+        _remove_source(source, sha256, verify=recovering)
     _remove_empty_dirs(Path(journal["source_dir"]))
     (settings.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
 
 
-def _place(source: Path, target: Path, *, consume: bool) -> None:
+def _place(source: str, final: str, *, consume: bool) -> None:
+    """Put ``source`` at the store path ``final`` unless it is there already.
+
+    From the drop zone: a hard link (no bytes copied; the store keeps the inode when the
+    input is removed). From a folder the user keeps: a copy, since a hard link would let
+    later edits of their file change a stored image behind its content hash.
+    """
     if consume:
-        link_or_copy(source, target)
+        try:
+            os.link(source, final)
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            if os.path.exists(final):
+                return
+            if not os.path.exists(source):
+                raise
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            link_or_copy(Path(source), Path(final))
+        except OSError:
+            link_or_copy(Path(source), Path(final))  # another file system: copy
     else:
-        # The user keeps this folder: a hard link would let later edits of their file
-        # change a stored image behind its content hash.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".copying")
+        if os.path.exists(final):
+            return
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = f"{final}.copying"
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        os.replace(tmp, final)
+    # The store is append-only: make an accidental edit of a stored image fail.
+    os.chmod(final, 0o444)
 
 
 def _quarantine(settings: IngestionSettings, journal: dict) -> None:
@@ -479,12 +536,15 @@ def _quarantine(settings: IngestionSettings, journal: dict) -> None:
         )
 
 
-def _remove_source(source: Path, sha256: str, *, verify: bool) -> None:
+def _remove_source(source: str, sha256: str, *, verify: bool) -> None:
     # After a crash a user may have dropped a different file under the same name, so a
     # recovery only removes what the interrupted run stored.
-    if verify and source.exists() and sha256_file(source) != sha256:
+    if verify and os.path.exists(source) and sha256_file(Path(source)) != sha256:
         return
-    source.unlink(missing_ok=True)
+    try:
+        os.unlink(source)
+    except FileNotFoundError:
+        pass
 
 
 def _remove_empty_dirs(source_dir: Path) -> None:
@@ -506,7 +566,7 @@ def _write_journal(journal_dir: Path, journal: dict) -> None:
     target = journal_dir / f"{journal['run_id']}.json"
     tmp = target.with_name(f".{target.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(journal, handle)
+        handle.write(json.dumps(journal))  # dumps uses the C encoder; dump does not
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)
