@@ -134,3 +134,21 @@ def test_ultralytics_settings_live_in_the_project_with_mlflow_off(project):
     assert Path(settings_file).is_relative_to(project / ".ultralytics")
     assert mlflow_on == "False"
     assert Path(runs_dir).is_relative_to(project / "data")
+
+
+def test_each_session_gets_its_own_mlflow_run_and_leaves_none_open(project, tmp_path):
+    import mlflow
+
+    from tests.conftest import run_pipeline
+    from tests.test_import_coco import coco_folder
+
+    folder, _ = coco_folder(tmp_path)
+    for _ in range(2):
+        run_pipeline(project, "import_coco", params={"import_coco": {"source": str(folder)}})
+        assert mlflow.active_run() is None
+    client = mlflow.MlflowClient(f"sqlite:///{project}/data/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("cv_pipelines")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert runs[0].data.params["import_coco.source"] == str(folder)

@@ -138,6 +138,8 @@ class IngestionOutcome:
     outcome: str  # new | duplicate_of_stored | duplicate_in_drop | rejected | skipped_in_progress
     image_id: str = ""
     detail: str = ""
+    width: int = 0  # after EXIF orientation; 0 when rejected
+    height: int = 0
 
 
 @dataclass
@@ -170,7 +172,7 @@ class IngestionResult:
         return text
 
     def report(self) -> pd.DataFrame:
-        columns = ["original_path", "outcome", "image_id", "detail"]
+        columns = ["original_path", "outcome", "image_id", "detail", "width", "height"]
         return pd.DataFrame([asdict(o) for o in self.outcomes], columns=columns)
 
 
@@ -389,16 +391,20 @@ def _plan(
         if image_id in first_seen:
             result.duplicates += 1
             detail = f"same bytes as {first_seen[image_id]} in this drop; stored once"
-            outcomes.append(IngestionOutcome(item.original_path, "duplicate_in_drop", image_id, detail))
+            outcomes.append(
+                IngestionOutcome(item.original_path, "duplicate_in_drop", image_id, detail, item.width, item.height)
+            )
             continue
         first_seen[image_id] = item.original_path
         if os.path.exists(final):
             result.duplicates += 1
             detail = f"already stored as {store_relative}/{shard}"
-            outcomes.append(IngestionOutcome(item.original_path, "duplicate_of_stored", image_id, detail))
+            outcomes.append(
+                IngestionOutcome(item.original_path, "duplicate_of_stored", image_id, detail, item.width, item.height)
+            )
             continue
         result.new += 1
-        outcomes.append(IngestionOutcome(item.original_path, "new", image_id))
+        outcomes.append(IngestionOutcome(item.original_path, "new", image_id, "", item.width, item.height))
         new_sources.append(item.source)
         new_finals.append(final)
         for name, value in (

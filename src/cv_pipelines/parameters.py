@@ -123,12 +123,22 @@ class DeploymentParams(_Strict):
     canary_fraction: float = Field(0.0, ge=0, le=1)
 
 
+class ImportCocoParams(_Strict):
+    source: str | None = None
+    annotations: str | None = None
+    images_dir: str | None = None
+    name: str | None = None
+    label_set: str | None = None
+    annotator: str = "coco_import"
+
+
 class ProjectParams(_Strict):
     """Every top-level key the project's parameters may hold."""
 
     dataset_version: str | None = None
     demo_data: DemoDataParams
     ingestion: IngestionParams
+    import_coco: ImportCocoParams = ImportCocoParams()
     labeling: LabelingParams
     export: ExportParams
     training: TrainingParams

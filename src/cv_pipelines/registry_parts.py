@@ -62,6 +62,21 @@ def append_part(
     return write_atomically(table, Path(registry_dir) / name)
 
 
+def keyed_part_path(registry_dir: Path, key: str) -> Path:
+    """The part that holds every row of one source (a batch, an import)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    return Path(registry_dir) / f"part-{safe}.parquet"
+
+
+def replace_keyed_part(registry_dir: Path, key: str, table: pa.Table) -> Path:
+    """Write the rows of source ``key``, replacing the ones written before.
+
+    Re-pulling a batch or re-importing a data set therefore never duplicates rows, and
+    the swap is one atomic rename.
+    """
+    return write_atomically(table, keyed_part_path(registry_dir, key))
+
+
 def list_parts(registry_dir: Path) -> list[Path]:
     """The committed parts, in append order.
 
