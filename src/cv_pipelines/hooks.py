@@ -28,4 +28,7 @@ class ConfigCheckHooks:
         if any("cvat" in node.tags for node in pipeline.nodes):
             from cv_pipelines.cvat_connection import resolve_cvat_connection
 
-            resolve_cvat_connection(self._credentials.get("cvat"))
+            connection = resolve_cvat_connection(self._credentials.get("cvat"))
+            if catalog is not None and "cvat_connection" in pipeline.inputs():
+                # A memory dataset, never a file: the secret stays in this process.
+                catalog["cvat_connection"] = connection

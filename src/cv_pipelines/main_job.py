@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,26 +32,6 @@ def _run_pipeline(project_path: Path, name: str, env: str | None, params: dict |
         return session.run(pipeline_names=[name])
 
 
-def _stage_demo_images_into_drop_zone(project_path: Path, env: str | None) -> int:
-    """Copy the demo images into the drop zone, as a user dropping files would.
-
-    Until the COCO import (issue #4) lands, the demo's images enter the store through
-    ordinary ingestion; their boxes wait in the demo's COCO file.
-    """
-    from kedro.framework.session import KedroSession
-
-    with KedroSession.create(project_path=project_path, env=env) as session:
-        params = session.load_context().params
-    demo_images = project_path / params["demo_data"]["output_dir"] / "images"
-    drop_zone = project_path / params["ingestion"]["drop_zone"] / "demo"
-    drop_zone.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    for image in sorted(demo_images.glob("*")):
-        shutil.copyfile(image, drop_zone / image.name)
-        copied += 1
-    return copied
-
-
 def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]:
     from kedro.framework.startup import bootstrap_project
 
@@ -64,12 +43,28 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     reports.append(StepReport("demo_data", time.perf_counter() - started, "data/demo (images + COCO)"))
 
     started = time.perf_counter()
-    staged = _stage_demo_images_into_drop_zone(project_path, env)
     _run_pipeline(project_path, "ingestion", env)
+    reports.append(StepReport("ingestion", time.perf_counter() - started, "data/incoming -> data/store, data/registry/images"))
+
+    # The demo is a labeled data set: its images and boxes enter through the COCO import,
+    # which runs the images through the same checks and store as ingestion.
+    started = time.perf_counter()
+    _run_pipeline(project_path, "import_coco", env, {"import_coco": {"source": "data/demo", "name": "demo"}})
+    summary = _read_yaml(project_path / "data/reporting/import_coco/last_import.yml")
     reports.append(
-        StepReport("ingestion", time.perf_counter() - started, f"{staged} demo images dropped; see data/registry/images")
+        StepReport(
+            "import_coco",
+            time.perf_counter() - started,
+            f"{summary['labeled_images']} labeled images, {summary['boxes']} boxes -> data/registry/{{annotations,labels}}",
+        )
     )
     return reports
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:

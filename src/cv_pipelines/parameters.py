@@ -50,6 +50,7 @@ class CvatParams(_Strict):
     request_timeout_s: float = Field(600.0, gt=0)
     status_check_period_s: float = Field(5.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)
 
 
 class LabelingParams(_Strict):
@@ -62,6 +63,8 @@ class LabelingParams(_Strict):
     blocking: bool = False
     poll_interval_s: float = Field(60.0, gt=0)
     wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
+    batches_dir: str = "data/batches"
+    exclusions_csv: str | None = None
     cvat: CvatParams = CvatParams()
 
     @field_validator("labels")
