@@ -152,3 +152,22 @@ def test_each_session_gets_its_own_mlflow_run_and_leaves_none_open(project, tmp_
     assert len(runs) == 2
     assert {run.info.status for run in runs} == {"FINISHED"}
     assert runs[0].data.params["import_coco.source"] == str(folder)
+
+
+def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, tmp_path, monkeypatch):
+    """kedro-mlflow remembers the last run id process-wide; the project's hook forgets it."""
+    import mlflow
+
+    from tests.conftest import make_project_copy, run_pipeline
+    from tests.test_import_coco import coco_folder
+
+    folder, _ = coco_folder(tmp_path)
+    run_pipeline(project, "import_coco", params={"import_coco": {"source": str(folder)}})
+    other = make_project_copy(tmp_path / "other")
+    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(other))
+    monkeypatch.chdir(other)
+    run_pipeline(other, "ingestion")  # tracking disabled; must not touch the first run
+    assert mlflow.active_run() is None
+    client = mlflow.MlflowClient(f"sqlite:///{project}/data/mlflow/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("cv_pipelines").experiment_id])
+    assert run.info.status == "FINISHED"

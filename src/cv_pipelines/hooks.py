@@ -32,3 +32,35 @@ class ConfigCheckHooks:
             if catalog is not None and "cvat_connection" in pipeline.inputs():
                 # A memory dataset, never a file: the secret stays in this process.
                 catalog["cvat_connection"] = connection
+
+
+class MlflowSessionIsolationHooks:
+    """Keep one Kedro session's MLflow run out of the next session of the same process.
+
+    kedro-mlflow 2.0.3's hook is a process-wide singleton that remembers the last run
+    id and re-opens it before every node, also in sessions whose pipeline has tracking
+    disabled. In one process running several sessions (the main job, a notebook, the
+    tests) that logs into a finished run of another session, or fails when that run
+    lives in another store. Forgetting the id when a session starts fixes both.
+    """
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        _forget_kedro_mlflow_run()
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        _forget_kedro_mlflow_run()
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        _forget_kedro_mlflow_run()
+
+
+def _forget_kedro_mlflow_run() -> None:
+    import sys
+
+    module = sys.modules.get("kedro_mlflow.framework.hooks.mlflow_hook")
+    hook = getattr(module, "mlflow_hook", None) if module else None
+    if hook is not None and hasattr(hook, "run_id"):
+        hook.run_id = None

@@ -5,7 +5,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from cv_pipelines.config_resolvers import CUSTOM_RESOLVERS
-from cv_pipelines.hooks import ConfigCheckHooks
+from cv_pipelines.hooks import ConfigCheckHooks, MlflowSessionIsolationHooks
 from cv_pipelines.offline import apply_offline_defaults
 
 # Importing settings is the first thing every Kedro command does with the project, so
@@ -13,7 +13,7 @@ from cv_pipelines.offline import apply_offline_defaults
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 apply_offline_defaults(PROJECT_ROOT)
 
-HOOKS = (ConfigCheckHooks(),)
+HOOKS = (ConfigCheckHooks(), MlflowSessionIsolationHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
