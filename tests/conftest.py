@@ -45,10 +45,11 @@ def make_project_copy(target: Path) -> Path:
         if (REPO_ROOT / name).exists():
             shutil.copytree(REPO_ROOT / name, target / name, ignore=_IGNORED)
     (target / "data").mkdir(exist_ok=True)
-    git = ["git", "-c", "user.name=cv-tests", "-c", "user.email=tests@localhost", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "project copy for a test"], cwd=target, check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=target, check=True)
+    for key, value in (("user.name", "cv-tests"), ("user.email", "tests@localhost"), ("commit.gpgsign", "false")):
+        subprocess.run(["git", "config", key, value], cwd=target, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "project copy for a test"], cwd=target, check=True)
     return target
 
 

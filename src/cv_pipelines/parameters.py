@@ -64,6 +64,7 @@ class LabelingParams(_Strict):
     poll_interval_s: float = Field(60.0, gt=0)
     wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
     batches_dir: str = "data/batches"
+    snapshot_after_pull: bool = True
     exclusions_csv: str | None = None
     cvat: CvatParams = CvatParams()
 
@@ -126,6 +127,12 @@ class DeploymentParams(_Strict):
     canary_fraction: float = Field(0.0, ge=0, le=1)
 
 
+class SnapshotParams(_Strict):
+    push: bool = True
+    remote: str | None = None
+    message: str | None = None
+
+
 class ImportCocoParams(_Strict):
     source: str | None = None
     annotations: str | None = None
@@ -142,6 +149,7 @@ class ProjectParams(_Strict):
     demo_data: DemoDataParams
     ingestion: IngestionParams
     import_coco: ImportCocoParams = ImportCocoParams()
+    snapshot: SnapshotParams = SnapshotParams()
     labeling: LabelingParams
     export: ExportParams
     training: TrainingParams

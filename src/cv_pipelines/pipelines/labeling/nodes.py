@@ -38,12 +38,17 @@ def add_exclusions_from_csv(labeling: dict[str, Any], ingestion: dict[str, Any])
 
 
 def run_labeling_cycle(
-    labeling: dict[str, Any], ingestion: dict[str, Any], cvat_connection: CvatConnection, exclusions: dict[str, Any]
+    labeling: dict[str, Any],
+    ingestion: dict[str, Any],
+    snapshot: dict[str, Any],
+    cvat_connection: CvatConnection,
+    exclusions: dict[str, Any],
 ) -> dict[str, Any]:
     """Pull finished batches from CVAT, report the others, and open the next batch.
 
     ``exclusions`` is the CSV step's summary: taking it as input runs that step first,
-    so images it excludes are never selected.
+    so images it excludes are never selected. A cycle that pulled annotations ends with
+    a dataset snapshot unless ``labeling.snapshot_after_pull`` is off.
     """
     from cv_pipelines.cvat_adapter import CvatAdapter, CvatSettings
     from cv_pipelines.labeling_cycle import LabelingSettings
@@ -82,4 +87,11 @@ def run_labeling_cycle(
     )
     report = run_cycle(settings, lambda: CvatAdapter(cvat_connection, cvat_settings))
     logger.info("Labeling cycle: %s", report.summary())
-    return report.to_dict()
+    result = report.to_dict()
+    if report.pulled and labeling["snapshot_after_pull"]:
+        from cv_pipelines.pipelines.snapshot.nodes import snapshot_dataset_version
+
+        result["snapshot"] = snapshot_dataset_version(
+            snapshot, labeling, ingestion, reason="pulled " + ", ".join(sorted(report.pulled))
+        )
+    return result

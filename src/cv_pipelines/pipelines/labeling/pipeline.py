@@ -16,7 +16,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 run_labeling_cycle,
-                inputs=["params:labeling", "params:ingestion", "cvat_connection", "exclusions_csv_summary"],
+                inputs=[
+                    "params:labeling",
+                    "params:ingestion",
+                    "params:snapshot",
+                    "cvat_connection",
+                    "exclusions_csv_summary",
+                ],
                 outputs="labeling_cycle_report",
                 name="run_labeling_cycle",
                 tags=["cvat"],

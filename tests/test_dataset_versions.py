@@ -1,0 +1,124 @@
+"""Dataset versions: DVC snapshots, tags, and reading any version without a checkout."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cv_pipelines import registry_parts
+from cv_pipelines.dataset_versions import (
+    SnapshotError,
+    ensure_images_present,
+    read_registry_at,
+    snapshot_dataset,
+)
+from cv_pipelines.ingest_images import read_images_registry
+from tests.test_ingestion import settings_for
+from cv_pipelines.ingest_images import ingest_images
+from tests.support.images import image_bytes, write
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def add_images(root: Path, seeds: range) -> None:
+    for seed in seeds:
+        write(root / f"data/incoming/img_{seed}.jpg", image_bytes(seed))
+    ingest_images(settings_for(root))
+
+
+def snapshot(root: Path, message: str = "test snapshot"):
+    return snapshot_dataset(
+        root, store_dir=Path("data/store/images"), registry_dir=Path("data/registry"), label_set="demo", message=message
+    )
+
+
+def test_snapshot_commits_only_pointer_files_and_tags_a_version(project):
+    add_images(project, range(12))
+    (project / "notes.txt").write_text("the user's own work")
+    git(project, "add", "notes.txt")  # staged by the user; must stay out of the snapshot
+
+    result = snapshot(project, "Dataset snapshot of demo: first batch")
+
+    assert result.committed and result.tag == "data/demo/v1"
+    committed = git(project, "show", "--name-only", "--format=", result.commit).splitlines()
+    assert committed and all(p.endswith((".dvc", ".gitignore")) for p in committed)
+    assert "data/registry/images.dvc" in committed
+    assert any(p.startswith("data/store/images/") and p.endswith(".dvc") for p in committed)
+    assert git(project, "diff", "--cached", "--name-only") == "notes.txt"
+    assert git(project, "log", "-1", "--format=%s") == "Dataset snapshot of demo: first batch"
+    assert git(project, "rev-parse", "data/demo/v1^{commit}") == result.commit
+    remote = project.parent / "cv_pipelines-dvc-remote"
+    assert remote.exists() and any(remote.rglob("*"))  # pushed to the local remote next to the clone
+
+    again = snapshot(project)
+    assert not again.committed and "nothing changed" in again.summary()
+    assert git(project, "tag", "--list", "data/*").splitlines() == ["data/demo/v1"]
+
+
+def test_a_second_snapshot_touches_only_changed_shards(project):
+    add_images(project, range(40))
+    first = snapshot(project)
+    add_images(project, range(100, 102))  # two images: at most two store shards change
+    second = snapshot(project)
+    assert second.tag == "data/demo/v2"
+    store_pointers = [p for p in second.changed_targets if p.startswith("data/store/images/") and p.endswith(".dvc")]
+    assert 1 <= len(store_pointers) <= 2
+    assert len([p for p in first.changed_targets if p.startswith("data/store/images/") and p.endswith(".dvc")]) > 2
+
+
+def test_reading_an_old_version_without_touching_the_working_tree(project):
+    add_images(project, range(5))
+    snapshot(project)
+    v1_registry = read_images_registry(project / "data/registry")
+    add_images(project, range(5, 9))
+    snapshot(project)
+    head_before = git(project, "rev-parse", "HEAD")
+    status_before = git(project, "status", "--porcelain")
+
+    at_v1 = read_registry_at(project, Path("data/registry/images"), "data/demo/v1")
+    at_v2 = read_registry_at(project, Path("data/registry/images"), "data/demo/v2")
+
+    pd.testing.assert_frame_equal(
+        at_v1.sort_values("image_id").reset_index(drop=True), v1_registry.sort_values("image_id").reset_index(drop=True)
+    )
+    assert len(at_v2) == 9 and len(read_images_registry(project / "data/registry")) == 9
+    assert git(project, "rev-parse", "HEAD") == head_before
+    assert git(project, "status", "--porcelain") == status_before
+
+
+def test_a_deleted_image_is_restored_from_the_remote(project):
+    add_images(project, range(3))
+    snapshot(project)
+    path = read_images_registry(project / "data/registry")["path"].iloc[0]
+    original = (project / path).read_bytes()
+    (project / path).chmod(0o644)
+    (project / path).unlink()
+    shutil.rmtree(project / ".dvc/cache")  # only the remote still has it
+
+    assert ensure_images_present(project, [path], "data/demo/v1") == 1
+    assert (project / path).read_bytes() == original
+
+
+def test_unknown_version_and_detached_head_are_refused_clearly(project):
+    add_images(project, range(2))
+    with pytest.raises(SnapshotError, match="is not a tag or revision"):
+        read_registry_at(project, Path("data/registry/images"), "data/demo/v9")
+    git(project, "checkout", "-q", "--detach")
+    with pytest.raises(SnapshotError, match="HEAD is detached"):
+        snapshot(project)
+
+
+def test_snapshot_pipeline_runs_through_kedro(project):
+    from tests.conftest import run_pipeline
+
+    add_images(project, range(3))
+    run_pipeline(project, "snapshot")
+    assert git(project, "tag", "--list", "data/*") == "data/demo/v1"
+    report = (project / "data/reporting/snapshot/last_snapshot.yml").read_text()
+    assert "committed: true" in report
