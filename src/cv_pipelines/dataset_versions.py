@@ -159,27 +159,37 @@ def snapshot_dataset(
     message: str,
     push: bool = True,
     remote: str | None = None,
+    lock_timeout_s: float = 600.0,
 ) -> SnapshotResult:
     """DVC-track what changed, push it, commit only the pointer files, tag the commit."""
     from dvc.repo import Repo
 
+    from cv_pipelines.ingest_images import writer_lock
+
     root = Path(root).resolve()
     check_can_commit(root)
-    state = _load_state(root)
     targets = snapshot_targets(root, store_dir, registry_dir)
     if not targets:
         return SnapshotResult(committed=False, message="the store and registries are empty; nothing to snapshot")
-    changed, new_state = changed_targets(root, targets, state)
-    repo = Repo(str(root))
-    try:
-        if changed:
-            repo.add([str(t) for t in changed])
-        pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
-        if push and pointer_files:
-            repo.push(targets=[str(p) for p in pointer_files], remote=remote)
-    finally:
-        repo.close()
-    _save_state(root, new_state)
+    (root / registry_dir).mkdir(parents=True, exist_ok=True)
+    # No ingestion or pull may change the store or registries between what DVC hashes
+    # and the folder times recorded for the next snapshot.
+    with writer_lock(root / registry_dir, timeout_s=lock_timeout_s):
+        changed, _ = changed_targets(root, targets, _load_state(root))
+        repo = Repo(str(root))
+        repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
+        try:
+            if changed:
+                repo.add([str(t) for t in changed])
+            pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
+            if push and pointer_files:
+                repo.push(targets=[str(p) for p in pointer_files], remote=remote)
+        finally:
+            repo.close()
+        # Recorded after `dvc add`: with a link cache it re-links files, which touches
+        # the folders it added.
+        _, new_state = changed_targets(root, targets, {})
+        _save_state(root, new_state)
 
     paths = [p.relative_to(root).as_posix() for p in pointer_files]
     paths += [
