@@ -13,3 +13,13 @@ class ConfigurationError(click.ClickException):
     """
 
     exit_code = 2
+
+
+class ExternalServiceError(click.ClickException):
+    """A service (CVAT, a DVC remote) failed; the message says what and what to do.
+
+    Raised after the pipeline made sure nothing was half-changed, so re-running later is
+    always safe.
+    """
+
+    exit_code = 3

@@ -85,7 +85,14 @@ def run_labeling_cycle(
         backoff_initial_s=cvat["retry_backoff_s"],
         cache_dir=root / "data/cache/cvat",
     )
-    report = run_cycle(settings, lambda: CvatAdapter(cvat_connection, cvat_settings))
+    from cv_pipelines.cvat_adapter import CvatError
+    from cv_pipelines.errors import ExternalServiceError
+    from cv_pipelines.labeling_cycle import LabelingBusyError
+
+    try:
+        report = run_cycle(settings, lambda: CvatAdapter(cvat_connection, cvat_settings))
+    except (CvatError, LabelingBusyError) as exc:
+        raise ExternalServiceError(str(exc)) from exc
     logger.info("Labeling cycle: %s", report.summary())
     result = report.to_dict()
     if report.pulled and labeling["snapshot_after_pull"]:

@@ -1,0 +1,202 @@
+"""The labeling loop against the stand-in CVAT, through the real cvat-sdk and Kedro."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cv_pipelines import registry_parts
+from cv_pipelines.errors import ExternalServiceError
+from cv_pipelines.ingest_images import ingest_images
+from tests.conftest import run_pipeline
+from tests.cvat_server import CvatStandIn
+from tests.support.images import image_bytes, write
+from tests.test_ingestion import settings_for
+
+FAST = {
+    "batch_size": 3,
+    "snapshot_after_pull": False,
+    "cvat": {"segment_size": 2, "status_check_period_s": 0.02, "max_retries": 2, "retry_backoff_s": 0.01,
+             "request_timeout_s": 5},
+}
+
+
+@pytest.fixture
+def cvat(monkeypatch):
+    with CvatStandIn() as server:
+        monkeypatch.setenv("CVAT_HOST", server.url)
+        monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
+        yield server
+
+
+@pytest.fixture
+def five_images(project) -> list[str]:
+    datas = [image_bytes(200 + i, size=(80, 60)) for i in range(5)]
+    for i, data in enumerate(datas):
+        write(project / f"data/incoming/{i}.jpg", data)
+    ingest_images(settings_for(project))
+    return [hashlib.sha256(d).hexdigest() for d in datas]
+
+
+def cycle(project: Path, **overrides) -> dict:
+    labeling = {**FAST, **overrides, "cvat": {**FAST["cvat"], **overrides.get("cvat", {})}}
+    run_pipeline(project, "labeling", params={"labeling": labeling})
+    return yaml.safe_load((project / "data/reporting/labeling/last_cycle.yml").read_text())
+
+
+def registry(project: Path, name: str):
+    return registry_parts.read_registry(project / "data/registry" / name)
+
+
+def test_a_full_loop_creates_pulls_and_opens_the_next_batch(project, cvat, five_images):
+    first = cycle(project)
+    batch_id = first["created"]["batch_id"]
+    batch_dir = project / "data/batches" / batch_id
+    info = yaml.safe_load((batch_dir / "info.yaml").read_text())
+    assert info["status"] == "open" and info["num_images"] == 3 and info["label_set"] == "demo"
+    task = cvat.tasks[info["cvat_task_id"]]
+    assert task.name == batch_id and len(task.job_ids) == 2  # segment_size 2
+    frames = task.frames
+    assert sorted(Path(f).stem for f in frames) == sorted(
+        registry_parts.read_registry(batch_dir.parent.parent / "batches" / batch_id, columns=None).get("image_id", [])
+    ) or len(frames) == 3
+    assert (batch_dir / "filelist.txt").read_text().count("\n") == 3
+    assert registry(project, "batches").set_index("batch_id").loc[batch_id, "status"] == "open"
+
+    # The annotator boxes one frame (one box crosses the border), leaves one empty, flags one.
+    cvat.annotate(task.id, frames[0], [("circle", 5, 5, 30, 25), ("square", 60, 40, 120, 90)])
+    cvat.tag(task.id, frames[2], "exclude")
+    mid = cycle(project)
+    assert mid["progress"] == {batch_id: "0/2 jobs done"} and mid["created"] is None
+    cvat.complete_jobs(task.id)
+
+    second = cycle(project)
+
+    pulled = second["pulled"][batch_id]
+    assert (pulled["labeled_images"], pulled["boxes"], pulled["excluded"]) == (2, 2, 1)
+    boxes = registry(project, "annotations").set_index("label")
+    assert boxes.loc["square", ["x_min", "y_min", "x_max", "y_max"]].tolist() == [60, 40, 80, 60]  # clipped
+    assert set(boxes["image_id"]) == {Path(frames[0]).stem}
+    labels = registry(project, "labels").set_index("image_id")
+    assert labels.loc[Path(frames[1]).stem, "num_boxes"] == 0 and labels["annotator"].iloc[0] == "annotator"
+    exclusions = registry(project, "exclusions")
+    assert exclusions["image_id"].tolist() == [Path(frames[2]).stem]
+    assert "flagged 'exclude'" in exclusions["reason"].iloc[0]
+    assert yaml.safe_load((batch_dir / "info.yaml").read_text())["status"] == "pulled"
+
+    # The next batch holds what is left: not labeled, not excluded.
+    created = second["created"]
+    next_task = cvat.tasks[created["cvat_task_id"]]
+    assert created["num_images"] == 2
+    chosen = {Path(f).stem for f in next_task.frames}
+    assert chosen == set(five_images) - {Path(f).stem for f in frames}
+
+    # Pulling the same batch again replaces its rows instead of adding to them.
+    from cv_pipelines.labeling_batches import read_batch_info, update_batch_info
+
+    info = read_batch_info(batch_dir)
+    info.status = "open"
+    update_batch_info(batch_dir, info)
+    cvat.complete_jobs(next_task.id)
+    cycle(project)
+    assert len(registry(project, "annotations")) == 2
+    assert len(registry(project, "labels")) == 2 + len(next_task.frames)
+
+
+def snapshot_of_registries(project: Path) -> dict:
+    files = {}
+    for path in sorted((project / "data").rglob("*")):
+        if path.is_file() and ("registry" in path.parts or "batches" in path.parts) and "_journal" not in path.parts:
+            files[path.relative_to(project).as_posix()] = path.read_bytes()
+    return files
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("server_error", r"failed with HTTP 500 during reading the jobs"),
+        ("throttled", r"kept throttling requests \(429\)"),
+        ("unauthorized", r"refused the credentials \(401\)"),
+    ],
+)
+def test_cvat_faults_leave_registries_and_batches_as_they_were(project, cvat, five_images, fault, expected):
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    cvat.annotate(task.id, task.frames[0], [("circle", 5, 5, 30, 25)])
+    cvat.complete_jobs(task.id)
+    before = snapshot_of_registries(project)
+    cvat.inject(fault, path_prefix="/api/jobs", times=100)
+    with pytest.raises(ExternalServiceError, match=expected):
+        cycle(project)
+    assert snapshot_of_registries(project) == before
+    cvat.faults.clear()
+    assert cycle(project)["pulled"]  # and the next run, once CVAT is well, moves on
+
+
+def test_transient_throttling_is_retried(project, cvat, five_images):
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    cvat.complete_jobs(task.id)
+    cvat.inject("throttled", path_prefix="/api/tasks/", method="POST", times=2)  # the export request
+    report = cycle(project)
+    assert report["pulled"]
+    posts = [p for m, p in cvat.requests_log if m == "POST" and p.endswith("/dataset/export")]
+    assert len(posts) >= 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("fails", r"out of memory"), ("never_finishes", r"still 'started' after 1 s")],
+)
+def test_failed_or_endless_exports_stop_cleanly(project, cvat, five_images, mode, expected):
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    cvat.complete_jobs(task.id)
+    before = snapshot_of_registries(project)
+    cvat.export_mode = mode
+    with pytest.raises(ExternalServiceError, match=expected):
+        cycle(project, cvat={"request_timeout_s": 1})
+    assert snapshot_of_registries(project) == before
+
+
+def test_unreachable_cvat_and_unsupported_versions_are_explained(project, five_images, monkeypatch):
+    with CvatStandIn(version="2.70.0") as old:
+        monkeypatch.setenv("CVAT_HOST", old.url)
+        monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
+        with pytest.raises(ExternalServiceError, match=r"not usable with cvat-sdk 2\.80"):
+            cycle(project)
+    server = CvatStandIn().start()
+    server.stop()
+    monkeypatch.setenv("CVAT_HOST", server.url)
+    with pytest.raises(ExternalServiceError, match=r"cannot be reached"):
+        cycle(project, cvat={"max_retries": 0})
+    assert not (project / "data/batches").exists() or not any((project / "data/batches").iterdir())
+
+
+def test_password_login_and_a_wrong_password(project, five_images, monkeypatch, tmp_path):
+    with CvatStandIn() as server:
+        monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
+        local = project / "conf/test"  # the tests run the `test` environment
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "credentials.yml").write_text(
+            yaml.safe_dump({"cvat": {"host": server.url, "username": "annotator", "password": "secret"}})
+        )
+        assert cycle(project)["created"]["num_images"] == 3
+        (local / "credentials.yml").write_text(
+            yaml.safe_dump({"cvat": {"host": server.url, "username": "annotator", "password": "wrong"}})
+        )
+        with pytest.raises(ExternalServiceError, match="refused the credentials"):
+            cycle(project)
+
+
+def test_exclusions_from_a_csv_are_never_selected(project, cvat, five_images):
+    csv = project / "exclude.csv"
+    csv.write_text("image_id,reason\n" + f"{five_images[4]},blurry\n{five_images[3]},duplicate scene\nnot-an-id,typo\n")
+    report = cycle(project, exclusions_csv=str(csv))
+    exclusions = registry(project, "exclusions")
+    assert sorted(exclusions["image_id"]) == sorted(five_images[3:5])
+    task = cvat.tasks[report["created"]["cvat_task_id"]]
+    assert not {Path(f).stem for f in task.frames} & set(five_images[3:5])
