@@ -103,11 +103,18 @@ def next_version_tag(root: Path, label_set: str) -> str:
 
 
 def _tree_stamp(folder: Path) -> list[int]:
-    """Modification times of a folder and its sub-folders (no file is opened or hashed)."""
-    stamps = []
-    for root, dirs, _ in os.walk(folder):
-        dirs.sort()
-        stamps.append(os.stat(root).st_mtime_ns)
+    """Modification times of a folder and its sub-folders, two levels deep (a store shard
+    and its ``cd/`` folders). No file is listed, opened or hashed."""
+    stamps = [os.stat(folder).st_mtime_ns]
+    with os.scandir(folder) as entries:
+        children = sorted((e for e in entries if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+    for child in children:
+        stamps.append(child.stat(follow_symlinks=False).st_mtime_ns)
+    # Registry folders hold files directly: a new or replaced part changes the folder's
+    # time, and a part rewritten in place (never done) would not, so also stamp the files.
+    if not children:
+        with os.scandir(folder) as entries:
+            stamps.extend(sorted(e.stat().st_mtime_ns for e in entries if e.is_file()))
     return stamps
 
 
