@@ -122,3 +122,21 @@ def test_snapshot_pipeline_runs_through_kedro(project):
     assert git(project, "tag", "--list", "data/*") == "data/demo/v1"
     report = (project / "data/reporting/snapshot/last_snapshot.yml").read_text()
     assert "committed: true" in report
+
+
+def test_the_catalog_reads_registries_at_a_dataset_version(project):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    add_images(project, range(4))
+    snapshot(project)
+    add_images(project, range(4, 7))
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="test", runtime_params={"dataset_version": "data/demo/v1"}) as s:
+        catalog = s.load_context().catalog
+        at_v1 = catalog.load("images_registry")
+        with pytest.raises(Exception, match="read-only"):
+            catalog.save("images_registry", at_v1)
+    with KedroSession.create(project_path=project, env="test") as s:
+        current = s.load_context().catalog.load("images_registry")
+    assert (len(at_v1), len(current)) == (4, 7)
