@@ -200,3 +200,51 @@ def test_exclusions_from_a_csv_are_never_selected(project, cvat, five_images):
     assert sorted(exclusions["image_id"]) == sorted(five_images[3:5])
     task = cvat.tasks[report["created"]["cvat_task_id"]]
     assert not {Path(f).stem for f in task.frames} & set(five_images[3:5])
+
+
+def test_blocking_mode_waits_for_the_annotators_then_pulls(project, cvat, five_images):
+    import threading
+
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    timer = threading.Timer(0.5, cvat.complete_jobs, args=(task.id,))
+    timer.start()
+    report = cycle(project, blocking=True, poll_interval_s=0.1, wait_timeout_s=30)
+    timer.join()
+    assert list(report["pulled"]) == [task.name]
+
+
+def test_blocking_mode_gives_up_after_its_timeout(project, cvat, five_images):
+    cycle(project)
+    report = cycle(project, blocking=True, poll_interval_s=0.05, wait_timeout_s=0.3)
+    assert report["pulled"] == {} and "stopped waiting after 0 s" in " ".join(report["messages"])
+
+
+def test_share_mode_references_store_paths_instead_of_uploading(project, cvat, five_images):
+    report = cycle(project, cvat={"upload": "share", "share_root": "cv_store"})
+    task = cvat.tasks[report["created"]["cvat_task_id"]]
+    for frame in task.frames:
+        image_id = Path(frame).stem
+        assert frame == f"cv_store/{image_id[:2]}/{image_id[2:4]}/{frame.rsplit('/', 1)[1]}"
+    data_posts = [p for m, p in cvat.requests_log if m == "POST" and p.endswith("/data/")]
+    assert len(data_posts) == 1  # one JSON request, no upload
+
+
+def test_secrets_never_reach_logs_reports_or_mlflow(project, cvat, five_images, caplog):
+    caplog.set_level("DEBUG")
+    cycle(project)
+    written = "".join(p.read_text(errors="ignore") for p in (project / "data").rglob("*") if p.is_file()
+                      and p.suffix in {".yml", ".yaml", ".txt", ".csv", ".json"})
+    assert "test-token" not in caplog.text and "test-token" not in written
+
+
+def test_a_pull_ends_with_a_dataset_snapshot(project, cvat, five_images):
+    import subprocess
+
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    cvat.complete_jobs(task.id)
+    report = cycle(project, snapshot_after_pull=True)
+    assert report["snapshot"]["tag"] == "data/demo/v1"
+    message = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=project, capture_output=True, text=True).stdout
+    assert task.name in message

@@ -14,6 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 apply_offline_defaults(PROJECT_ROOT)
 
 HOOKS = (ConfigCheckHooks(), MlflowSessionIsolationHooks())
+# kedro-viz brings kedro-telemetry along; its session hooks never run in this project.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

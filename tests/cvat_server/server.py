@@ -259,7 +259,7 @@ class CvatStandIn:
 
     def new_request(self, kind: str, target: str, task_id: int, **extra) -> str:
         # Real request ids are base64 and may hold '/', '+', '='.
-        rq_id = base64.b64encode(f"{kind}:{task_id}:{secrets.token_hex(3)}/+".encode()).decode()
+        rq_id = base64.b64encode(b"\xfb\xff\xbf" + f"{kind}:{task_id}:{secrets.token_hex(3)}".encode()).decode()
         self.requests[rq_id] = {"type": kind, "target": target, "task_id": task_id, "status": "queued",
                                 "created": _now(), **extra}
         return rq_id
