@@ -1,11 +1,17 @@
 """A synthetic, learnable object-detection data set the project makes itself.
 
-Shapes of five classes (circle, square, triangle, star, ring) with their own colours
-and textures, at scales from small to large, rotated, partly hidden by one another or
-by the image border, over textured backgrounds (value noise, gradients, stripes,
-checkers) with distractor strokes that are not objects, then global lighting, blur and
-sensor noise. Every image depends only on ``(seed, index)``, so the same arguments
-give byte-identical files. Boxes are the tight bounds of each object's visible pixels.
+Five classes of shapes (circle, square, triangle, star, ring) with their own fills
+(flat, gradients, stripes, mottled noise) and outlines, at scales from 6 % to 45 % of
+the image side, with aspect jitter and rotation, some partly hidden by one another, by
+distractor blobs and strokes that are not objects, or by the image border. Backgrounds
+are random mixes of value noise, gradients, stripes, checkers and grain with colour
+jitter; every image then gets its own lighting, colour cast, contrast, blur and sensor
+noise, and is saved as a JPEG.
+
+Every image depends only on ``(seed, index)``, so the same arguments give byte-identical
+files. A box is the tight bound of its object's pixels as drawn, clipped to the image
+(an object hidden behind a later one keeps its whole box, as annotators draw it, and
+is flagged ``occluded``); no object is more than half hidden.
 
 The layout is the one CVAT's "COCO 1.0" export uses, so the project's COCO import
 reads it like any labeled data set::
@@ -13,16 +19,16 @@ reads it like any labeled data set::
     <output_dir>/images/demo_00000.jpg ...
     <output_dir>/annotations/instances_default.json
 
->>> summary = generate_demo_dataset("/tmp/demo", num_images=8, image_size=128, seed=0)
->>> summary.num_images
-8
+Only numpy and Pillow are needed; 300 images of 256 px take a few seconds.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +38,18 @@ from PIL import Image, ImageDraw, ImageFilter
 
 DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")
 
-#: An object whose visible part is less than this fraction of its full area is not placed.
-_MIN_VISIBLE_FRACTION = 0.55
-_PLACEMENT_TRIES = 12
+#: Object extent (longest side of its shape) as a fraction of the image side.
+_MIN_SCALE, _MAX_SCALE = 0.06, 0.45
+#: An object keeps at least this fraction of its in-frame pixels unhidden by later ones.
+_MIN_VISIBLE = 0.5
+#: ... and has at least this fraction of its whole shape inside the frame.
+_MIN_IN_FRAME = 0.45
+_PLACEMENT_TRIES = 15
+#: Shapes are drawn this many times larger and then reduced: soft, anti-aliased edges.
+_SUPERSAMPLE = 2
+_JPEG_QUALITY = 90
+_IMAGE_NAME = re.compile(r"demo_\d{5,}\.jpg")
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass(frozen=True)
@@ -57,25 +72,64 @@ def generate_demo_dataset(
     max_objects: int = 6,
     empty_fraction: float = 0.05,
 ) -> DemoDatasetSummary:
-    """Write ``num_images`` JPEGs and their COCO instances file; deterministic for a seed."""
+    """Write ``num_images`` JPEGs and a COCO instances file under ``output_dir``.
+
+    Images are ``image_size`` pixels square; each holds 1 to ``max_objects`` objects of
+    ``classes`` (a subset of :data:`DEMO_CLASSES`, in label order), except a share of
+    about ``empty_fraction`` background images that hold none (spread evenly over the
+    indices, so any run of images has its share). Image ``i`` depends only on
+    ``(seed, i)``: the same arguments give byte-identical files, and a larger
+    ``num_images`` only appends images.
+
+    Every file is written under a temporary name and renamed into place. The COCO file
+    is removed first and written last, so when it exists it describes the images next
+    to it; ``demo_*.jpg`` files of an earlier, larger run are removed.
+
+    >>> summary = generate_demo_dataset("/tmp/demo", num_images=8, image_size=128, seed=0)
+    >>> summary.num_images, summary.annotations_file.name
+    (8, 'instances_default.json')
+    >>> sorted(summary.boxes_per_class) == sorted(DEMO_CLASSES)
+    True
+    """
+    classes = list(classes)
     unknown = [name for name in classes if name not in _SHAPES]
     if unknown:
         raise ValueError(f"no demo shape for class(es) {unknown}; available: {', '.join(DEMO_CLASSES)}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct, got {classes}")
+    if not classes and max_objects > 0:
+        raise ValueError("classes is empty but max_objects > 0")
+    if num_images < 0 or max_objects < 0:
+        raise ValueError("num_images and max_objects must be >= 0")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+    if not 0.0 <= empty_fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
+
     root = Path(output_dir)
     images_dir = root / "images"
+    annotations_file = root / "annotations" / "instances_default.json"
     images_dir.mkdir(parents=True, exist_ok=True)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    annotations_file.parent.mkdir(parents=True, exist_ok=True)
+    annotations_file.unlink(missing_ok=True)
+
     category_ids = {name: i + 1 for i, name in enumerate(classes)}
-    coco_images, coco_annotations = [], []
-    per_class = {name: 0 for name in classes}
+    per_class = dict.fromkeys(classes, 0)
+    coco_images: list[dict] = []
+    coco_annotations: list[dict] = []
+    names = set()
+    # Background images sit at a low-discrepancy sequence of indices: about
+    # empty_fraction of any run of images, and still a function of (seed, index) only.
+    phase = np.random.default_rng(_entropy(seed, -1)).random()
     for index in range(num_images):
-        rng = np.random.default_rng([seed, index])
-        empty = rng.random() < empty_fraction
-        image, boxes = _render_scene(rng, image_size, list(classes), 0 if empty else max_objects)
+        empty = (phase + index * _GOLDEN) % 1.0 < empty_fraction
+        rng = np.random.default_rng(_entropy(seed, index))
+        image, objects = _render_image(rng, image_size, classes, 0 if empty else max_objects)
         file_name = f"demo_{index:05d}.jpg"
+        names.add(file_name)
         _write_atomically(images_dir / file_name, _jpeg_bytes(image))
         coco_images.append({"id": index + 1, "file_name": file_name, "width": image_size, "height": image_size})
-        for label, (x1, y1, x2, y2) in boxes:
+        for label, (x1, y1, x2, y2), occluded in objects:
             w, h = float(x2 - x1), float(y2 - y1)
             coco_annotations.append(
                 {
@@ -86,18 +140,25 @@ def generate_demo_dataset(
                     "area": w * h,
                     "iscrowd": 0,
                     "segmentation": [],
-                    "attributes": {"occluded": False, "rotation": 0.0},
+                    "attributes": {"occluded": occluded, "rotation": 0.0},
                 }
             )
             per_class[label] += 1
+    for stale in images_dir.iterdir():
+        if _IMAGE_NAME.fullmatch(stale.name) and stale.name not in names:
+            stale.unlink()
+
     coco = {
-        "info": {"description": f"cv_pipelines synthetic demo (seed {seed})", "version": "1.0"},
         "licenses": [],
+        "info": {
+            "description": f"cv_pipelines synthetic demo data (seed {seed})",
+            "contributor": "cv_pipelines.demo_data",
+            "version": "1.0",
+        },
         "categories": [{"id": cid, "name": name, "supercategory": ""} for name, cid in category_ids.items()],
         "images": coco_images,
         "annotations": coco_annotations,
     }
-    annotations_file = root / "annotations" / "instances_default.json"
     _write_atomically(annotations_file, json.dumps(coco, indent=1).encode())
     return DemoDatasetSummary(
         root=root,
@@ -109,168 +170,384 @@ def generate_demo_dataset(
     )
 
 
-# --- scenes -------------------------------------------------------------------------
+def _entropy(seed: int, index: int) -> list[int]:
+    # SeedSequence takes non-negative integers only; keep the sign apart.
+    return [abs(int(seed)), int(seed < 0), index + 1]
 
 
-def _render_scene(rng: np.random.Generator, size: int, classes: list[str], max_objects: int):
-    canvas = Image.fromarray(_background(rng, size))
-    _draw_distractors(rng, canvas)
+# --- one image --------------------------------------------------------------------------
+
+
+@dataclass
+class _Sprite:
+    """A shape's coverage (0..1) in its own box ``[y0:y0+h, x0:x0+w]`` of the image."""
+
+    alpha: np.ndarray
+    y0: int
+    x0: int
+    whole_area: float  # coverage of the whole shape, inside the frame or not
+
+    @property
+    def region(self) -> tuple[slice, slice]:
+        h, w = self.alpha.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+
+def _render_image(rng: np.random.Generator, size: int, classes: list[str], max_objects: int):
+    canvas = _background(rng, size)
+    for _ in range(int(rng.integers(0, 5))):  # clutter under the objects
+        _paint_distractor(rng, canvas, _distractor_sprite(rng, size))
+
+    owner = np.full((size, size), -1, dtype=np.int16)  # topmost object of each pixel
+    in_frame: list[int] = []  # pixels of each object as drawn, before anything hid them
+    objects: list[tuple[str, tuple[int, int, int, int]]] = []
     count = int(rng.integers(1, max_objects + 1)) if max_objects else 0
-    placed: list[tuple[str, np.ndarray]] = []
-    occupied = np.zeros((size, size), dtype=bool)
     for _ in range(count):
         label = classes[int(rng.integers(len(classes)))]
         for _ in range(_PLACEMENT_TRIES):
-            mask = _shape_mask(rng, label, size)
-            area = mask.sum()
-            if area < 30:
+            sprite = _shape_sprite(rng, label, size)
+            if sprite is None or sprite.alpha.sum() < _MIN_IN_FRAME * sprite.whole_area:
                 continue
-            # Later objects hide earlier ones: refuse a placement that would hide too much
-            # of an object already there, or leave too little of this one in the frame.
-            if any((m & mask).sum() > (1 - _MIN_VISIBLE_FRACTION) * m.sum() for _, m in placed):
-                continue
-            break
+            mask = sprite.alpha >= 0.5
+            if mask.sum() >= 12 and _hides_little(owner, in_frame, sprite.region, mask):
+                break
         else:
             continue
-        canvas = _paint_object(rng, canvas, mask)
-        placed = [(name, m & ~mask) for name, m in placed]
-        placed.append((label, mask))
-        occupied |= mask
-    boxes = []
-    for label, visible in placed:
-        ys, xs = np.nonzero(visible)
-        if len(xs) < 20:
-            continue
-        boxes.append((label, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
-    return _finish(rng, canvas), boxes
+        if rng.random() < 0.35:
+            _paint_shadow(rng, canvas, sprite)
+        _paint_object(rng, canvas, sprite, label)
+        owner[sprite.region][mask] = len(objects)
+        in_frame.append(int(mask.sum()))
+        ys, xs = np.nonzero(mask)
+        y0, x0 = sprite.y0, sprite.x0
+        objects.append((label, (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)))
+
+    for _ in range(int(rng.integers(0, 3))):  # things in front of the objects
+        sprite = _distractor_sprite(rng, size)
+        mask = sprite.alpha >= 0.5
+        if _hides_little(owner, in_frame, sprite.region, mask):
+            _paint_distractor(rng, canvas, sprite)
+            owner[sprite.region][mask] = -2
+
+    visible = np.bincount(owner.ravel() + 2, minlength=len(objects) + 2)[2:]
+    annotated = [
+        (label, box, bool(visible[k] < 0.97 * in_frame[k])) for k, (label, box) in enumerate(objects)
+    ]
+    return _finish(rng, canvas), annotated
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    kind = rng.integers(4)
-    base = rng.uniform(40, 215, size=3)
-    if kind == 0:  # value noise at a random scale
-        cells = int(rng.integers(3, 12))
-        grid = rng.uniform(-1, 1, size=(cells, cells, 3)).astype(np.float32)
-        noise = np.stack(
-            [np.asarray(Image.fromarray(grid[..., c]).resize((size, size), Image.BICUBIC)) for c in range(3)], -1
-        )
-        pixels = base + noise * rng.uniform(25, 70)
-    elif kind == 1:  # a gradient in a random direction
-        angle = rng.uniform(0, 2 * math.pi)
-        yy, xx = np.mgrid[0:size, 0:size] / size
-        ramp = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None]
-        pixels = base + (ramp - 0.5) * rng.uniform(-1, 1, size=3) * 160
-    elif kind == 2:  # stripes
-        period = rng.uniform(6, 40)
-        angle = rng.uniform(0, math.pi)
-        yy, xx = np.mgrid[0:size, 0:size]
-        wave = np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * 2 * math.pi / period)[..., None]
-        pixels = base + wave * rng.uniform(10, 45, size=3)
-    else:  # a checker board, softened
-        cell = int(rng.integers(8, 40))
-        yy, xx = np.mgrid[0:size, 0:size]
-        checker = (((xx // cell) + (yy // cell)) % 2)[..., None] * 2 - 1
-        pixels = base + checker * rng.uniform(10, 40, size=3)
-    pixels = pixels + rng.normal(0, rng.uniform(3, 12), size=(size, size, 3))
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+def _hides_little(owner: np.ndarray, in_frame: list[int], region, mask: np.ndarray) -> bool:
+    """Whether painting ``mask`` at ``region`` leaves every object enough of its pixels."""
+    if not in_frame:
+        return True
+    visible = np.bincount(owner.ravel() + 2, minlength=len(in_frame) + 2)[2:]
+    hidden = np.bincount(owner[region][mask] + 2, minlength=len(in_frame) + 2)[2:]
+    return bool(np.all(visible - hidden >= _MIN_VISIBLE * np.asarray(in_frame)))
 
 
-def _draw_distractors(rng: np.random.Generator, canvas: Image.Image) -> None:
-    draw = ImageDraw.Draw(canvas)
-    size = canvas.size[0]
-    for _ in range(int(rng.integers(0, 6))):
-        points = [tuple(float(v) for v in rng.uniform(0, size, 2)) for _ in range(int(rng.integers(2, 5)))]
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        draw.line(points, fill=colour, width=int(rng.integers(1, 4)))
+# --- shapes -----------------------------------------------------------------------------
 
 
-def _shape_mask(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
-    scale = size * rng.uniform(0.09, 0.42)
-    cx, cy = rng.uniform(0.05, 0.95, 2) * size  # near the border the shape is cut
-    aspect = rng.uniform(0.8, 1.25)
-    rotation = rng.uniform(0, 2 * math.pi)
-    mask = Image.new("L", (size, size), 0)
-    _SHAPES[label](ImageDraw.Draw(mask), cx, cy, scale / 2, aspect, rotation)
-    return np.asarray(mask) > 127
+def _unit_ring(n: int) -> np.ndarray:
+    angles = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def _polygon(cx, cy, radii, angles, aspect, rotation):
-    points = []
-    for r, a in zip(radii, angles):
-        x, y = r * math.cos(a) * aspect, r * math.sin(a)
-        points.append(
-            (cx + x * math.cos(rotation) - y * math.sin(rotation), cy + x * math.sin(rotation) + y * math.cos(rotation))
-        )
-    return points
+def _circle(rng):
+    return [_unit_ring(48)], 1.12
 
 
-def _circle(draw, cx, cy, r, aspect, rotation):
-    draw.ellipse([cx - r * aspect, cy - r, cx + r * aspect, cy + r], fill=255)
+def _square(rng):
+    return [np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.72], 1.33
 
 
-def _square(draw, cx, cy, r, aspect, rotation):
-    angles = [math.pi / 4 + k * math.pi / 2 for k in range(4)]
-    draw.polygon(_polygon(cx, cy, [r * 1.2] * 4, angles, aspect, rotation), fill=255)
+def _triangle(rng):
+    angles = -math.pi / 2 + np.arange(3) * 2 * math.pi / 3 + rng.uniform(-0.15, 0.15, 3)
+    radii = rng.uniform(0.9, 1.1, 3)
+    return [np.stack([radii * np.cos(angles), radii * np.sin(angles) + 0.2], axis=1)], 1.15
 
 
-def _triangle(draw, cx, cy, r, aspect, rotation):
-    angles = [-math.pi / 2 + k * 2 * math.pi / 3 for k in range(3)]
-    draw.polygon(_polygon(cx, cy, [r * 1.2] * 3, angles, aspect, rotation), fill=255)
+def _star(rng):
+    angles = -math.pi / 2 + np.arange(10) * math.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.5))
+    return [np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)], 1.12
 
 
-def _star(draw, cx, cy, r, aspect, rotation):
-    angles = [-math.pi / 2 + k * math.pi / 5 for k in range(10)]
-    radii = [r * 1.25 if k % 2 == 0 else r * 0.5 for k in range(10)]
-    draw.polygon(_polygon(cx, cy, radii, angles, aspect, rotation), fill=255)
+def _ring(rng):
+    return [_unit_ring(48), _unit_ring(48) * rng.uniform(0.45, 0.62)], 1.12
 
 
-def _ring(draw, cx, cy, r, aspect, rotation):
-    draw.ellipse([cx - r * aspect, cy - r, cx + r * aspect, cy + r], fill=255)
-    inner = r * 0.55
-    draw.ellipse([cx - inner * aspect, cy - inner, cx + inner * aspect, cy + inner], fill=0)
-
-
+#: Per class: (outline polygons in unit coordinates, the first filled and the next cut
+#: out; the largest aspect ratio the shape is stretched to).
 _SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "ring": _ring}
 
 
-def _paint_object(rng: np.random.Generator, canvas: Image.Image, mask: np.ndarray) -> Image.Image:
-    size = canvas.size[0]
-    colour = rng.uniform(0, 255, 3)
-    # Keep objects distinguishable from their surroundings: push the colour away from
-    # the background's mean under the mask.
-    under = np.asarray(canvas)[mask].mean(axis=0) if mask.any() else np.full(3, 128.0)
-    if np.abs(colour - under).sum() < 150:
-        colour = np.where(under > 127, under - rng.uniform(90, 140, 3), under + rng.uniform(90, 140, 3))
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    shade = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1))[..., None] * rng.uniform(10, 50)
-    texture = colour + shade + rng.normal(0, rng.uniform(2, 10), size=(size, size, 3))
-    fill = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8))
-    alpha = Image.fromarray((mask * 255).astype(np.uint8))
-    outline = alpha.filter(ImageFilter.MaxFilter(3))
-    edge = Image.new("RGB", canvas.size, tuple(int(v) for v in np.clip(colour * 0.45, 0, 255)))
-    canvas = Image.composite(edge, canvas, outline)
-    return Image.composite(fill, canvas, alpha)
+def _shape_sprite(rng: np.random.Generator, label: str, size: int) -> _Sprite | None:
+    polygons, max_aspect = _SHAPES[label](rng)
+    extent = size * math.exp(rng.uniform(math.log(_MIN_SCALE), math.log(_MAX_SCALE)))
+    stretch = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))
+    return _sprite_from_polygons(
+        polygons,
+        centre=rng.uniform(0, size, 2),
+        radius=extent / 2,
+        scale=(math.sqrt(stretch), 1 / math.sqrt(stretch)),
+        rotation=rng.uniform(0, 2 * math.pi),
+        size=size,
+    )
 
 
-def _finish(rng: np.random.Generator, canvas: Image.Image) -> Image.Image:
+def _distractor_sprite(rng: np.random.Generator, size: int) -> _Sprite:
+    """A lumpy blob or a bent stroke: things that are in the picture but not objects."""
+    centre = rng.uniform(0, size, 2)
+    rotation = rng.uniform(0, 2 * math.pi)
+    if rng.random() < 0.6:
+        angles = np.linspace(0, 2 * math.pi, 32, endpoint=False)
+        radii = np.ones_like(angles)
+        for k in (2, 3, 4, 5):
+            radii += rng.uniform(0.08, 0.2) * np.cos(k * angles + rng.uniform(0, 2 * math.pi))
+        outline = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+        stretch = rng.uniform(1.3, 3.0)
+        sprite = _sprite_from_polygons(
+            [outline],
+            centre=centre,
+            radius=size * rng.uniform(0.04, 0.16),
+            scale=(stretch, 1.0),
+            rotation=rotation,
+            size=size,
+        )
+    else:
+        sprite = _stroke_sprite(rng, centre, size)
+    if sprite is None:  # wholly outside the frame: an empty sprite paints nothing
+        return _Sprite(np.zeros((1, 1), np.float32), 0, 0, 0.0)
+    return sprite
+
+
+def _stroke_sprite(rng: np.random.Generator, centre: np.ndarray, size: int) -> _Sprite | None:
+    length = size * rng.uniform(0.2, 0.7)
+    heading = rng.uniform(0, 2 * math.pi)
+    points = [centre]
+    for _ in range(int(rng.integers(1, 4))):
+        heading += rng.uniform(-1.2, 1.2)
+        step = length / 3
+        points.append(points[-1] + step * np.array([math.cos(heading), math.sin(heading)]))
+    points = np.array(points)
+    width = size * rng.uniform(0.01, 0.035)
+    lo = np.floor(points.min(axis=0) - width).astype(int)
+    hi = np.ceil(points.max(axis=0) + width).astype(int) + 1
+    s = _SUPERSAMPLE
+    layer = Image.new("L", tuple((hi - lo) * s), 0)
+    ImageDraw.Draw(layer).line(
+        [tuple(float(v) for v in (p - lo) * s) for p in points], fill=255, width=max(1, round(width * s)), joint="curve"
+    )
+    return _clip_sprite(layer, lo, size)
+
+
+def _sprite_from_polygons(polygons, *, centre, radius, scale, rotation, size) -> _Sprite | None:
+    cos, sin = math.cos(rotation), math.sin(rotation)
+    transform = np.array([[cos, -sin], [sin, cos]]) @ np.diag(scale) * radius
+    placed = [p @ transform.T + centre for p in polygons]
+    lo = np.floor(placed[0].min(axis=0)).astype(int) - 1
+    hi = np.ceil(placed[0].max(axis=0)).astype(int) + 2
+    s = _SUPERSAMPLE
+    layer = Image.new("L", tuple((hi - lo) * s), 0)
+    draw = ImageDraw.Draw(layer)
+    for k, polygon in enumerate(placed):
+        draw.polygon([tuple(float(v) for v in (p - lo) * s) for p in polygon], fill=0 if k else 255)
+    return _clip_sprite(layer, lo, size)
+
+
+def _clip_sprite(layer: Image.Image, lo: np.ndarray, size: int) -> _Sprite | None:
+    """Reduce a supersampled layer to coverage and cut it to the image."""
+    alpha = np.asarray(layer.reduce(_SUPERSAMPLE), dtype=np.float32) / 255.0
+    whole = float(alpha.sum())
+    x0, y0 = int(lo[0]), int(lo[1])
+    h, w = alpha.shape
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + w, size), min(y0 + h, size)
+    if cx1 - cx0 < 2 or cy1 - cy0 < 2:
+        return None
+    return _Sprite(alpha[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], cy0, cx0, whole)
+
+
+# --- paint ------------------------------------------------------------------------------
+
+
+def _random_colour(rng: np.random.Generator, saturation=(0.25, 1.0), value=(0.2, 1.0)) -> np.ndarray:
+    """An RGB colour (0..255) from a random hue, saturation and value."""
+    h = rng.uniform(0, 6)
+    s, v = rng.uniform(*saturation), rng.uniform(*value)
+    c = v * s
+    x = c * (1 - abs(h % 2 - 1))
+    rgb = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(h) % 6]
+    return (np.array(rgb) + (v - c)) * 255.0
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float) -> np.ndarray:
+    """Smooth noise in about [-1, 1] with ``cells`` features across the longer side."""
+    h, w = shape
+    gh = max(2, round(cells * h / max(h, w)) + 1)
+    gw = max(2, round(cells * w / max(h, w)) + 1)
+    grid = Image.fromarray(rng.uniform(-1, 1, (gh, gw)).astype(np.float32), mode="F")
+    return np.asarray(grid.resize((w, h), Image.BICUBIC))
+
+
+def _pattern(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """A pattern in [0, 1]: value noise, gradient, stripes, checker or grain."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    u = math.cos(angle) * xx + math.sin(angle) * yy
+    v = -math.sin(angle) * xx + math.cos(angle) * yy
+    if kind == "noise":
+        cells = rng.uniform(2, 8)
+        t = _value_noise(rng, shape, cells) + 0.5 * _value_noise(rng, shape, cells * 2.5)
+        return np.clip(0.5 + 0.4 * t, 0, 1)
+    if kind == "gradient":
+        if rng.random() < 0.3:  # radial
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            t = np.hypot(yy - cy, xx - cx) / max(h, w)
+        else:
+            t = (u - u.min()) / max(float(u.max() - u.min()), 1.0)
+        return np.clip(t, 0, 1)
+    if kind == "stripes":
+        period = max(h, w) * rng.uniform(0.03, 0.2)
+        sharp = rng.uniform(1, 6)
+        return 0.5 + 0.5 * np.tanh(sharp * np.sin(u * 2 * math.pi / period))
+    if kind == "checker":
+        period = max(h, w) * rng.uniform(0.06, 0.3)
+        sharp = rng.uniform(2, 8)
+        return 0.5 + 0.5 * np.tanh(sharp * np.sin(u * math.pi / period) * np.sin(v * math.pi / period))
+    # grain: fine blurred noise
+    return np.clip(0.5 + 0.45 * _value_noise(rng, shape, max(h, w) * rng.uniform(0.12, 0.3)), 0, 1)
+
+
+_BACKGROUND_KINDS = ("noise", "gradient", "stripes", "checker", "grain")
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A mix of two or three patterns between two colours, with shading and grain."""
+    shape = (size, size)
+    first = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
+    second = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
+    colour_a = _random_colour(rng, saturation=(0.0, 0.7), value=(0.15, 0.95))
+    colour_b = np.clip(colour_a + rng.normal(0, 60, 3), 0, 255)
+    t = _pattern(rng, shape, first)[..., None]
+    pixels = colour_a * (1 - t) + colour_b * t
+    pixels = pixels * (1 + rng.uniform(0.1, 0.5) * (_pattern(rng, shape, second)[..., None] - 0.5))
     if rng.random() < 0.5:
-        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
-    pixels = np.asarray(canvas).astype(np.float32)
-    contrast, brightness = rng.uniform(0.75, 1.25), rng.uniform(-30, 30)
+        third = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
+        tint = rng.normal(0, 25, 3)
+        pixels = pixels + tint * (_pattern(rng, shape, third)[..., None] - 0.5)
+    pixels = pixels + rng.uniform(2, 8) * rng.standard_normal((size, size, 1), dtype=np.float32)
+    return np.clip(pixels, 0, 255).astype(np.float32)
+
+
+def _fill(rng: np.random.Generator, shape: tuple[int, int], colour: np.ndarray) -> np.ndarray:
+    """The texture of an object's fill: flat, gradient, stripes or mottled, around ``colour``."""
+    kind = ("flat", "gradient", "gradient", "stripes", "noise")[int(rng.integers(5))]
+    if kind == "flat":
+        pixels = np.broadcast_to(colour, (*shape, 3)).astype(np.float32)
+    else:
+        other = np.clip(colour + rng.normal(0, 45, 3), 0, 255)
+        t = _pattern(rng, shape, kind)[..., None]
+        pixels = colour * (1 - t) + other * t
+    return pixels + rng.uniform(1, 6) * rng.standard_normal((*shape, 1), dtype=np.float32)
+
+
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A colour that stands out from ``under`` (the mean colour it will cover)."""
+    best, best_score = None, -1.0
+    for _ in range(8):
+        colour = _random_colour(rng)
+        score = abs(float(_luma(colour) - _luma(under))) + 0.25 * float(np.abs(colour - under).sum())
+        if score > 110:
+            return colour
+        if score > best_score:
+            best, best_score = colour, score
+    return best
+
+
+def _paint(canvas: np.ndarray, sprite: _Sprite, pixels: np.ndarray, alpha: np.ndarray) -> None:
+    region = canvas[sprite.region]
+    a = alpha[..., None]
+    region *= 1 - a
+    region += pixels * a
+
+
+def _paint_object(rng: np.random.Generator, canvas: np.ndarray, sprite: _Sprite, label: str) -> None:
+    mask = sprite.alpha >= 0.5
+    under = canvas[sprite.region][mask].mean(axis=0)
+    colour = _contrasting_colour(rng, under)
+    pixels = _fill(rng, sprite.alpha.shape, colour)
+    if rng.random() < 0.7:  # an outline, darker or lighter than the fill
+        width = 1 + int(rng.integers(0, 2 if min(sprite.alpha.shape) < 40 else 3))
+        inner = Image.fromarray((sprite.alpha * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(2 * width + 1))
+        rim = (1 - np.asarray(inner, dtype=np.float32) / 255.0)[..., None]
+        edge = colour * rng.uniform(0.2, 0.5) if _luma(colour) > 90 else np.clip(colour + 120, 0, 255)
+        pixels = pixels * (1 - rim) + edge * rim
+    _paint(canvas, sprite, pixels, sprite.alpha)
+
+
+def _paint_shadow(rng: np.random.Generator, canvas: np.ndarray, sprite: _Sprite) -> None:
+    """Darken the surroundings below and beside the object, as a soft cast shadow."""
+    size = canvas.shape[0]
+    dx, dy = (rng.uniform(1, 4, 2) * np.sign(rng.uniform(-1, 1, 2))).round().astype(int)
+    h, w = sprite.alpha.shape
+    pad = 4
+    layer = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
+    layer[pad + dy : pad + dy + h, pad + dx : pad + dx + w] = sprite.alpha
+    soft = Image.fromarray((layer * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(1, 2.5)))
+    shade = np.asarray(soft, np.float32) / 255.0 * rng.uniform(0.25, 0.5)
+    y0, x0 = sprite.y0 - pad, sprite.x0 - pad
+    cy0, cx0 = max(y0, 0), max(x0, 0)
+    cy1, cx1 = min(y0 + layer.shape[0], size), min(x0 + layer.shape[1], size)
+    canvas[cy0:cy1, cx0:cx1] *= 1 - shade[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, None]
+
+
+def _paint_distractor(rng: np.random.Generator, canvas: np.ndarray, sprite: _Sprite) -> None:
+    if not sprite.alpha.any():
+        return
+    colour = _random_colour(rng, saturation=(0.0, 0.8))
+    pixels = _fill(rng, sprite.alpha.shape, colour)
+    _paint(canvas, sprite, pixels, sprite.alpha * rng.uniform(0.6, 1.0))
+
+
+def _finish(rng: np.random.Generator, canvas: np.ndarray) -> Image.Image:
+    """Lighting, colour cast, contrast, blur and sensor noise of the whole picture."""
+    size = canvas.shape[0]
+    light = 1.0 + rng.uniform(-0.5, 0.5) * (_pattern(rng, (size, size), "gradient") - 0.5)
+    pixels = canvas * light[..., None] * rng.uniform(0.88, 1.12, 3)
+    contrast, brightness = rng.uniform(0.7, 1.2), rng.uniform(-30, 30)
     pixels = (pixels - 128) * contrast + 128 + brightness
-    pixels += rng.normal(0, rng.uniform(1, 6), size=pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 1.4))))
+    noisy = np.asarray(image, np.float32) + rng.uniform(1, 7) * rng.standard_normal((size, size, 3), dtype=np.float32)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+# --- files ------------------------------------------------------------------------------
 
 
 def _jpeg_bytes(image: Image.Image) -> bytes:
-    import io
-
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
+    image.save(buffer, "JPEG", quality=_JPEG_QUALITY)
     return buffer.getvalue()
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    """Write under a temporary name in the same folder, then rename over ``target``."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
