@@ -58,6 +58,21 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
             f"{summary['labeled_images']} labeled images, {summary['boxes']} boxes -> data/registry/{{annotations,labels}}",
         )
     )
+
+    # The snapshot step (a DVC commit and tag in this repository) joins with issue #11,
+    # so running the demo in a developer's checkout never commits into it.
+    started = time.perf_counter()
+    _run_pipeline(project_path, "export", env)
+    export = _read_yaml(project_path / "data/reporting/export/last_export.yml")
+    state = "written" if export["written"] else "unchanged, already"
+    counts = export["counts"]["images"]
+    reports.append(
+        StepReport(
+            "export",
+            time.perf_counter() - started,
+            f"{export['path']} ({state}; train {counts['train']}, val {counts['val']}, test {counts['test']})",
+        )
+    )
     return reports
 
 
@@ -79,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {report.name:<12} {report.seconds:6.1f} s  {report.detail}")
     print(
         "\nNext: look at the registries with `kedro ipython` (catalog.load('images_registry')),"
-        " or the pipelines with `kedro viz run --no-browser`."
+        " the export's health report in data/reporting/export/, or the pipelines with"
+        " `kedro viz run --host 127.0.0.1 --no-browser`."
     )
     return 0
 

@@ -1,0 +1,31 @@
+"""The main job (`make demo`) on a tiny demo, twice, in a throwaway copy of the project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from cv_pipelines.ingest_images import read_images_registry
+from tests.conftest import project_env
+
+
+def run_main_job(project):
+    return subprocess.run(
+        [sys.executable, "-m", "cv_pipelines.main_job", "--env", "test", "--project-path", str(project)],
+        cwd=project, env=project_env(project), capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(project):
+    first = run_main_job(project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "cv_pipelines main job: done" in first.stdout
+    assert "24 labeled images" in first.stdout and "data/exports/demo_v1 (written" in first.stdout
+    images = read_images_registry(project / "data/registry")
+    assert len(images) == 24 and set(images["source_id"]) == {"coco:demo"}
+
+    second = run_main_job(project)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "data/exports/demo_v1 (unchanged, already" in second.stdout
+    assert len(read_images_registry(project / "data/registry")) == 24
+    assert not (project / "data/exports/demo_v2").exists()
