@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cv_pipelines.offline import TELEMETRY_OFF
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: What a project copy is made of: the code and configuration, not data or environments.
@@ -24,15 +26,7 @@ PROJECT_DIRS = ("conf", "src", ".dvc")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "credentials.yml", "*.egg-info", "tmp", "cache")
 
 #: Environment every project subprocess gets: offline, quiet, and pointed at the copy.
-OFFLINE_ENV = {
-    "KEDRO_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "YOLO_OFFLINE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "PYTHONWARNINGS": "ignore",
-}
+OFFLINE_ENV = {**TELEMETRY_OFF, "PYTHONWARNINGS": "ignore"}
 
 
 def make_project_copy(target: Path) -> Path:

@@ -248,3 +248,30 @@ def test_a_pull_ends_with_a_dataset_snapshot(project, cvat, five_images):
     assert report["snapshot"]["tag"] == "data/demo/v1"
     message = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=project, capture_output=True, text=True).stdout
     assert task.name in message
+
+
+def test_a_crash_between_task_creation_and_batch_folder_is_recovered(project, cvat, five_images):
+    from cv_pipelines.ingest_images import read_images_registry
+    from cv_pipelines.labeling_batches import stage_batch_folder
+
+    images = read_images_registry(project / "data/registry")
+    # A run created task "batch_crashed" in CVAT, then died before naming its folder.
+    cycle(project)  # creates the CVAT project and a first, normal batch
+    project_id = next(iter(cvat.projects))
+    stage_batch_folder(project / "data/batches", "batch_crashed", "demo", images.head(2))
+    from cvat_sdk import make_client
+    from cvat_sdk.api_client import models
+
+    client = make_client(cvat.url, access_token="test-token")
+    client.config.status_check_period = 0.02
+    files = [project / p for p in images.head(2)["path"]]
+    client.tasks.create_from_data(models.TaskWriteRequest(name="batch_crashed", project_id=project_id), files)
+    # A second crash left a folder whose task never got created.
+    stage_batch_folder(project / "data/batches", "batch_orphan", "demo", images.tail(1))
+
+    report = cycle(project, max_open_batches=3)
+
+    assert report["adopted"] == ["batch_crashed"]
+    assert any("batch_orphan" in m for m in report["messages"])
+    assert yaml.safe_load((project / "data/batches/batch_crashed/info.yaml").read_text())["status"] == "open"
+    assert not list((project / "data/batches").glob(".pending_*"))

@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw, ImageFilter
 DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")
 
 #: Object extent (longest side of its shape) as a fraction of the image side.
-_MIN_SCALE, _MAX_SCALE = 0.06, 0.45
+_MIN_SCALE, _MAX_SCALE = 0.10, 0.45
 #: An object keeps at least this fraction of its in-frame pixels unhidden by later ones.
 _MIN_VISIBLE = 0.5
 #: ... and has at least this fraction of its whole shape inside the frame.
@@ -464,7 +464,7 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarr
     for _ in range(8):
         colour = _random_colour(rng)
         score = abs(float(_luma(colour) - _luma(under))) + 0.25 * float(np.abs(colour - under).sum())
-        if score > 110:
+        if score > 140:
             return colour
         if score > best_score:
             best, best_score = colour, score
@@ -525,8 +525,8 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray) -> Image.Image:
     pixels = (pixels - 128) * contrast + 128 + brightness
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     if rng.random() < 0.5:
-        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 1.4))))
-    noisy = np.asarray(image, np.float32) + rng.uniform(1, 7) * rng.standard_normal((size, size, 3), dtype=np.float32)
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.1))))
+    noisy = np.asarray(image, np.float32) + rng.uniform(1, 5) * rng.standard_normal((size, size, 3), dtype=np.float32)
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 

@@ -184,17 +184,8 @@ def _finish_pending_batches(settings, batches_dir, registry, cvat, cvat_project,
             report.messages.append(f"discarded batch {batch_id} whose CVAT task was never completed")
             continue
         manifest = read_manifest(pending)
-        info = BatchInfo(
-            batch_id=batch_id,
-            label_set=str(manifest["label_set"].iloc[0]),
-            created_at=datetime.now(timezone.utc).isoformat(),
-            num_images=len(manifest),
-            cvat_task_id=task_id,
-            status="open",
-        )
-        final = commit_batch_folder(batches_dir, pending, info)
-        with writer_lock(registry, timeout_s=settings.lock_timeout_s):
-            write_batch_registry_row(registry / "batches", info, _relative(settings, final))
+        _open_batch(settings, batches_dir, registry, pending, batch_id, str(manifest["label_set"].iloc[0]),
+                    len(manifest), task_id)
         report.adopted.append(batch_id)
 
 
@@ -242,18 +233,23 @@ def _create_next_batch(settings, batches_dir, registry, open_batches, cvat, cvat
     except Exception:
         shutil.rmtree(pending, ignore_errors=True)
         raise
+    _open_batch(settings, batches_dir, registry, pending, batch_id, settings.label_set, len(chosen), task_id)
+    return {"batch_id": batch_id, "num_images": len(chosen), "cvat_task_id": task_id}
+
+
+def _open_batch(settings, batches_dir, registry, pending, batch_id, label_set, num_images, task_id) -> None:
+    """Name the staged batch folder and list it as open: its CVAT task exists now."""
     info = BatchInfo(
         batch_id=batch_id,
-        label_set=settings.label_set,
+        label_set=label_set,
         created_at=datetime.now(timezone.utc).isoformat(),
-        num_images=len(chosen),
+        num_images=num_images,
         cvat_task_id=task_id,
         status="open",
     )
     final = commit_batch_folder(batches_dir, pending, info)
     with writer_lock(registry, timeout_s=settings.lock_timeout_s):
         write_batch_registry_row(registry / "batches", info, _relative(settings, final))
-    return {"batch_id": batch_id, "num_images": len(chosen), "cvat_task_id": task_id}
 
 
 def _pull_batch(settings, registry: Path, batch_dir: Path, info: BatchInfo, cvat: CvatAdapter) -> dict:
