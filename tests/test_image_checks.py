@@ -42,3 +42,14 @@ def test_pixel_limit_is_a_parameter():
     assert inspect_image(data, max_pixels=10_000).width == 100
     with pytest.raises(InvalidImageError, match="exceeds the limit of 9999"):
         inspect_image(data, max_pixels=9_999)
+
+
+def test_verdicts_do_not_change_after_ultralytics_registers_its_image_openers():
+    """Importing Ultralytics registers extra PIL openers (HEIF) whose module may be missing."""
+    import ultralytics.data.utils  # noqa: F401
+
+    with pytest.raises(InvalidImageError, match="not an image"):
+        inspect_image(b"just some text, not an image\n")
+    with pytest.raises(InvalidImageError, match="unsupported image format 'GIF'"):
+        inspect_image(image_bytes(4, fmt="GIF"))
+    assert inspect_image(image_bytes(5, fmt="WEBP")).format == "webp"

@@ -10,6 +10,7 @@ corrupt files in the middle rather than truncate them.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,23 @@ STORE_EXTENSIONS: dict[str, str] = {
     "TIFF": "tiff",
     "MPO": "jpg",  # multi-picture JPEG from phones; its first frame is a plain JPEG
 }
+
+_PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # MPO opens through JPEG
+Image.init()  # register every bundled plugin now: `formats=` only knows registered ones
+
+
+def _original_pil_open():
+    """PIL's own ``Image.open``.
+
+    Ultralytics replaces ``PIL.Image.open`` process-wide with a version that, on a file
+    PIL cannot identify, tries to install and register an HEIF plugin (a download
+    attempt, which fails offline). A check of untrusted input must not do that.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", None) or Image.open
+
+
+_pil_open = _original_pil_open()
 
 #: File name extensions considered at all (matched case-insensitively).
 CANDIDATE_EXTENSIONS = frozenset(
@@ -68,11 +86,14 @@ def inspect_image(
         with warnings.catch_warnings():
             # PIL only warns between max_pixels and twice that; a bomb is a bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Only the formats we store: other plugins (an HEIF opener some libraries
+            # register without its module installed) must not turn "not an image" into
+            # an import error.
+            image = _pil_open(io.BytesIO(data), formats=_PIL_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
-        raise InvalidImageError("not an image PIL can identify (wrong or unsupported format)") from None
+        raise InvalidImageError(_unidentified_reason(data)) from None
     except Exception as exc:  # PIL raises many types for damaged headers
         raise InvalidImageError(f"damaged image header: {exc}") from None
 
@@ -106,6 +127,17 @@ def inspect_image(
     return ImageFacts(format=fmt, width=width, height=height, exif_orientation=orientation)
 
 
+def _unidentified_reason(data: bytes) -> str:
+    """Name the format of an image we do not store, or say it is no image at all."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _pil_open(io.BytesIO(data)) as other:
+                return f"unsupported image format {other.format!r}; accepted: JPEG, PNG, WebP, BMP, TIFF"
+    except Exception:
+        return "not an image PIL can identify (wrong or unsupported format)"
+
+
 def _check_structure(image: Image.Image, data: bytes) -> None:
     """Cheap checks that catch truncation and broken chunks without decoding pixels."""
     if image.format in ("JPEG", "MPO"):
@@ -116,7 +148,7 @@ def _check_structure(image: Image.Image, data: bytes) -> None:
         return
     try:
         # verify() must be the first call on an image object, hence a fresh open.
-        with Image.open(io.BytesIO(data)) as fresh:
+        with _pil_open(io.BytesIO(data), formats=_PIL_FORMATS) as fresh:
             fresh.verify()  # PNG: every chunk CRC up to IEND; others: header sanity
     except Exception as exc:
         raise InvalidImageError(f"corrupt {image.format} data: {exc}") from None
@@ -124,7 +156,7 @@ def _check_structure(image: Image.Image, data: bytes) -> None:
         raise InvalidImageError("truncated PNG: no IEND chunk")
     if image.format in ("WEBP", "TIFF", "BMP"):
         # verify() checks little for these formats; decoding them is cheap enough.
-        _decode_fully(Image.open(io.BytesIO(data)))
+        _decode_fully(_pil_open(io.BytesIO(data), formats=_PIL_FORMATS))
 
 
 def _decode_fully(image: Image.Image) -> None:
