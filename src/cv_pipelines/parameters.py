@@ -95,8 +95,8 @@ class ExportParams(_Strict):
 class TrainingParams(_Strict):
     model: str = "yolov8n.yaml"
     export_version: str | None = None
-    epochs: int = Field(30, ge=1)
-    imgsz: int = Field(192, ge=32)
+    epochs: int = Field(25, ge=1)
+    imgsz: int = Field(160, ge=32)
     batch: int = Field(16, ge=1)
     device: str = "cpu"
     seed: int = 0
