@@ -9,6 +9,7 @@ deadline on background requests, which the SDK polls forever.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -284,9 +285,14 @@ class CvatAdapter:
 
         self._retrying(export, f"exporting task {task_id} as COCO 1.0")
         with zipfile.ZipFile(archive) as zipped:
-            member = next((n for n in zipped.namelist() if n.endswith("instances_default.json")), None)
-            if member is None:
-                raise CvatError(f"CVAT's COCO export of task {task_id} has no annotations/instances_default.json")
+            # instances_default.json, or instances_<subset>.json for a task with a subset.
+            members = sorted(n for n in zipped.namelist() if re.fullmatch(r"annotations/instances_[^/]+\.json", n))
+            if len(members) != 1:
+                raise CvatError(
+                    f"CVAT's COCO export of task {task_id} holds {len(members)} annotations/instances_*.json files; "
+                    "expected one"
+                )
+            member = members[0]
             target = target_dir / f"task_{task_id}_instances_default.json"
             target.write_bytes(zipped.read(member))
         return target
