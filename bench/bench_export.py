@@ -1,16 +1,21 @@
 """Export speed against `cp -r` of the same images.
 
-    .venv/bin/python bench/bench_export.py [--images 10000]
+    .venv/bin/python bench/bench_export.py [--images 10000] [--size 320x240] [--rounds 5]
 
-Ingests N small JPEGs into a store, labels them with synthetic boxes, then times, in the
-same run:
+Ingests N JPEGs into a store (all in a temporary folder, nothing in the checkout),
+labels them with synthetic boxes (0 to 4 per image, a fifth of them background), then
+times, in turn for ``--rounds`` rounds (medians reported) and after an ``os.sync()``
+each, so none pays for another's write-back:
 
-- `cp -r` of the store's images into a fresh folder (the baseline);
-- the export itself: selection, split, YOLO labels, hard links, dataset.yaml,
-  export_info.yaml (goal: at most 0.3x the copy);
-- Ultralytics' own check of every image and label of the export, reported apart.
+- `cp -r` of the store's images folder into a fresh folder (the baseline);
+- the export library call: ``plan_export`` (selection, splits, YOLO label text) and
+  ``write_export`` (hard links, label files, dataset.yaml, export_info.yaml, the rename
+  into place); goal: at most 0.3x the copy;
+- the floor of this layout: one hard link and one small label file per image, nothing
+  else (what no export of this layout can beat).
 
-Everything happens in a temporary folder; nothing is written into the checkout.
+Reported apart, once: Ultralytics' check of every image and label, and the health
+report (table and plot).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -31,95 +37,134 @@ from PIL import Image
 from cv_pipelines import registry_parts
 from cv_pipelines.ingest_images import IMAGES_SCHEMA, IngestionSettings, ingest_images
 from cv_pipelines.registry_schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
-from cv_pipelines.yolo_export import check_with_ultralytics, plan_export, write_export
+from cv_pipelines.yolo_export import (
+    check_with_ultralytics,
+    health_figure,
+    health_report_files,
+    health_table,
+    plan_export,
+    write_export,
+)
 
 CLASSES = ["circle", "square", "triangle", "star", "ring"]
+RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
-def make_images(folder: Path, count: int, size: tuple[int, int]) -> None:
+def make_images(folder: Path, count: int, size: tuple[int, int], bases: int = 64) -> None:
+    """``count`` distinct JPEGs of ``size``: a few noisy pictures, each copy made unique
+    by a JPEG comment segment (encoding 10,000 pictures would dominate the run)."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     width, height = size
-    base = np.linspace(0, 255, width, dtype=np.float32)
-    for i in range(count):
-        pixels = np.clip(base[None, :, None] * rng.uniform(0.3, 1, 3) + rng.normal(0, 25, (height, width, 3)), 0, 255)
+    ramp = np.linspace(0, 255, width, dtype=np.float32)
+    encoded = []
+    for _ in range(bases):
+        pixels = np.clip(ramp[None, :, None] * rng.uniform(0.3, 1, 3) + rng.normal(0, 25, (height, width, 3)), 0, 255)
         buffer = io.BytesIO()
         Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=85)
-        (folder / f"{i:05d}.jpg").write_bytes(buffer.getvalue())
+        encoded.append(buffer.getvalue())
+    for i in range(count):
+        comment = f"bench image {i}".encode()
+        segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+        data = encoded[i % bases]
+        (folder / f"{i:05d}.jpg").write_bytes(data[:2] + segment + data[2:])  # after the SOI marker
+
+
+def synthetic_registries(images, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    now = datetime.now(timezone.utc)
+    boxes = []
+    for image_id, width, height in zip(images["image_id"], images["width"], images["height"]):
+        for _ in range(int(rng.integers(0, 5))):
+            w, h = rng.uniform(0.03, 0.5) * width, rng.uniform(0.03, 0.5) * height
+            x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            boxes.append({"image_id": image_id, "label_set": "bench", "label": CLASSES[int(rng.integers(5))],
+                          "x_min": x, "y_min": y, "x_max": x + w, "y_max": y + h, "source_task": "bench",
+                          "batch_id": "bench", "occluded": False, "pulled_at": now})
+    annotations = pa.Table.from_pylist(boxes, schema=ANNOTATIONS_SCHEMA).to_pandas()
+    labels = pa.Table.from_pylist(
+        [{"image_id": i, "label_set": "bench", "annotator": "bench", "active": True, "num_boxes": 0,
+          "source_task": "bench", "batch_id": "bench", "labeled_at": now} for i in images["image_id"]],
+        schema=LABELS_SCHEMA,
+    ).to_pandas()
+    return annotations, labels, EXCLUSIONS_SCHEMA.empty_table().to_pandas()
+
+
+def timed(action) -> tuple[float, object]:
+    os.sync()  # start from a clean page cache: no write-back of the previous step to pay for
+    started = time.perf_counter()
+    value = action()
+    return time.perf_counter() - started, value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument(
-        "--size", default="480x360",
-        help="image size; 480x360 JPEGs are ~100 KB, the drop of the ingestion benchmark (320x240: ~50 KB)",
-    )
+    parser.add_argument("--size", default="320x240", help="JPEG size; 320x240 gives ~33 KB files, 480x360 ~70 KB")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
-        root = Path(tmp) / "project"
+        tmp = Path(tmp)
+        root = tmp / "project"
         from cv_pipelines.offline import apply_offline_defaults
 
         apply_offline_defaults(root)  # Ultralytics' settings inside the throwaway project
-        print(f"Making and ingesting {args.images} JPEGs ...", flush=True)
+        started = time.perf_counter()
         make_images(root / "data/incoming", args.images, size)
         ingest_images(IngestionSettings(
             project_root=root, source_dir=Path("data/incoming"), store_dir=Path("data/store/images"),
-            registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"), show_progress=False,
+            registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"), workers=2, show_progress=False,
         ))
         images = registry_parts.read_registry(root / "data/registry/images", schema=IMAGES_SCHEMA)
-        rng = np.random.default_rng(1)
-        now = datetime.now(timezone.utc)
-        boxes = []
-        for image_id in images["image_id"]:
-            for _ in range(int(rng.integers(0, 5))):
-                x, y = rng.uniform(0, 200), rng.uniform(0, 150)
-                boxes.append({"image_id": image_id, "label_set": "bench", "label": CLASSES[int(rng.integers(5))],
-                              "x_min": x, "y_min": y, "x_max": x + rng.uniform(10, 110), "y_max": y + rng.uniform(10, 80),
-                              "source_task": "bench", "batch_id": "bench", "occluded": False, "pulled_at": now})
-        annotations = pa.Table.from_pylist(boxes, schema=ANNOTATIONS_SCHEMA).to_pandas()
-        labels = pa.Table.from_pylist(
-            [{"image_id": i, "label_set": "bench", "annotator": "bench", "active": True, "num_boxes": 0,
-              "source_task": "bench", "batch_id": "bench", "labeled_at": now} for i in images["image_id"]],
-            schema=LABELS_SCHEMA,
-        ).to_pandas()
-        exclusions = EXCLUSIONS_SCHEMA.empty_table().to_pandas()
+        annotations, labels, exclusions = synthetic_registries(images)
+        print(f"Made and ingested {len(images):,} JPEGs in {time.perf_counter() - started:.1f} s", flush=True)
 
-        started = time.perf_counter()
-        subprocess.run(["cp", "-r", str(root / "data/store/images"), str(Path(tmp) / "copy")], check=True)
-        copy_s = time.perf_counter() - started
+        def export(exports_dir: Path):
+            plan = plan_export(images=images, annotations=annotations, labels=labels, exclusions=exclusions,
+                               label_set="bench", classes=CLASSES, split_seed=0, split_ratios=RATIOS)
+            return plan, write_export(plan, project_root=root, exports_dir=exports_dir)
 
-        # The floor of this design: one hard link and one small label file per image, in
-        # the same folders, with no selection, splitting or formatting at all.
-        floor_dir = Path(tmp) / "floor"
-        for kind in ("images", "labels"):
-            (floor_dir / kind).mkdir(parents=True)
-        started = time.perf_counter()
-        for image_id, path in zip(images["image_id"], images["path"]):
-            os.link(root / path, floor_dir / "images" / f"{image_id}.jpg")
-            handle = os.open(floor_dir / "labels" / f"{image_id}.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(handle, b"0 0.5 0.5 0.1 0.1\n")
-            os.close(handle)
-        floor_s = time.perf_counter() - started
+        def floor(floor_dir: Path) -> None:
+            # The floor of this layout: one hard link and one small label file per image,
+            # in two folders, with no selection, splitting or formatting at all.
+            for kind in ("images", "labels"):
+                (floor_dir / kind).mkdir(parents=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            for image_id, path in zip(images["image_id"].tolist(), images["path"].tolist()):
+                os.link(f"{root}/{path}", f"{floor_dir}/images/{image_id}.jpg")
+                handle = os.open(f"{floor_dir}/labels/{image_id}.txt", flags, 0o644)
+                os.write(handle, b"0 0.500000 0.500000 0.100000 0.100000\n")
+                os.close(handle)
 
-        started = time.perf_counter()
-        plan = plan_export(images=images, annotations=annotations, labels=labels, exclusions=exclusions,
-                           label_set="bench", classes=CLASSES, split_seed=0,
-                           split_ratios={"train": 0.8, "val": 0.1, "test": 0.1})
-        result = write_export(plan, project_root=root, exports_dir=root / "data/exports")
-        export_s = time.perf_counter() - started
+        copies, exports, floors = [], [], []
+        for round_number in range(args.rounds):
+            copy_dir, exports_dir, floor_dir = (tmp / f"{kind}{round_number}" for kind in ("copy", "exports", "floor"))
+            copy_s, _ = timed(lambda: subprocess.run(["cp", "-r", str(root / "data/store/images"), str(copy_dir)], check=True))
+            export_s, (plan, result) = timed(lambda: export(exports_dir))
+            floor_s, _ = timed(lambda: floor(floor_dir))
+            copies.append(copy_s)
+            exports.append(export_s)
+            floors.append(floor_s)
+            # Nothing is removed before the end: deleting (and discarding) 10,000 files
+            # would slow down whichever step of the next round runs first.
 
-        started = time.perf_counter()
-        checked = check_with_ultralytics(result.path, len(CLASSES))
-        check_s = time.perf_counter() - started
+        check_s, checked = timed(lambda: check_with_ultralytics(
+            result.path, classes=CLASSES, expected_shapes=plan.expected_shapes(), project_root=root))
+        health_s, _ = timed(lambda: health_report_files(health_table(plan), health_figure(plan)))
 
+        copy_s, export_s, floor_s = (statistics.median(values) for values in (copies, exports, floors))
         mean_kb = images["size_bytes"].mean() / 1024
-        print(f"\nExport of {args.images:,} labeled images ({mean_kb:.0f} KB each, {len(boxes):,} boxes), same run:")
-        print(f"  cp -r of the same images (baseline)      : {copy_s:6.2f} s")
-        print(f"  floor: hard link + label file per image    : {floor_s:6.2f} s   ratio {floor_s / copy_s:.2f}x")
-        print(f"  export (select, split, label, hard-link)  : {export_s:6.2f} s   ratio {export_s / copy_s:.2f}x (goal <= 0.3x)")
-        print(f"  Ultralytics check of all {checked['checked_images']:,} images : {check_s:6.2f} s   (reported apart)")
+        print(f"\nExport of {len(images):,} labeled images ({mean_kb:.0f} KB each, {len(plan.boxes):,} boxes, "
+              f"{sum(1 for text in plan.labels.values() if not text):,} background), median of {args.rounds} rounds:")
+        print(f"  cp -r of the same images (baseline)   : {copy_s:6.2f} s   rounds {', '.join(f'{s:.2f}' for s in copies)}")
+        print(f"  export (plan_export + write_export)   : {export_s:6.2f} s   rounds {', '.join(f'{s:.2f}' for s in exports)}")
+        print(f"  ratio export / cp -r                  : {export_s / copy_s:6.2f}x  (goal <= 0.3x; per round "
+              f"{', '.join(f'{e / c:.2f}' for e, c in zip(exports, copies))})")
+        print(f"  floor: hard link + label file / image : {floor_s:6.2f} s   rounds {', '.join(f'{s:.2f}' for s in floors)}"
+              f"; ratio {floor_s / copy_s:.2f}x")
+        print(f"  Ultralytics check of {checked['images']:,} images       : {check_s:6.2f} s   (apart)")
+        print(f"  health report (table + PNG)           : {health_s:6.2f} s   (apart)")
 
 
 if __name__ == "__main__":

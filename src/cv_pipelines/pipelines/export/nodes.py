@@ -1,4 +1,8 @@
-"""Nodes of the ``export`` pipeline."""
+"""Nodes of the ``export`` pipeline: select, report health, write the versioned export.
+
+The registries come in as DataFrames (catalog entries ``*_registry``, read as of
+``dataset_version`` when one is given), so where they are loaded from never matters here.
+"""
 
 from __future__ import annotations
 
@@ -10,78 +14,139 @@ import pandas as pd
 
 from cv_pipelines.config_resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.yolo_export import (
+    ALL_CLASSES,
+    HUGE_BOX_AREA,
+    TINY_BOX_AREA,
+    ExportCheckError,
+    ExportLockedError,
+    ExportPlan,
+    ExportSelectionError,
+    check_coco_export,
+    check_with_ultralytics,
+    health_figure,
+    health_report_files,
+    health_table,
+    plan_export,
+    write_export,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def _registry(frame: pd.DataFrame, schema) -> pd.DataFrame:
-    """An empty registry loads with no columns; give it the schema's."""
-    return frame if not frame.empty else schema.empty_table().to_pandas()
-
-
-def export_yolo_dataset(
+def select_export_images(
     images: pd.DataFrame,
     annotations: pd.DataFrame,
     labels: pd.DataFrame,
     exclusions: pd.DataFrame,
     export: dict[str, Any],
     labeling: dict[str, Any],
-    dataset_version: str | None,
-) -> tuple[dict[str, Any], pd.DataFrame, Any]:
-    """Write the next export version (or find the one that already holds this content).
+) -> ExportPlan:
+    """The export's images, splits and YOLO labels (nothing written yet).
 
-    Returns the export summary (its ``export_info``), the health table and the health plot.
+    Class ids come from ``labeling.labels``, the declared order of the label set, so
+    ``export.label_set`` must be ``labeling.label_set``.
     """
-    from cv_pipelines.dataset_versions import ensure_images_present, resolve_version
-    from cv_pipelines.ingest_images import IMAGES_SCHEMA
-    from cv_pipelines.offline import ultralytics_settings_offline
-    from cv_pipelines.registry_schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
-    from cv_pipelines.yolo_export import check_with_ultralytics, health_plot, health_table, plan_export, write_export
-
     if export["label_set"] != labeling["label_set"]:
         raise ConfigurationError(
-            f"export.label_set {export['label_set']!r} is not labeling.label_set {labeling['label_set']!r}; the class "
-            "order comes from labeling.labels, so export the configured label set."
+            f"export.label_set is {export['label_set']!r} but labeling.label_set is {labeling['label_set']!r}; the "
+            "class ids of an export come from labeling.labels, so set both to the label set you want to export."
         )
-    root = project_root()
-    frames = {
-        "images": _registry(images, IMAGES_SCHEMA),
-        "annotations": _registry(annotations, ANNOTATIONS_SCHEMA),
-        "labels": _registry(labels, LABELS_SCHEMA),
-        "exclusions": _registry(exclusions, EXCLUSIONS_SCHEMA),
-    }
     try:
         plan = plan_export(
-            **frames,
+            images=images,
+            annotations=annotations,
+            labels=labels,
+            exclusions=exclusions,
             label_set=export["label_set"],
             classes=list(labeling["labels"]),
-            split_seed=export["split_seed"],
+            split_seed=int(export["split_seed"]),
             split_ratios=dict(export["split_ratios"]),
         )
-    except ValueError as exc:
+    except ExportSelectionError as exc:
         raise ConfigurationError(str(exc)) from None
     for problem in plan.problems:
-        logger.warning(problem)
-    fetched = ensure_images_present(root, list(plan.images["path"]), dataset_version)
-    version = resolve_version(root, dataset_version, frames)
+        logger.warning("Export of %s: %s", plan.label_set, problem)
+    counts = plan.counts()["images"]
+    logger.info(
+        "Export of %s selects %d images (train %d, val %d, test %d) with %d boxes",
+        plan.label_set, len(plan.images), counts["train"], counts["val"], counts["test"], len(plan.boxes),
+    )
+    return plan
+
+
+def report_export_health(selection: ExportPlan) -> tuple[pd.DataFrame, Any, dict[str, bytes]]:
+    """The health table and plot of the selection, and the same two as files for the export."""
+    table = health_table(selection)
+    figure = health_figure(selection)
+    overall = table[table["split"].eq("all") & table["class"].eq(ALL_CLASSES)].iloc[0]
+    if overall["tiny_boxes"] or overall["huge_boxes"]:
+        logger.warning(
+            "Export of %s: %d tiny (< %.1f%% of the image) and %d huge (> %.0f%%) box(es); see the health report",
+            selection.label_set, overall["tiny_boxes"], TINY_BOX_AREA * 100, overall["huge_boxes"], HUGE_BOX_AREA * 100,
+        )
+    return table, figure, health_report_files(table, figure)
+
+
+def export_yolo_dataset(
+    selection: ExportPlan,
+    health_files: dict[str, bytes],
+    export: dict[str, Any],
+    dataset_version: str | None,
+) -> dict[str, Any]:
+    """Write the next export version, checked, or name the version that already holds it.
+
+    The Ultralytics check (``export.format: yolo``; pycocotools for ``coco``) runs on the
+    staging folder before it is renamed into place: a separate node after this one
+    could only run once the version already exists under its name. Returns the
+    version's ``export_info`` plus its ``path`` and whether this run ``written`` it.
+    """
+    from cv_pipelines.dataset_versions import current_commit, ensure_images_present, resolve_version
+
+    root = project_root()
+    exports_dir = Path(export["output_dir"])
+    exports_dir = exports_dir if exports_dir.is_absolute() else root / exports_dir
+    fmt = export["format"]
+    fetched = ensure_images_present(root, selection.images["path"].tolist(), dataset_version)
+    version = resolve_version(root, dataset_version, selection.inputs)
     lineage = {
         "dataset_version": version.dataset_version or "working tree",
-        "dataset_commit": version.commit,
-        "registries_hash": version.registries_hash,
+        "dataset_commit": version.commit,  # the version's commit; HEAD for the working tree
+        "code_commit": current_commit(root, "HEAD"),  # the code that made this export
+        "registries_hash": version.registries_hash,  # the registry rows it was made from
     }
-    result = write_export(plan, project_root=root, exports_dir=root / export["output_dir"], fmt=export["format"],
-                          lineage=lineage)
-    if not result.written:
-        logger.info("Export: the content equals %s (v%d); nothing written", result.path.name, result.version)
-    else:
-        if export["format"] == "yolo":
-            ultralytics_settings_offline(root)
-            checked = check_with_ultralytics(result.path, len(plan.classes))
-            logger.info("Ultralytics checked %d images: 0 corrupt, 0 missing labels", checked["checked_images"])
+
+    def check(folder: Path) -> dict[str, int]:
+        if fmt == "coco":
+            return check_coco_export(folder)
+        logger.info("Checking %d images with Ultralytics' data set check and label loader ...", len(selection.images))
+        return check_with_ultralytics(
+            folder, classes=selection.classes, expected_shapes=selection.expected_shapes(), project_root=root
+        )
+
+    try:
+        result = write_export(
+            selection, project_root=root, exports_dir=exports_dir, fmt=fmt, lineage=lineage, check=check,
+            reports=health_files,
+        )
+    except (ExportCheckError, ExportSelectionError, ExportLockedError) as exc:
+        raise ConfigurationError(f"{exc} (nothing was written)") from None
+    name = _relative(result.path, root)
+    if result.written:
         counts = result.info["counts"]["images"]
         logger.info(
-            "Export %s: %s images (train %d, val %d, test %d)%s", result.path.name, sum(counts.values()),
-            counts["train"], counts["val"], counts["test"], f"; fetched {fetched} missing image(s)" if fetched else "",
+            "Export %s written: %d images (train %d, val %d, test %d), content %s%s",
+            name, sum(counts.values()), counts["train"], counts["val"], counts["test"], result.content_hash[:12],
+            f"; fetched {fetched} missing image(s) from DVC" if fetched else "",
         )
-    summary = dict(result.info) | {"path": str(result.path.relative_to(root)), "written": result.written}
-    return summary, health_table(plan), health_plot(plan)
+    else:
+        logger.info("Export: nothing written, version %d (%s) already holds this content (%s)",
+                    result.version, name, result.content_hash[:12])
+    return dict(result.info) | {"path": name, "written": result.written}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)

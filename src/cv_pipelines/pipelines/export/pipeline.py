@@ -1,13 +1,15 @@
+"""Wiring of the ``export`` pipeline: registries -> selection -> health report -> export."""
+
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import export_yolo_dataset
+from .nodes import export_yolo_dataset, report_export_health, select_export_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                export_yolo_dataset,
+                select_export_images,
                 inputs=[
                     "images_registry",
                     "annotations_registry",
@@ -15,10 +17,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "exclusions_registry",
                     "params:export",
                     "params:labeling",
-                    "params:dataset_version",
                 ],
-                outputs=["export_summary", "export_health_table", "export_health_plot"],
+                outputs="export_selection",
+                name="select_export_images",
+            ),
+            Node(
+                report_export_health,
+                inputs="export_selection",
+                outputs=["export_health_table", "export_health_plot", "export_health_files"],
+                name="report_export_health",
+            ),
+            Node(
+                export_yolo_dataset,
+                inputs=["export_selection", "export_health_files", "params:export", "params:dataset_version"],
+                outputs="export_summary",
                 name="export_yolo_dataset",
-            )
+            ),
         ]
     )
