@@ -91,7 +91,9 @@ def generate_demo_dataset(
     is removed first and written last, so when it exists it describes the images next
     to it; ``demo_*.jpg`` files of an earlier, larger run are removed.
 
-    >>> summary = generate_demo_dataset("/tmp/demo", num_images=8, image_size=128, seed=0)
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> summary = generate_demo_dataset(out, num_images=8, image_size=128, seed=0)
     >>> summary.num_images, summary.annotations_file.name
     (8, 'instances_default.json')
     >>> sorted(summary.boxes_per_class) == sorted(DEMO_CLASSES)
