@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cv_pipelines import registry_parts
 from cv_pipelines.dataset_versions import (
     SnapshotError,
     ensure_images_present,

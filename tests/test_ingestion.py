@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd

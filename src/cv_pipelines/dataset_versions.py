@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from cv_pipelines.atomic_files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,7 @@ def _load_state(root: Path) -> dict:
 def _save_state(root: Path, state: dict) -> None:
     path = root / ".dvc" / "tmp" / _STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(state), durable=False)  # a cache: losing it costs one full re-add
 
 
 def snapshot_targets(root: Path, store_dir: Path, registry_dir: Path) -> list[Path]:
@@ -237,18 +235,8 @@ def read_registry_at(root: Path, registry: Path, rev: str | None) -> pd.DataFram
     root = Path(root).resolve()
     if rev is None:
         return registry_parts.read_registry(root / registry)
-    fs = _open_fs(root, rev)
-    folder = Path(registry).as_posix() if not Path(registry).is_absolute() else Path(registry).relative_to(root).as_posix()
-    if not fs.exists(folder):
-        return pd.DataFrame()
-    parts = sorted(p for p in fs.ls(folder, detail=False) if Path(p).name.startswith("part-") and p.endswith(".parquet"))
-    tables = []
-    for part in parts:
-        with fs.open(part, "rb") as handle:
-            tables.append(pq.read_table(handle))
-    if not tables:
-        return pd.DataFrame()
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    folder = Path(registry).relative_to(root) if Path(registry).is_absolute() else Path(registry)
+    return registry_parts.read_registry(folder, fs=_open_fs(root, rev))
 
 
 def registries_content_hash(frames: dict[str, pd.DataFrame]) -> str:

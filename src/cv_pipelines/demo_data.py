@@ -33,7 +33,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from cv_pipelines.atomic_files import write_bytes_atomically
 
 DEMO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")
 
@@ -135,7 +136,7 @@ def generate_demo_dataset(
         image, objects = _render_image(rng, image_size, classes, 0 if empty else max_objects)
         file_name = f"demo_{index:05d}.jpg"
         names.add(file_name)
-        _write_atomically(images_dir / file_name, _jpeg_bytes(image))
+        write_bytes_atomically(images_dir / file_name, _jpeg_bytes(image))
         coco_images.append({"id": index + 1, "file_name": file_name, "width": image_size, "height": image_size})
         for label, (x1, y1, x2, y2), occluded in objects:
             w, h = float(x2 - x1), float(y2 - y1)
@@ -167,7 +168,7 @@ def generate_demo_dataset(
         "images": coco_images,
         "annotations": coco_annotations,
     }
-    _write_atomically(annotations_file, json.dumps(coco, indent=1).encode())
+    write_bytes_atomically(annotations_file, json.dumps(coco, indent=1).encode())
     return DemoDatasetSummary(
         root=root,
         images_dir=images_dir,
@@ -560,17 +561,3 @@ def _jpeg_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=_JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename over ``target``."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 from pathlib import Path
+
+from cv_pipelines.atomic_files import copy_atomically
 
 _HASH_CHUNK = 1 << 20
 
@@ -28,23 +29,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def relative_store_path(image_id: str, ext: str) -> Path:
-    """Where an image lives inside the store root."""
-    return Path(image_id[0:2], image_id[2:4], f"{image_id}.{ext}")
-
-
-def link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path | str, target: Path | str) -> None:
     """Hard-link ``source`` at ``target`` (no data copied), or copy across file systems.
 
-    ``target`` must not exist. A hard link shares the inode, so the store keeps the
-    bytes when the source is later removed from the drop zone.
+    ``target`` must not exist and its folder must. A hard link shares the inode, so the
+    store keeps the bytes when the source is later removed from the drop zone, and an
+    export costs no copy of its images.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
-        tmp = target.with_name(target.name + ".copying")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        copy_atomically(source, target)

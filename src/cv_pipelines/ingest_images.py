@@ -37,13 +37,14 @@ import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from cv_pipelines import registry_parts
+from cv_pipelines.atomic_files import copy_atomically, write_text_atomically
 from cv_pipelines.image_checks import (
     CANDIDATE_EXTENSIONS,
     InvalidImageError,
     ValidationMode,
     inspect_image,
 )
-from cv_pipelines.image_store import link_or_copy, relative_store_path, sha256_bytes, sha256_file
+from cv_pipelines.image_store import link_or_copy, sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -491,16 +492,14 @@ def _place(source: str, final: str, *, consume: bool) -> None:
             if not os.path.exists(source):
                 raise
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            link_or_copy(Path(source), Path(final))
+            link_or_copy(source, final)
         except OSError:
-            link_or_copy(Path(source), Path(final))  # another file system: copy
+            link_or_copy(source, final)  # another file system: copy
     else:
         if os.path.exists(final):
             return
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = f"{final}.copying"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, final)
+        copy_atomically(source, final)
     # The store is append-only: make an accidental edit of a stored image fail.
     os.chmod(final, 0o444)
 
@@ -569,13 +568,8 @@ def _remove_empty_dirs(source_dir: Path) -> None:
 
 def _write_journal(journal_dir: Path, journal: dict) -> None:
     journal_dir.mkdir(parents=True, exist_ok=True)
-    target = journal_dir / f"{journal['run_id']}.json"
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(journal))  # dumps uses the C encoder; dump does not
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    # json.dumps uses the C encoder; json.dump does not.
+    write_text_atomically(journal_dir / f"{journal['run_id']}.json", json.dumps(journal))
 
 
 def recover_interrupted_ingestions(settings: IngestionSettings) -> list[str]:

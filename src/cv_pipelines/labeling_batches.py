@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from cv_pipelines import registry_parts
+from cv_pipelines.atomic_files import write_text_atomically
 from cv_pipelines.registry_schemas import BATCHES_SCHEMA
 
 BatchStatus = Literal["open", "pulled"]
@@ -97,7 +98,7 @@ def stage_batch_folder(batches_dir: Path, batch_id: str, label_set: str, images:
 
 def commit_batch_folder(batches_dir: Path, pending: Path, info: BatchInfo) -> Path:
     """Give the staged folder its info.yaml and its final name (one atomic rename)."""
-    _write_text_atomically(pending / "info.yaml", info.to_yaml())
+    write_text_atomically(pending / "info.yaml", info.to_yaml())
     final = batches_dir / info.batch_id
     os.replace(pending, final)
     return final
@@ -117,7 +118,7 @@ def read_batch_info(batch_dir: Path) -> BatchInfo:
 
 
 def update_batch_info(batch_dir: Path, info: BatchInfo) -> None:
-    _write_text_atomically(batch_dir / "info.yaml", info.to_yaml())
+    write_text_atomically(batch_dir / "info.yaml", info.to_yaml())
 
 
 def read_manifest(batch_dir: Path) -> pd.DataFrame:
@@ -137,8 +138,3 @@ def write_batch_registry_row(registry_dir: Path, info: BatchInfo, batch_path: st
     }
     registry_parts.replace_keyed_part(registry_dir, info.batch_id, pa.Table.from_pylist([row], schema=BATCHES_SCHEMA))
 
-
-def _write_text_atomically(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)

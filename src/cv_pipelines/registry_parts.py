@@ -12,7 +12,8 @@ import os
 import shutil
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import pyarrow as pa
@@ -92,18 +93,34 @@ def list_parts(registry_dir: Path) -> list[Path]:
 
 
 def read_registry(
-    registry_dir: Path, *, columns: list[str] | None = None, schema: pa.Schema | None = None
+    registry_dir: Path | str,
+    *,
+    columns: list[str] | None = None,
+    schema: pa.Schema | None = None,
+    fs=None,
 ) -> pd.DataFrame:
-    """All parts as one DataFrame, in append order; empty (with ``schema``'s columns) if none."""
-    parts = list_parts(registry_dir)
+    """All parts as one DataFrame, in append order; empty (with ``schema``'s columns) if none.
+
+    ``fs``: an fsspec file system to read from instead of the local disk (DVC's file
+    system at a dataset version), with ``registry_dir`` a path inside it.
+    """
+    if fs is None:
+        parts = list_parts(Path(registry_dir))
+        tables = [pq.read_table(part, columns=columns) for part in parts]
+    else:
+        folder = PurePosixPath(registry_dir).as_posix()
+        listed = fs.ls(folder, detail=False) if fs.exists(folder) else []
+        parts = sorted(p for p in listed if fnmatch(PurePosixPath(p).name, PART_GLOB))
+        tables = []
+        for part in parts:
+            with fs.open(part, "rb") as handle:
+                tables.append(pq.read_table(handle, columns=columns))
     if not parts:
         if schema is None:
             return pd.DataFrame(columns=columns or [])
         empty = schema.empty_table()
         return empty.select(columns).to_pandas() if columns else empty.to_pandas()
-    tables = [pq.read_table(part, columns=columns) for part in parts]
-    table = pa.concat_tables(tables, promote_options="default")
-    return table.to_pandas()
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
 def compact_registry(registry_dir: Path) -> int:

@@ -27,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import itertools
@@ -48,6 +47,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
+
+from cv_pipelines.image_store import link_or_copy as _link_image  # hard link; copy across file systems
 
 logger = logging.getLogger(__name__)
 
@@ -549,15 +550,6 @@ def _remove_stale_staging(exports_dir: Path, label_set: str) -> None:
     for stale in exports_dir.iterdir():
         if pattern.fullmatch(stale.name):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _link_image(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-        shutil.copyfile(source, target)  # another file system (or no hard links there): copy
 
 
 def _write_files(files: ExportFiles, staging: Path, project_root: Path) -> None:
