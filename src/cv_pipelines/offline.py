@@ -70,3 +70,23 @@ def ultralytics_settings_offline(project_root: Path | None = None) -> None:
     }
     if changed:
         settings.update(changed)
+
+
+def no_font_download():
+    """A context in which Ultralytics never fetches its plotting font from the internet.
+
+    ``check_det_dataset`` and the plot annotator call ``check_font``, which downloads
+    Arial when no local copy exists: offline that waits on the network, and nothing may
+    be downloaded at run time anyway. Without it the annotator falls back to PIL's
+    built-in font, which is all the plots need.
+    """
+    import contextlib
+    from unittest import mock
+
+    from ultralytics.data import utils as data_utils  # heavy imports kept local
+    from ultralytics.utils import plotting
+
+    stack = contextlib.ExitStack()
+    for module in (data_utils, plotting):
+        stack.enter_context(mock.patch.object(module, "check_font", lambda *args, **kwargs: None))
+    return stack

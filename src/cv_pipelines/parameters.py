@@ -94,16 +94,33 @@ class ExportParams(_Strict):
 
 class TrainingParams(_Strict):
     model: str = "yolov8n.yaml"
-    export_version: str | None = None
-    epochs: int = Field(25, ge=1)
+    export_version: int | None = Field(None, ge=1)
+    output_dir: str = "data/models/training"
+    epochs: int = Field(35, ge=1)
     imgsz: int = Field(160, ge=32)
     batch: int = Field(16, ge=1)
     device: str = "cpu"
     seed: int = 0
     patience: int = Field(100, ge=0)
     workers: int = Field(2, ge=0)
-    resume: bool = False
+    # true: the newest interrupted run; a string: that run folder (or its last.pt).
+    resume: bool | str = False
     extra_args: dict[str, Any] = {}
+
+    # `--params training.device=0` arrives as the integer 0.
+    _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_do_not_override(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        # The run folder, the data and the tracking belong to the pipeline.
+        owned = sorted(set(extra) & _PIPELINE_OWNED_TRAIN_ARGS)
+        if owned:
+            raise ValueError(
+                f"extra_args may not set {', '.join(owned)}: the pipeline sets them (use the training parameters "
+                "of the same name, or export_version for the data)"
+            )
+        return extra
 
     @field_validator("model")
     @classmethod
@@ -111,12 +128,32 @@ class TrainingParams(_Strict):
         return check_model_source(model)
 
 
+_PIPELINE_OWNED_TRAIN_ARGS = {
+    "data", "project", "name", "exist_ok", "resume", "model", "epochs", "imgsz", "batch", "device", "seed",
+    "deterministic", "patience", "workers",
+}
+
+
+def _device_as_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return value
+
+
 class EvaluationParams(_Strict):
     run_id: str | None = None
     split: Literal["val", "test"] = "test"
     conf: float = Field(0.001, ge=0, le=1)
     iou: float = Field(0.6, ge=0, le=1)
+    device: str = "cpu"
+    batch: int = Field(16, ge=1)
     worst_images: int = Field(20, ge=0)
+    worst_conf: float = Field(0.25, gt=0, le=1)
+    output_dir: str = "data/models/evaluation"
+
+    _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
 
 
 class DeploymentParams(_Strict):

@@ -596,9 +596,8 @@ def check_with_ultralytics(
     had to be repaired by Ultralytics. Returns the counts it saw.
     """
     from concurrent.futures import ThreadPoolExecutor
-    from unittest import mock
 
-    from cv_pipelines.offline import ultralytics_settings_offline
+    from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
 
     export_dir = Path(export_dir)
     ultralytics_settings_offline(project_root)
@@ -608,9 +607,8 @@ def check_with_ultralytics(
     with tempfile.TemporaryDirectory(prefix="export_check_") as tmp:
         check_yaml = Path(tmp) / DATASET_FILE
         check_yaml.write_text(yaml.safe_dump({**described, "path": str(export_dir.resolve())}, sort_keys=False))
-        # check_det_dataset ends by fetching a plotting font from the internet; the
-        # data set check does not need it and nothing may be downloaded at run time.
-        with mock.patch.object(data_utils, "check_font", lambda *args, **kwargs: None):
+        # check_det_dataset ends by fetching a plotting font from the internet.
+        with no_font_download():
             try:
                 data = data_utils.check_det_dataset(str(check_yaml), autodownload=False)
             except Exception as exc:

@@ -1,0 +1,38 @@
+"""The lineage of a training or evaluation run, on the MLflow run kedro-mlflow opened.
+
+kedro-mlflow logs parameters and catalog datasets; an MLflow *dataset input* (what
+the run consumed, with its digest) and searchable tags have no catalog form, so they
+are set here, on the active run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cv_pipelines.yolo_training import ExportRef
+
+#: Tag that marks the runs of each pipeline, so evaluation can find "the latest training".
+PIPELINE_TAG = "cv_pipelines.pipeline"
+
+
+def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:
+    """Tag the active run (``tags`` plus ``data.<lineage key>``) and log the export as its input."""
+    import mlflow  # heavy import kept local
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    lineage = export_ref.lineage()
+    mlflow.set_tags({**tags, **{f"data.{key}": value for key, value in lineage.items()}})
+    with warnings.catch_warnings():
+        # A local path matches two equivalent local source types; MLflow warns and picks one.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(export_ref.path.resolve().as_uri())
+    dataset = MetaDataset(
+        source=source,
+        name=export_ref.name,
+        # MLflow's dataset digest column holds 36 characters; the full hash is a tag.
+        digest=lineage["export_content_hash"][:32],
+    )
+    mlflow.log_input(dataset, context=context, tags=lineage)

@@ -1,0 +1,315 @@
+"""Training and evaluation pipelines: real Ultralytics runs tracked in a real SQLite MLflow store.
+
+Every test works in its own copy of a project that already holds a tiny demo export
+(made once per module), with its own empty MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import OFFLINE_ENV, make_project_copy, project_env, run_kedro, run_pipeline
+
+BUILD_EXPORT = """
+import sys
+from pathlib import Path
+from cv_pipelines.main_job import _run_pipeline
+from kedro.framework.startup import bootstrap_project
+root = Path(sys.argv[1])
+bootstrap_project(root)
+params = dict(arg.split("=", 1) for arg in sys.argv[2:])
+demo = {k.split(".", 1)[1]: int(v) for k, v in params.items() if k.startswith("demo_data.")}
+_run_pipeline(root, "demo_data", "test", {"demo_data": demo} if demo else None)
+_run_pipeline(root, "ingestion", "test")
+_run_pipeline(root, "import_coco", "test", {"import_coco": {"source": "data/demo", "name": "demo"}})
+_run_pipeline(root, "export", "test")
+"""
+
+
+def build_exported_project(target: Path, *args: str) -> Path:
+    root = make_project_copy(target)
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_EXPORT, str(root), *args], cwd=root, env=project_env(root),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Each test starts from an empty MLflow store (an experiment records its artifact
+    # folder as an absolute path, which would point back into the template).
+    shutil.rmtree(root / "data/mlflow", ignore_errors=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def export_template(tmp_path_factory) -> Path:
+    return build_exported_project(tmp_path_factory.mktemp("template") / "project")
+
+
+def use_copy(template: Path, target: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(template, target, symlinks=True)
+    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(target))
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(target / ".ultralytics"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(target)
+    return target
+
+
+@pytest.fixture
+def exported(export_template, tmp_path, monkeypatch) -> Path:
+    """A throwaway project holding the export demo_v1 (24 tiny images) and no MLflow runs."""
+    return use_copy(export_template, tmp_path / "project", monkeypatch)
+
+
+def client_for(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
+
+
+def runs_of(root: Path, pipeline: str):
+    client = client_for(root)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(
+        experiments, filter_string=f"tags.`cv_pipelines.pipeline` = '{pipeline}'", order_by=["attributes.start_time ASC"]
+    )
+
+
+def export_info(root: Path, name: str = "demo_v1") -> dict:
+    return yaml.safe_load((root / "data/exports" / name / "export_info.yaml").read_text())
+
+
+def git_head(root: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_training_is_one_finished_run_with_history_artifacts_and_lineage(exported):
+    import mlflow
+
+    run_pipeline(exported, "training", params={"training": {"epochs": 2}})
+    assert mlflow.active_run() is None  # nothing left open in this process
+
+    [run] = runs_of(exported, "training")
+    client = client_for(exported)
+    all_runs = client.search_runs([run.info.experiment_id])
+    assert [r.data.tags.get("mlflow.runName") for r in all_runs] == ["training"]  # no run of Ultralytics' own
+    assert run.info.status == "FINISHED"
+
+    # Parameters from params:training, per-epoch history with the epoch as step.
+    assert run.data.params["training.epochs"] == "2" and run.data.params["training.seed"] == "0"
+    for name in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/precision", "val/recall", "val/mAP50",
+                 "val/mAP50-95"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
+
+    # Artifacts: weights, results table, confusion matrix and curves.
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    weights = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
+    assert {"weights/best.pt", "weights/last.pt"} <= weights
+    assert {"results.csv", "confusion_matrix.png", "BoxPR_curve.png", "args.yaml", "last_training.yml"} <= top
+
+    # Lineage: the export as a dataset input, and tags for searching; the code's commit.
+    info = export_info(exported)
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "demo_v1"
+    assert dataset_input.dataset.digest == info["content_hash"][:32]
+    input_tags = {tag.key: tag.value for tag in dataset_input.tags}
+    assert input_tags["export_content_hash"] == info["content_hash"]
+    assert input_tags["dataset_commit"] == info["dataset_commit"]
+    assert input_tags["registries_hash"] == info["registries_hash"]
+    assert run.data.tags["data.export_content_hash"] == info["content_hash"]
+    assert run.data.tags["code_commit"] == git_head(exported)
+    assert run.data.tags["mlflow.source.git.commit"] == git_head(exported)
+
+    # Ultralytics' arguments: deterministic, seeded, the tuned extra_args passed through.
+    run_dir = exported / run.data.tags["cv_pipelines.run_dir"]
+    args = yaml.safe_load((run_dir / "args.yaml").read_text())
+    assert args["deterministic"] is True and args["seed"] == 0 and args["optimizer"] == "AdamW"
+    summary = yaml.safe_load((exported / "data/reporting/training/last_training.yml").read_text())
+    assert summary["mlflow_run_id"] == run.info.run_id and summary["epochs_done"] == 2
+    assert (run_dir / "training_summary.yaml").is_file()
+
+
+def test_each_training_gets_its_own_folder_and_leaves_the_previous_one_alone(exported):
+    run_pipeline(exported, "training")
+    [first] = runs_of(exported, "training")
+    first_dir = exported / first.data.tags["cv_pipelines.run_dir"]
+    before = tree_bytes(first_dir)
+
+    run_pipeline(exported, "training")
+    runs = runs_of(exported, "training")
+    assert len(runs) == 2
+    second_dir = exported / runs[1].data.tags["cv_pipelines.run_dir"]
+    assert second_dir != first_dir and second_dir.parent == first_dir.parent
+    assert tree_bytes(first_dir) == before
+    assert first.info.run_id[:12] in first_dir.name and runs[1].info.run_id[:12] in second_dir.name
+
+
+def test_asking_for_a_missing_gpu_stops_before_training_with_one_sentence(exported):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.device=0")
+    assert result.returncode != 0
+    assert "training.device is '0' but this machine has no usable CUDA GPU" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (exported / "data/models/training").exists()
+
+
+def test_training_needs_an_export_and_names_the_missing_version(project):
+    missing = run_kedro(project, "run", "--pipelines", "training", "--env", "test")
+    assert missing.returncode != 0
+    assert "there is no export of label set 'demo'" in missing.stderr and "kedro run --pipelines export" in missing.stderr
+
+
+def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
+    command = [str(Path(sys.executable).with_name("kedro")), "run", "--pipelines", "training", "--env", "test",
+               "--params", "training.epochs=6"]
+    process = subprocess.Popen(command, cwd=exported, env=project_env(exported), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    training_dir = exported / "data/models/training"
+    deadline = time.monotonic() + 300
+    try:
+        while not list(training_dir.glob("*/weights/last.pt")):
+            assert process.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [run_dir] = [p for p in training_dir.iterdir() if p.is_dir()]
+    assert not (run_dir / "training_summary.yaml").exists()
+    [killed] = runs_of(exported, "training")
+    assert killed.info.status == "RUNNING"  # SIGKILL leaves no chance to end it
+
+    run_pipeline(exported, "training", params={"training": {"resume": True}})
+
+    assert [p for p in training_dir.iterdir() if p.is_dir()] == [run_dir]
+    results = pd.read_csv(run_dir / "results.csv")
+    assert results["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert (run_dir / "training_summary.yaml").is_file()
+    resumed = [r for r in runs_of(exported, "training") if r.info.run_id != killed.info.run_id]
+    assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
+    assert resumed[0].data.tags["resumed_from_run_id"] == killed.info.run_id
+
+    # Nothing left to resume now: the request is refused with the reason.
+    again = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.resume=true")
+    assert again.returncode != 0 and "no interrupted training" in again.stderr
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def test_evaluation_of_the_latest_training_on_the_test_split(exported):
+    run_pipeline(exported, "training")
+    run_pipeline(exported, "training")
+    latest = runs_of(exported, "training")[-1]
+
+    run_pipeline(exported, "evaluation")
+    [evaluation] = runs_of(exported, "evaluation")
+    assert evaluation.info.status == "FINISHED"
+    assert evaluation.data.tags["evaluated_run_id"] == latest.info.run_id
+    assert evaluation.data.tags["data.export_content_hash"] == export_info(exported)["content_hash"]
+    for name in ("test/mAP50", "test/mAP50-95", "test/precision", "test/recall"):
+        assert 0.0 <= evaluation.data.metrics[name] <= 1.0, name
+
+    reporting = exported / "data/reporting/evaluation"
+    per_class = pd.read_csv(reporting / "per_class.csv")
+    assert per_class["class"].tolist() == ["circle", "square", "triangle", "star", "ring"]
+    test_boxes = sum(
+        len((exported / "data/exports/demo_v1/labels/test" / f"{p.stem}.txt").read_text().splitlines())
+        for p in (exported / "data/exports/demo_v1/images/test").iterdir()
+    )
+    assert per_class["instances"].sum() == test_boxes  # the test split, not val or train
+    worst = pd.read_csv(reporting / "worst_images.csv")
+    assert list(worst.columns) == ["image_id", "file", "missed", "spurious", "correct", "errors"]
+    assert (worst["errors"] == worst["missed"] + worst["spurious"]).all()
+    assert worst["errors"].is_monotonic_decreasing
+    for plot in ("confusion_matrix.png", "pr_curve.png", "per_class_ap.png"):
+        with Image.open(reporting / plot) as image:
+            assert image.size[0] > 300
+    artifacts = {a.path for a in client_for(exported).list_artifacts(evaluation.info.run_id)}
+    assert {"per_class.csv", "worst_images.csv", "confusion_matrix.png", "pr_curve.png", "last_evaluation.yml"} <= artifacts
+    summary = yaml.safe_load((reporting / "last_evaluation.yml").read_text())
+    assert summary["run_id"] == latest.info.run_id and summary["champion"] is None
+
+
+def test_evaluation_compares_with_the_champion_on_the_same_split(exported):
+    run_pipeline(exported, "training")
+    [champion_run] = runs_of(exported, "training")
+    client = client_for(exported)
+    client.create_registered_model("cv_pipelines_detector")
+    version = client.create_model_version(
+        "cv_pipelines_detector", f"runs:/{champion_run.info.run_id}/weights", run_id=champion_run.info.run_id,
+        tags={"training_run_id": champion_run.info.run_id},
+    )
+    client.set_registered_model_alias("cv_pipelines_detector", "champion", version.version)
+    run_pipeline(exported, "training", params={"training": {"epochs": 2}})
+
+    run_pipeline(exported, "evaluation")
+    [evaluation] = runs_of(exported, "evaluation")
+    metrics = evaluation.data.metrics
+    assert evaluation.data.tags["champion_version"] == "1"
+    for name in ("mAP50", "mAP50-95", "precision", "recall"):
+        assert metrics[f"delta/test/{name}"] == pytest.approx(metrics[f"test/{name}"] - metrics[f"champion/test/{name}"])
+    per_class = pd.read_csv(exported / "data/reporting/evaluation/per_class.csv")
+    assert {"champion_mAP50", "delta_mAP50"} <= set(per_class.columns)
+    summary = yaml.safe_load((exported / "data/reporting/evaluation/last_evaluation.yml").read_text())
+    assert summary["champion"]["run_id"] == champion_run.info.run_id
+
+
+def test_evaluation_without_a_training_run_says_what_to_do(exported):
+    result = run_kedro(exported, "run", "--pipelines", "evaluation", "--env", "test")
+    assert result.returncode != 0
+    assert "no finished training run to evaluate" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_path):
+    from cv_pipelines.yolo_training import metric_name, metrics_history
+
+    assert metric_name("metrics/mAP50-95(B)") == "val/mAP50-95"
+    assert metric_name("  train/box_loss") == "train/box_loss"
+    assert metric_name("epoch") is None
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch,time,train/box_loss,metrics/mAP50(B)\n1,2.5,3.0,0.1\n2,5.0,2.0,0.3\n")
+    assert metrics_history(csv) == {
+        "train/elapsed_s": [{"value": 2.5, "step": 1}, {"value": 5.0, "step": 2}],
+        "train/box_loss": [{"value": 3.0, "step": 1}, {"value": 2.0, "step": 2}],
+        "val/mAP50": [{"value": 0.1, "step": 1}, {"value": 0.3, "step": 2}],
+    }
+
+
+def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.yolo_training import check_device
+
+    with pytest.raises(ConfigurationError, match="is not a device"):
+        check_device("gpu0")
+    assert check_device(" CPU ") == "cpu"
+
+    from cv_pipelines.parameters import TrainingParams
+
+    with pytest.raises(ValueError, match="extra_args may not set data, project"):
+        TrainingParams(extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
+    assert TrainingParams(extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
