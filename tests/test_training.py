@@ -82,7 +82,7 @@ def runs_of(root: Path, pipeline: str):
     client = client_for(root)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(
-        experiments, filter_string=f"tags.`cv_pipelines.pipeline` = '{pipeline}'", order_by=["attributes.start_time ASC"]
+        experiments, filter_string=f"tags.`cv_pipelines.{pipeline}` = 'true'", order_by=["attributes.start_time ASC"]
     )
 
 
@@ -279,7 +279,7 @@ def test_evaluation_compares_with_the_champion_on_the_same_split(exported):
 def test_evaluation_without_a_training_run_says_what_to_do(exported):
     result = run_kedro(exported, "run", "--pipelines", "evaluation", "--env", "test")
     assert result.returncode != 0
-    assert "no finished training run to evaluate" in result.stderr and "Traceback" not in result.stderr
+    assert "no training has run in this project yet" in result.stderr and "Traceback" not in result.stderr
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -313,3 +313,36 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
         TrainingParams(extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
     assert TrainingParams(extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
+
+
+# --- learning signal ----------------------------------------------------------------------
+
+
+def test_a_small_training_really_learns(tmp_path, monkeypatch):
+    """160 demo images of 128 px, 20 epochs (about a minute here): measured test mAP50 0.14
+    against about 0 for an untrained model; the floor is half of that."""
+    template = build_exported_project(tmp_path / "template", "demo_data.num_images=160", "demo_data.image_size=128")
+    root = use_copy(template, tmp_path / "project", monkeypatch)
+    run_pipeline(root, "training", params={"training": {"epochs": 20, "imgsz": 128, "batch": 16}})
+    run_pipeline(root, "evaluation")
+
+    [training] = runs_of(root, "training")
+    history = [m.value for m in client_for(root).get_metric_history(training.info.run_id, "val/mAP50")]
+    losses = [m.value for m in client_for(root).get_metric_history(training.info.run_id, "train/box_loss")]
+    assert max(history[-5:]) > history[0] + 0.05
+    assert losses[-1] < 0.8 * losses[0]
+    [evaluation] = runs_of(root, "evaluation")
+    assert evaluation.data.metrics["test/mAP50"] >= 0.07
+
+
+def test_training_and_evaluation_in_one_kedro_run_evaluate_the_model_just_trained(exported):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(exported)
+    with KedroSession.create(project_path=exported, env="test") as session:
+        session.run(pipeline_names=["training", "evaluation"])
+    [run] = runs_of(exported, "training")
+    assert run.data.tags["cv_pipelines.evaluation"] == "true"  # one run did both
+    assert run.data.tags["evaluated_run_id"] == run.info.run_id
+    assert "test/mAP50" in run.data.metrics and "val/mAP50" in run.data.metrics

@@ -12,12 +12,14 @@ class ConfigCheckHooks:
 
     def __init__(self) -> None:
         self._credentials: dict[str, Any] = {}
+        self._params: dict[str, Any] = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
         from cv_pipelines.parameters import validate_parameters
 
         validate_parameters(context.params)
+        self._params = context.params
         try:
             self._credentials = context.config_loader["credentials"] or {}
         except Exception:  # no conf/local/credentials.yml is a normal state
@@ -32,6 +34,22 @@ class ConfigCheckHooks:
             if catalog is not None and "cvat_connection" in pipeline.inputs():
                 # A memory dataset, never a file: the secret stays in this process.
                 catalog["cvat_connection"] = connection
+        if catalog is not None and "training_summary" in pipeline.inputs() and not catalog.exists("training_summary"):
+            self._no_training_yet(catalog)
+
+    def _no_training_yet(self, catalog) -> None:
+        """Evaluation reads the latest training's summary; say so when there is none."""
+        from kedro.io import MemoryDataset
+
+        from cv_pipelines.errors import ConfigurationError
+
+        if not (self._params.get("evaluation") or {}).get("run_id"):
+            raise ConfigurationError(
+                "no training has run in this project yet (data/reporting/training/last_training.yml is missing); run "
+                "`kedro run --pipelines training` first, or set evaluation.run_id to a training run of the MLflow store"
+            )
+        # evaluation.run_id names the run; the summary is not needed.
+        catalog["training_summary"] = MemoryDataset({})
 
 
 class MlflowSessionIsolationHooks:

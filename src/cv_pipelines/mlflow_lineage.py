@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cv_pipelines.yolo_training import ExportRef
 
-#: Tag that marks the runs of each pipeline, so evaluation can find "the latest training".
-PIPELINE_TAG = "cv_pipelines.pipeline"
+#: Tag keys marking a run that trained (``cv_pipelines.training``) or evaluated
+#: (``cv_pipelines.evaluation``) a model, value "true". Two keys, not one: ``kedro run
+#: --pipelines training,evaluation`` does both in the same run.
+TRAINING_TAG = "cv_pipelines.training"
+EVALUATION_TAG = "cv_pipelines.evaluation"
 
 
 def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:

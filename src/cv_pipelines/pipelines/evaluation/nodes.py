@@ -1,8 +1,10 @@
 """Nodes of the ``evaluation`` pipeline: pick the model (and the champion), evaluate, report.
 
-The model is a training run's ``weights/best.pt`` taken from MLflow (the latest
-finished training run of the experiment, or ``evaluation.run_id``), so evaluation
-works the same against the embedded store and a tracking server. It is evaluated on
+The model is a training run's ``weights/best.pt`` taken from MLflow, so evaluation
+works the same against the embedded store and a tracking server. Which run: the one
+``training_summary`` names (the project's latest training; inside ``kedro run
+--pipelines training,evaluation`` the training that just ran, since Kedro orders the
+nodes by that dataset), or ``evaluation.run_id``. It is evaluated on
 the frozen split of the export that run trained on; the export's content hash is
 checked against the one the run recorded. The champion (the model registry's
 ``@champion`` alias of ``deployment.model_name``, when there is one) is evaluated on
@@ -20,7 +22,7 @@ import pandas as pd
 
 from cv_pipelines.config_resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import PIPELINE_TAG, log_export_input
+from cv_pipelines.mlflow_lineage import EVALUATION_TAG, TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_evaluation import (
     HEADLINE,
     compare,
@@ -46,7 +48,9 @@ WEIGHTS_ARTIFACT = "weights/best.pt"
 TRAINING_RUN_TAG = "training_run_id"
 
 
-def select_models(evaluation: dict[str, Any], export: dict[str, Any], deployment: dict[str, Any]) -> dict[str, Any]:
+def select_models(
+    training_summary: dict[str, Any], evaluation: dict[str, Any], export: dict[str, Any], deployment: dict[str, Any]
+) -> dict[str, Any]:
     """The training run to evaluate, its export, and the champion to compare with."""
     import mlflow  # heavy import kept local
     from mlflow import MlflowClient
@@ -60,7 +64,7 @@ def select_models(evaluation: dict[str, Any], export: dict[str, Any], deployment
             "the evaluation pipeline needs MLflow tracking (it reads the trained model from a training run); "
             "remove 'evaluation' from tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
         )
-    training_run = _training_run(client, active.info.experiment_id, evaluation["run_id"])
+    training_run = _training_run(client, evaluation["run_id"] or training_summary.get("mlflow_run_id"), active)
     tags = training_run.data.tags
     export_ref = find_export(
         _absolute(root, export["output_dir"]), tags["data.label_set"], int(tags["data.export_version"])
@@ -172,32 +176,29 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _training_run(client, experiment_id: str, run_id: str | None):
+def _training_run(client, run_id: str | None, active):
     from mlflow.exceptions import MlflowException
 
-    if run_id:
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
-            raise ConfigurationError(
-                f"evaluation.run_id {run_id!r} is not a run of this MLflow store; see `mlflow ui` for the run ids, "
-                "or set it to null for the latest training"
-            ) from None
-        if run.data.tags.get(PIPELINE_TAG) != "training":
-            raise ConfigurationError(f"evaluation.run_id {run_id!r} is not a training run (no {PIPELINE_TAG}=training tag)")
-        return run
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PIPELINE_TAG}` = 'training' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
+    if not run_id:
         raise ConfigurationError(
-            "there is no finished training run to evaluate in this MLflow experiment; run "
-            "`kedro run --pipelines training` first, or set evaluation.run_id"
+            "the latest training (data/reporting/training/last_training.yml) has no MLflow run id, it ran with "
+            "tracking off; set evaluation.run_id to a training run"
         )
-    return runs[0]
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ConfigurationError(
+            f"training run {run_id!r} is not in this MLflow store; see `mlflow ui` for the run ids and set "
+            "evaluation.run_id, or run `kedro run --pipelines training`"
+        ) from None
+    if run.data.tags.get(TRAINING_TAG) != "true":
+        raise ConfigurationError(f"run {run_id!r} is not a training run (it has no {TRAINING_TAG} tag)")
+    if run.info.status != "FINISHED" and run_id != active.info.run_id:
+        raise ConfigurationError(
+            f"training run {run_id!r} is {run.info.status}, not finished; resume it with "
+            "`kedro run --pipelines training --params training.resume=true`, or evaluate another run"
+        )
+    return run
 
 
 def _download_weights(run_id: str, target: Path) -> Path:
@@ -226,7 +227,7 @@ def _champion(client, model_name: str):
 
 
 def _log_lineage(export_ref: ExportRef, plan: dict[str, Any]) -> None:
-    tags = {PIPELINE_TAG: "evaluation", "evaluated_run_id": plan["run_id"]}
+    tags = {EVALUATION_TAG: "true", "evaluated_run_id": plan["run_id"]}
     if plan["champion"]:
         tags |= {"champion_version": plan["champion"]["version"], "champion_run_id": plan["champion"]["run_id"]}
     log_export_input(export_ref, "evaluation", tags)

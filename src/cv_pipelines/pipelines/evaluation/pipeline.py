@@ -10,7 +10,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 select_models,
-                inputs=["params:evaluation", "params:export", "params:deployment"],
+                # training_summary: the latest training, and inside `--pipelines
+                # training,evaluation` the edge that runs evaluation after training.
+                inputs=["training_summary", "params:evaluation", "params:export", "params:deployment"],
                 outputs="evaluation_plan",
                 name="select_models",
             ),

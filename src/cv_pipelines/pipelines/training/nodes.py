@@ -19,7 +19,7 @@ import yaml
 
 from cv_pipelines.config_resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import PIPELINE_TAG, log_export_input
+from cv_pipelines.mlflow_lineage import TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_training import (
     DATA_FILE,
     RUN_FILE,
@@ -150,7 +150,7 @@ def _active_run():
 
 def _log_lineage(export_ref: ExportRef, plan: dict[str, Any]) -> None:
     tags = {
-        PIPELINE_TAG: "training",
+        TRAINING_TAG: "true",
         RUN_DIR_TAG: plan["run_dir"],
         "code_commit": plan["code_commit"] or "",
         "code_dirty": str(plan["code_dirty"]).lower(),
