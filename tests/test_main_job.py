@@ -23,9 +23,22 @@ def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(projec
     assert "24 labeled images" in first.stdout and "data/exports/demo_v1 (written" in first.stdout
     images = read_images_registry(project / "data/registry")
     assert len(images) == 24 and set(images["source_id"]) == {"coco:demo"}
+    assert "1 epochs, MLflow run" in first.stdout and "test mAP50" in first.stdout
+    assert len(list((project / "data/models/training").iterdir())) == 1
 
     second = run_main_job(project)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "data/exports/demo_v1 (unchanged, already" in second.stdout
     assert len(read_images_registry(project / "data/registry")) == 24
     assert not (project / "data/exports/demo_v2").exists()
+    assert "skipped: run" in second.stdout and "skipped, already evaluated" in second.stdout
+    assert len(list((project / "data/models/training").iterdir())) == 1
+
+    # Another training parameter is another model: trained again.
+    (project / "conf/test/parameters.yml").write_text(
+        (project / "conf/test/parameters.yml").read_text().replace("epochs: 1", "epochs: 2")
+    )
+    third = run_main_job(project)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "2 epochs, MLflow run" in third.stdout
+    assert len(list((project / "data/models/training").iterdir())) == 2

@@ -29,6 +29,20 @@ def project_root() -> Path:
     return Path(found).resolve() if found else Path.cwd().resolve()
 
 
+def in_project(root: Path, path: str | Path) -> Path:
+    """``path`` from the configuration, anchored to the project ``root`` unless absolute."""
+    path = Path(path)
+    return path if path.is_absolute() else root / path
+
+
+def project_relative(path: str | Path, root: Path) -> str:
+    """``path`` as reports and MLflow tags show it: relative to ``root`` when inside it."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _project_path(relative: str = "") -> str:
     return str(project_root() / relative) if relative else str(project_root())
 

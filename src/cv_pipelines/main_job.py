@@ -73,7 +73,57 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
             f"{export['path']} ({state}; train {counts['train']}, val {counts['val']}, test {counts['test']})",
         )
     )
+
+    # Training is the expensive step: a model already trained on this very export with
+    # these parameters is not trained again (deterministic training would repeat it).
+    started = time.perf_counter()
+    trained = _current_training(project_path, env, export["content_hash"])
+    if trained is None:
+        _run_pipeline(project_path, "training", env)
+        trained = _read_yaml(project_path / "data/reporting/training/last_training.yml")
+        detail = f"{trained['run_dir']} ({trained['epochs_done']} epochs, MLflow run {trained['mlflow_run_id'][:12]})"
+    else:
+        detail = (
+            f"skipped: run {trained['mlflow_run_id'][:12]} already trained on {export['path']} with these parameters "
+            f"({trained['run_dir']})"
+        )
+    reports.append(StepReport("training", time.perf_counter() - started, detail))
+
+    started = time.perf_counter()
+    evaluation_file = project_path / "data/reporting/evaluation/last_evaluation.yml"
+    evaluated = _read_yaml(evaluation_file) if evaluation_file.is_file() else {}
+    skipped = evaluated.get("run_id") == trained["mlflow_run_id"]
+    if not skipped:
+        _run_pipeline(project_path, "evaluation", env)
+        evaluated = _read_yaml(evaluation_file)
+    metrics = evaluated["metrics"]
+    reports.append(
+        StepReport(
+            "evaluation",
+            time.perf_counter() - started,
+            ("skipped, already evaluated: " if skipped else "")
+            + f"{evaluated['split']} mAP50 {metrics['mAP50']:.3f}, mAP50-95 {metrics['mAP50-95']:.3f}, "
+            f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} -> data/reporting/evaluation/",
+        )
+    )
     return reports
+
+
+def _current_training(project_path: Path, env: str | None, export_hash: str) -> dict | None:
+    """The last training's summary if it trained on this export with today's parameters."""
+    from kedro.framework.session import KedroSession
+
+    from cv_pipelines.yolo_training import parameters_hash
+
+    summary_file = project_path / "data/reporting/training/last_training.yml"
+    if not summary_file.is_file():
+        return None
+    summary = _read_yaml(summary_file)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        training = session.load_context().params["training"]
+    if summary.get("export_content_hash") != export_hash or summary.get("parameters_hash") != parameters_hash(training):
+        return None
+    return summary
 
 
 def _read_yaml(path: Path) -> dict:
@@ -93,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     for report in reports:
         print(f"  {report.name:<12} {report.seconds:6.1f} s  {report.detail}")
     print(
-        "\nNext: look at the registries with `kedro ipython` (catalog.load('images_registry')),"
-        " the export's health report in data/reporting/export/, or the pipelines with"
-        " `kedro viz run --host 127.0.0.1 --no-browser`."
+        "\nNext:\n"
+        "  mlflow ui --backend-store-uri sqlite:///data/mlflow/mlflow.db   training and evaluation runs\n"
+        "  kedro viz run --host 127.0.0.1 --no-browser                     the pipelines and their outputs\n"
+        "  kedro ipython                                                   catalog.load('images_registry'), ...\n"
+        "  data/reporting/                                                 export health, evaluation plots"
     )
     return 0
 

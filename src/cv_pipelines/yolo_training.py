@@ -110,6 +110,15 @@ def write_data_yaml(export: ExportRef, target: Path) -> Path:
     return target
 
 
+def parameters_hash(training: Mapping[str, Any]) -> str:
+    """A digest of the training parameters that change the model (not resume/output folder)."""
+    import hashlib
+    import json
+
+    relevant = {key: value for key, value in training.items() if key not in {"resume", "output_dir", "export_version"}}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 # --- device ------------------------------------------------------------------------------
 
 

@@ -14,21 +14,21 @@ the same split in the same run.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.mlflow_lineage import EVALUATION_TAG, TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_evaluation import (
     HEADLINE,
     compare,
     confusion_figure,
-    evaluate_weights,
     errors_at_confidence,
+    evaluate_weights,
     per_class_figure,
     pr_figure,
     rounded,
@@ -67,7 +67,7 @@ def select_models(
     training_run = _training_run(client, evaluation["run_id"] or training_summary.get("mlflow_run_id"), active)
     tags = training_run.data.tags
     export_ref = find_export(
-        _absolute(root, export["output_dir"]), tags["data.label_set"], int(tags["data.export_version"])
+        in_project(root, export["output_dir"]), tags["data.label_set"], int(tags["data.export_version"])
     )
     if export_ref.lineage()["export_content_hash"] != tags.get("data.export_content_hash"):
         raise ConfigurationError(
@@ -75,17 +75,17 @@ def select_models(
             "on (content hash differs), so its test split is not the frozen one; evaluate a newer run"
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = _absolute(root, evaluation["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
+    out_dir = in_project(root, evaluation["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
     (out_dir / "models").mkdir(parents=True)
     data_yaml = write_data_yaml(export_ref, out_dir / DATA_FILE)
     weights = _download_weights(training_run.info.run_id, out_dir / "models/evaluated")
     champion = _champion(client, deployment["model_name"])
     plan: dict[str, Any] = {
-        "out_dir": _relative(out_dir, root),
-        "data_yaml": _relative(data_yaml, root),
+        "out_dir": project_relative(out_dir, root),
+        "data_yaml": project_relative(data_yaml, root),
         "device": device,
         "run_id": training_run.info.run_id,
-        "weights": _relative(weights, root),
+        "weights": project_relative(weights, root),
         "export": export_ref.name,
         "lineage": export_ref.lineage(),
         "champion": None,
@@ -100,7 +100,7 @@ def select_models(
                 "model_name": deployment["model_name"],
                 "version": str(version.version),
                 "run_id": champion_run_id,
-                "weights": _relative(champion_weights, root),
+                "weights": project_relative(champion_weights, root),
             }
     _log_lineage(export_ref, plan)
     logger.info(
@@ -245,15 +245,3 @@ def _log_outcome(metrics, champion, differences, plan, split, worst) -> None:
         logger.info("Worst images (missed + spurious boxes): %s", ", ".join(
             f"{row.image_id[:12]} ({row.missed} missed, {row.spurious} spurious)" for row in worst.head(5).itertuples()
         ))
-
-
-def _absolute(root: Path, path: str) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else root / path
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)

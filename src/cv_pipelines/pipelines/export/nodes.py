@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.yolo_export import (
     ALL_CLASSES,
@@ -101,11 +101,14 @@ def export_yolo_dataset(
     could only run once the version already exists under its name. Returns the
     version's ``export_info`` plus its ``path`` and whether this run ``written`` it.
     """
-    from cv_pipelines.dataset_versions import current_commit, ensure_images_present, resolve_version
+    from cv_pipelines.dataset_versions import (
+        current_commit,
+        ensure_images_present,
+        resolve_version,
+    )
 
     root = project_root()
-    exports_dir = Path(export["output_dir"])
-    exports_dir = exports_dir if exports_dir.is_absolute() else root / exports_dir
+    exports_dir = in_project(root, export["output_dir"])
     fmt = export["format"]
     fetched = ensure_images_present(root, selection.images["path"].tolist(), dataset_version)
     version = resolve_version(root, dataset_version, selection.inputs)
@@ -131,7 +134,7 @@ def export_yolo_dataset(
         )
     except (ExportCheckError, ExportSelectionError, ExportLockedError) as exc:
         raise ConfigurationError(f"{exc} (nothing was written)") from None
-    name = _relative(result.path, root)
+    name = project_relative(result.path, root)
     if result.written:
         counts = result.info["counts"]["images"]
         logger.info(
@@ -143,10 +146,3 @@ def export_yolo_dataset(
         logger.info("Export: nothing written, version %d (%s) already holds this content (%s)",
                     result.version, name, result.content_hash[:12])
     return dict(result.info) | {"path": name, "written": result.written}
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)

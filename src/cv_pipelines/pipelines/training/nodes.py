@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.mlflow_lineage import TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_training import (
@@ -30,6 +30,7 @@ from cv_pipelines.yolo_training import (
     interrupted_run,
     metrics_history,
     new_run_dir,
+    parameters_hash,
     train_yolo,
     write_data_yaml,
 )
@@ -47,7 +48,7 @@ def prepare_training(training: dict[str, Any], export: dict[str, Any]) -> dict[s
     """
     root = project_root()
     device = check_device(training["device"])
-    training_dir = _absolute(root, training["output_dir"])
+    training_dir = in_project(root, training["output_dir"])
     run = _active_run()
     run_id = run.info.run_id if run else None
     resume = training["resume"]
@@ -55,28 +56,30 @@ def prepare_training(training: dict[str, Any], export: dict[str, Any]) -> dict[s
         run_dir = interrupted_run(training_dir, resume if isinstance(resume, str) else None)
         recorded = yaml.safe_load((run_dir / RUN_FILE).read_text(encoding="utf-8"))
         export_ref = _export_of_run(root, run_dir, recorded)
-        logger.info("Resuming the interrupted training %s from weights/last.pt", _relative(run_dir, root))
+        logger.info("Resuming the interrupted training %s from weights/last.pt", project_relative(run_dir, root))
     else:
-        export_ref = find_export(_absolute(root, export["output_dir"]), export["label_set"], training["export_version"])
+        export_ref = find_export(in_project(root, export["output_dir"]), export["label_set"], training["export_version"])
         run_dir = new_run_dir(training_dir, run_id)
         recorded = {
             "mlflow_run_id": run_id,
-            "export_path": _relative(export_ref.path, root),
+            "export_path": project_relative(export_ref.path, root),
             **export_ref.lineage(),
             "model": training["model"],
+            "parameters_hash": parameters_hash(training),
         }
         (run_dir / RUN_FILE).write_text(yaml.safe_dump(recorded, sort_keys=False), encoding="utf-8")
         write_data_yaml(export_ref, run_dir / DATA_FILE)
     code_commit, code_dirty = _code_state(root)
     plan = {
-        "run_dir": _relative(run_dir, root),
+        "run_dir": project_relative(run_dir, root),
         "resume": bool(resume),
         "device": device,
-        "export_path": _relative(export_ref.path, root),
+        "export_path": project_relative(export_ref.path, root),
         "lineage": export_ref.lineage(),
         "code_commit": code_commit,
         "code_dirty": code_dirty,
         "resumed_from_run_id": recorded.get("mlflow_run_id") if resume else None,
+        "parameters_hash": recorded.get("parameters_hash"),
     }
     if run is not None:
         _log_lineage(export_ref, plan)
@@ -113,8 +116,8 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
     summary = {
         "mlflow_run_id": run.info.run_id if run else None,
         "run_dir": plan["run_dir"],
-        "best_weights": _relative(result.best, root),
-        "last_weights": _relative(result.last, root),
+        "best_weights": project_relative(result.best, root),
+        "last_weights": project_relative(result.last, root),
         "epochs_done": result.epochs_done,
         "seconds": round(result.seconds, 1),
         "device": plan["device"],
@@ -122,6 +125,7 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
         "export_path": plan["export_path"],
         **plan["lineage"],
         "code_commit": plan["code_commit"],
+        "parameters_hash": plan["parameters_hash"],
         "final_metrics": {name: round(value, 5) for name, value in sorted(result.final_metrics.items())},
     }
     # Written last: a run folder with a summary is a finished training, never resumed.
@@ -184,15 +188,3 @@ def _code_state(root: Path) -> tuple[str | None, bool]:
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
     )
     return commit, bool(status.stdout.strip()) if status.returncode == 0 else False
-
-
-def _absolute(root: Path, path: str) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else root / path
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
