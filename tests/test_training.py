@@ -162,6 +162,22 @@ def test_each_training_gets_its_own_folder_and_leaves_the_previous_one_alone(exp
     assert first.info.run_id[:12] in first_dir.name and runs[1].info.run_id[:12] in second_dir.name
 
 
+def test_a_local_checkpoint_is_fine_tuned_and_a_missing_one_refused(exported):
+    run_pipeline(exported, "training")
+    [first] = runs_of(exported, "training")
+    weights = f"{first.data.tags['cv_pipelines.run_dir']}/weights/best.pt"  # project-relative
+    run_pipeline(exported, "training", params={"training": {"model": weights}})
+    second = runs_of(exported, "training")[-1]
+    assert second.data.params["training.model"] == weights
+    args = yaml.safe_load((exported / second.data.tags["cv_pipelines.run_dir"] / "args.yaml").read_text())
+    assert args["model"] == str(exported / weights)
+
+    missing = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params",
+                        "training.model=nowhere/best.pt")
+    assert missing.returncode != 0 and "model weights 'nowhere/best.pt' do not exist" in missing.stderr
+    assert len(runs_of(exported, "training")) == 2
+
+
 def test_asking_for_a_missing_gpu_stops_before_training_with_one_sentence(exported):
     import torch
 

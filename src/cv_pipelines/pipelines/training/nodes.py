@@ -96,8 +96,11 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
     """Train, then return the per-epoch metric history and the run's summary."""
     root = project_root()
     run_dir = root / plan["run_dir"]
+    model = training["model"]
+    if model.endswith(".pt"):  # a local checkpoint to fine-tune, relative to the project
+        model = str(in_project(root, model))
     result = train_yolo(
-        model=training["model"],
+        model=model,
         data_yaml=run_dir / DATA_FILE,
         run_dir=run_dir,
         epochs=training["epochs"],
