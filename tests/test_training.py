@@ -147,21 +147,6 @@ def test_training_is_one_finished_run_with_history_artifacts_and_lineage(exporte
     assert (run_dir / "training_summary.yaml").is_file()
 
 
-def test_each_training_gets_its_own_folder_and_leaves_the_previous_one_alone(exported):
-    run_pipeline(exported, "training")
-    [first] = runs_of(exported, "training")
-    first_dir = exported / first.data.tags["cv_pipelines.run_dir"]
-    before = tree_bytes(first_dir)
-
-    run_pipeline(exported, "training")
-    runs = runs_of(exported, "training")
-    assert len(runs) == 2
-    second_dir = exported / runs[1].data.tags["cv_pipelines.run_dir"]
-    assert second_dir != first_dir and second_dir.parent == first_dir.parent
-    assert tree_bytes(first_dir) == before
-    assert first.info.run_id[:12] in first_dir.name and runs[1].info.run_id[:12] in second_dir.name
-
-
 def test_a_local_checkpoint_is_fine_tuned_and_a_missing_one_refused(exported):
     run_pipeline(exported, "training")
     [first] = runs_of(exported, "training")
@@ -236,8 +221,17 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
 
 def test_evaluation_of_the_latest_training_on_the_test_split(exported):
     run_pipeline(exported, "training")
+    [first] = runs_of(exported, "training")
+    first_dir = exported / first.data.tags["cv_pipelines.run_dir"]
+    before = tree_bytes(first_dir)
     run_pipeline(exported, "training")
     latest = runs_of(exported, "training")[-1]
+
+    # Each training has its own folder, named after its run; the earlier one is untouched.
+    latest_dir = exported / latest.data.tags["cv_pipelines.run_dir"]
+    assert latest_dir != first_dir and latest_dir.parent == first_dir.parent
+    assert first.info.run_id[:12] in first_dir.name and latest.info.run_id[:12] in latest_dir.name
+    assert tree_bytes(first_dir) == before
 
     run_pipeline(exported, "evaluation")
     [evaluation] = runs_of(exported, "evaluation")
