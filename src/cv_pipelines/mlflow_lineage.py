@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 #: --pipelines training,evaluation`` does both in the same run.
 TRAINING_TAG = "cv_pipelines.training"
 EVALUATION_TAG = "cv_pipelines.evaluation"
+#: ``yolo`` or ``rtdetr``: which Ultralytics model class loads the run's weights.
+FAMILY_TAG = "cv_pipelines.model_family"
 
 
 def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cv_pipelines.errors import ConfigurationError
 
@@ -164,6 +164,33 @@ class DeploymentParams(_Strict):
     canary_fraction: float = Field(0.0, ge=0, le=1)
 
 
+class MatrixParams(_Strict):
+    # Candidate overrides are checked against TrainingParams by cv_pipelines.matrix,
+    # where the candidate's name can be put in the message.
+    candidates: dict[str, dict[str, Any] | None] = {}
+    only: list[str] = []
+    exclude: list[str] = []
+    retries: int = Field(1, ge=0, le=10)
+    fail_fast: bool = False
+    required: Literal["all"] | list[str] = "all"
+    rank_by: Literal["mAP50", "mAP50-95", "precision", "recall"] = "mAP50-95"
+
+    @field_validator("only", "exclude", mode="before")
+    @classmethod
+    def _names_as_list(cls, value: Any) -> Any:
+        # `--params matrix.only=a+b` (a comma would end the --params entry)
+        return [part for part in value.replace("+", " ").split() if part] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known_candidates(self) -> MatrixParams:
+        names = set(self.candidates) or {"default"}
+        required = [] if self.required == "all" else self.required
+        unknown = sorted((set(self.only) | set(self.exclude) | set(required)) - names)
+        if unknown:
+            raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; matrix.candidates has {', '.join(sorted(names))}")
+        return self
+
+
 class SnapshotParams(_Strict):
     push: bool = True
     remote: str | None = None
@@ -192,6 +219,7 @@ class ProjectParams(_Strict):
     training: TrainingParams
     evaluation: EvaluationParams
     deployment: DeploymentParams
+    matrix: MatrixParams = MatrixParams()
 
 
 #: Model YAMLs that Ultralytics builds from scratch without downloading anything.

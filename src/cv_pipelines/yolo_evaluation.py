@@ -45,17 +45,19 @@ def evaluate_weights(
     device: str,
     batch: int,
     out_dir: Path,
+    family: str = "yolo",
     project_root: Path | None = None,
 ) -> Evaluation:
     """Run Ultralytics' validator on ``split``; its plots land in ``out_dir``."""
     from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
 
+    from cv_pipelines.yolo_training import ultralytics_model
+
     ultralytics_settings_offline(project_root)
-    from ultralytics import YOLO  # heavy import kept local
 
     with no_font_download():
         # The image size comes from the checkpoint's training arguments.
-        results = YOLO(str(weights)).val(
+        results = ultralytics_model(weights, family).val(
             data=str(data_yaml), split=split, conf=conf, iou=iou, device=device, batch=batch, plots=True,
             project=str(out_dir.parent), name=out_dir.name, exist_ok=True, verbose=False,
         )
@@ -113,6 +115,7 @@ def errors_at_confidence(
     device: str,
     batch: int,
     out_dir: Path,
+    family: str = "yolo",
     project_root: Path | None = None,
 ) -> Errors:
     """Missed and spurious boxes per image, and the confusion matrix, at ``conf``.
@@ -124,11 +127,12 @@ def errors_at_confidence(
     """
     from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
 
+    from cv_pipelines.yolo_training import ultralytics_model
+
     ultralytics_settings_offline(project_root)
-    from ultralytics import YOLO  # heavy import kept local
 
     with no_font_download():
-        results = YOLO(str(weights)).val(
+        results = ultralytics_model(weights, family).val(
             data=str(data_yaml), split=split, conf=conf, iou=iou, device=device, batch=batch, plots=True,
             project=str(out_dir.parent), name=out_dir.name, exist_ok=True, verbose=False,
         )

@@ -119,6 +119,30 @@ def parameters_hash(training: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# --- model families -----------------------------------------------------------------------
+
+
+def model_family(model: str) -> str:
+    """``rtdetr`` for an RT-DETR model name (Ultralytics' own rule in its CLI), else ``yolo``."""
+    return "rtdetr" if "rtdetr" in Path(str(model)).name.lower() else "yolo"
+
+
+def ultralytics_model(source: str | Path, family: str | None = None):
+    """The Ultralytics model object for a model YAML or weights file of ``family``.
+
+    Weights files (``best.pt``) do not say their family in their name, so callers
+    that load weights pass the family recorded at training time.
+    """
+    family = family or model_family(str(source))
+    if family == "rtdetr":
+        from ultralytics import RTDETR  # heavy import kept local
+
+        return RTDETR(str(source))
+    from ultralytics import YOLO  # heavy import kept local
+
+    return YOLO(str(source))
+
+
 # --- device ------------------------------------------------------------------------------
 
 
@@ -271,18 +295,20 @@ def train_yolo(
     resume: bool = False,
     project_root: Path | None = None,
 ) -> TrainingResult:
-    """Train (or resume) one Ultralytics run into ``run_dir``; Ultralytics' own tracking off."""
+    """Train (or resume) one Ultralytics run into ``run_dir``; Ultralytics' own tracking off.
+
+    ``model`` is a YOLO or RT-DETR model YAML or weights file (see ``model_family``).
+    """
     from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
 
     ultralytics_settings_offline(project_root)
-    from ultralytics import YOLO  # heavy import kept local
-
+    family = model_family(model)
     started = time.perf_counter()
     with no_font_download():
         if resume:
             # Ultralytics restores every argument (data, epochs, optimizer state, folder)
             # from the checkpoint; only the device may change.
-            yolo = YOLO(str(run_dir / "weights/last.pt"))
+            yolo = ultralytics_model(run_dir / "weights/last.pt", family)
             yolo.train(resume=True, device=device)
         else:
             arguments = {
@@ -302,7 +328,7 @@ def train_yolo(
                 "plots": True,
                 "verbose": False,
             }
-            yolo = YOLO(model)
+            yolo = ultralytics_model(model, family)
             yolo.train(**arguments)
     trainer = yolo.trainer
     final = {

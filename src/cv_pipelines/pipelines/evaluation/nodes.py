@@ -22,7 +22,7 @@ import pandas as pd
 
 from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import EVALUATION_TAG, TRAINING_TAG, log_export_input
+from cv_pipelines.mlflow_lineage import EVALUATION_TAG, FAMILY_TAG, TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_evaluation import (
     HEADLINE,
     compare,
@@ -86,6 +86,7 @@ def select_models(
         "device": device,
         "run_id": training_run.info.run_id,
         "weights": project_relative(weights, root),
+        "family": tags.get(FAMILY_TAG, "yolo"),
         "export": export_ref.name,
         "lineage": export_ref.lineage(),
         "champion": None,
@@ -101,6 +102,7 @@ def select_models(
                 "version": str(version.version),
                 "run_id": champion_run_id,
                 "weights": project_relative(champion_weights, root),
+                "family": client.get_run(champion_run_id).data.tags.get(FAMILY_TAG, "yolo"),
             }
     _log_lineage(export_ref, plan)
     logger.info(
@@ -122,9 +124,9 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
     }
     data_yaml = root / plan["data_yaml"]
     result = evaluate_weights(root / plan["weights"], data_yaml, conf=evaluation["conf"],
-                              out_dir=out_dir / "ultralytics", **common)
+                              out_dir=out_dir / "ultralytics", family=plan["family"], **common)
     errors = errors_at_confidence(root / plan["weights"], data_yaml, conf=evaluation["worst_conf"],
-                                  out_dir=out_dir / "ultralytics_at_conf", **common)
+                                  out_dir=out_dir / "ultralytics_at_conf", family=plan["family"], **common)
     worst = errors.per_image[errors.per_image["errors"] > 0].head(evaluation["worst_images"]).reset_index(drop=True)
 
     metrics = {f"{split}/{name}": value for name, value in result.metrics.items()}
@@ -136,7 +138,8 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
     differences: dict[str, float] = {}
     if plan["champion"]:
         champion_result = evaluate_weights(root / plan["champion"]["weights"], data_yaml, conf=evaluation["conf"],
-                                           out_dir=out_dir / "ultralytics_champion", **common)
+                                           out_dir=out_dir / "ultralytics_champion",
+                                           family=plan["champion"]["family"], **common)
         differences, comparison = compare(result, champion_result)
         per_class = per_class.merge(comparison.drop(columns=["mAP50", "mAP50-95"]), on="class", how="left")
         metrics |= {f"champion/{split}/{name}": value for name, value in champion_result.metrics.items()}

@@ -19,7 +19,7 @@ import yaml
 
 from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import TRAINING_TAG, log_export_input
+from cv_pipelines.mlflow_lineage import FAMILY_TAG, TRAINING_TAG, log_export_input
 from cv_pipelines.yolo_training import (
     DATA_FILE,
     RUN_FILE,
@@ -29,6 +29,7 @@ from cv_pipelines.yolo_training import (
     find_export,
     interrupted_run,
     metrics_history,
+    model_family,
     new_run_dir,
     parameters_hash,
     train_yolo,
@@ -79,6 +80,7 @@ def prepare_training(training: dict[str, Any], export: dict[str, Any]) -> dict[s
         "code_commit": code_commit,
         "code_dirty": code_dirty,
         "resumed_from_run_id": recorded.get("mlflow_run_id") if resume else None,
+        "model_family": model_family(recorded.get("model", training["model"])),
         "parameters_hash": recorded.get("parameters_hash"),
     }
     if run is not None:
@@ -124,6 +126,7 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
         "epochs_done": result.epochs_done,
         "seconds": round(result.seconds, 1),
         "device": plan["device"],
+        "model_family": plan["model_family"],
         "resumed_from_run_id": plan["resumed_from_run_id"],
         "export_path": plan["export_path"],
         **plan["lineage"],
@@ -161,6 +164,7 @@ def _log_lineage(export_ref: ExportRef, plan: dict[str, Any]) -> None:
         RUN_DIR_TAG: plan["run_dir"],
         "code_commit": plan["code_commit"] or "",
         "code_dirty": str(plan["code_dirty"]).lower(),
+        FAMILY_TAG: plan["model_family"],
     }
     if plan["code_commit"]:
         tags["mlflow.source.git.commit"] = plan["code_commit"]

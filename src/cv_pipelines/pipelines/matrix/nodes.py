@@ -1,0 +1,262 @@
+"""Nodes of the ``matrix`` pipeline: train and evaluate one candidate; rank them all.
+
+kedro-mlflow opens one run for the ``kedro run``: the matrix's parent run (its id is the
+matrix id). Every candidate gets its own MLflow run nested under it (``mlflow.parentRunId``)
+and tagged ``cv_pipelines.matrix_id`` and ``cv_pipelines.candidate``, holding what a
+``training`` run holds (parameters, per-epoch history, weights and plots, the export
+as dataset input, lineage tags) plus its test-split metrics. Such a run is tagged as a
+training run, so ``evaluation.run_id`` and the deployment take it like any other.
+
+A failed candidate is retried ``matrix.retries`` times, each attempt in a new folder
+and run; then it is reported as failed without stopping the others, unless
+``matrix.fail_fast``. ``check_required`` ends the run with an error when a candidate of
+``matrix.required`` failed, after the leaderboard is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.matrix import candidate_parameters, namespace_of
+from cv_pipelines.mlflow_lineage import (
+    EVALUATION_TAG,
+    FAMILY_TAG,
+    TRAINING_TAG,
+    log_export_input,
+)
+from cv_pipelines.trainers import TrainedModel, load_trainer
+from cv_pipelines.yolo_training import (
+    DATA_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    check_device,
+    find_export,
+    new_run_dir,
+    write_data_yaml,
+)
+
+logger = logging.getLogger(__name__)
+
+MATRIX_TAG = "cv_pipelines.matrix_id"
+CANDIDATE_TAG = "cv_pipelines.candidate"
+HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
+
+
+def _selected(name: str, matrix: dict[str, Any]) -> bool:
+    from cv_pipelines.parameters import MatrixParams
+
+    settings = MatrixParams.model_validate(matrix)
+    return (not settings.only or name in settings.only) and name not in settings.exclude
+
+
+def train_candidate(name: str, training: dict[str, Any], export: dict[str, Any], matrix: dict[str, Any]) -> dict:
+    """Train candidate ``name`` in its own nested MLflow run, with retries."""
+    import mlflow  # heavy import kept local
+
+    result: dict[str, Any] = {"candidate": name, "status": "skipped", "attempts": 0, "run_id": None, "error": None}
+    if not _selected(name, matrix):
+        logger.info("Candidate %s: skipped (matrix.only / matrix.exclude)", name)
+        return result
+    params = candidate_parameters(name, training, matrix)
+    spec = params.pop("trainer")
+    trainer = load_trainer(spec)
+    device = check_device(params["device"])
+    root = project_root()
+    export_ref = find_export(in_project(root, export["output_dir"]), export["label_set"], params["export_version"])
+    parent_id = _parent_run_id()
+    if parent_id is None:
+        raise ConfigurationError(
+            "the matrix pipeline needs MLflow tracking (each candidate is its own run); remove 'matrix' from "
+            "tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
+        )
+    result |= {"trainer": spec, "model": params["model"], "imgsz": params["imgsz"],
+               "epochs": params["epochs"], "export": export_ref.name}
+    attempts = 1 + int(matrix.get("retries", 0))
+    for attempt in range(1, attempts + 1):
+        result["attempts"] = attempt
+        # Nested under the matrix's run: through the active run in the runner's own thread,
+        # through the explicit parent tag in a ThreadRunner worker (no active run there).
+        with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)) as run:
+            result["run_id"] = run.info.run_id
+            run_dir = new_run_dir(in_project(root, params["output_dir"]), run.info.run_id)
+            (run_dir / RUN_FILE).write_text(yaml.safe_dump(
+                {"mlflow_run_id": run.info.run_id, "candidate": name, "export_path": project_relative(export_ref.path, root),
+                 **export_ref.lineage(), "model": params["model"]}, sort_keys=False), encoding="utf-8")
+            write_data_yaml(export_ref, run_dir / DATA_FILE)
+            mlflow.log_params(_flat({"training": {k: v for k, v in params.items() if k != "extra_args"},
+                                     "extra_args": params["extra_args"]}))
+            log_export_input(export_ref, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
+            try:
+                trained = trainer.train(data_yaml=run_dir / DATA_FILE, run_dir=run_dir, params=params, device=device,
+                                        project_root=root)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # the candidate's own failure: retried, then reported
+                result["error"] = f"{type(exc).__name__}: {exc}"
+                logger.warning("Candidate %s, attempt %d of %d failed: %s", name, attempt, attempts, result["error"])
+                mlflow.set_tag("cv_pipelines.error", result["error"][:5000])
+                run_failed = True
+            else:
+                run_failed = False
+                _log_training(trained, run_dir)
+                (run_dir / SUMMARY_FILE).write_text(yaml.safe_dump(
+                    {"mlflow_run_id": run.info.run_id, "candidate": name, "epochs_done": trained.epochs_done,
+                     "seconds": round(trained.seconds, 1)}, sort_keys=False), encoding="utf-8")
+                result |= {"status": "trained", "error": None, "run_dir": project_relative(run_dir, root),
+                           "weights": project_relative(trained.weights, root), "family": trained.family,
+                           "train_seconds": round(trained.seconds, 1), "data_yaml": project_relative(run_dir / DATA_FILE, root),
+                           "device": device}
+        if run_failed:
+            mlflow.MlflowClient().set_terminated(result["run_id"], status="FAILED")
+            continue
+        return result
+    result["status"] = "failed"
+    if matrix.get("fail_fast"):
+        raise ConfigurationError(f"matrix candidate {name} failed after {attempts} attempt(s): {result['error']}")
+    return result
+
+
+def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str, Any]) -> dict:
+    """The candidate's test-split metrics, logged into its own run."""
+    import mlflow
+
+    if trained["status"] != "trained":
+        return dict(trained)
+    root = project_root()
+    trainer = load_trainer(trained["trainer"])
+    model = TrainedModel(weights=root / trained["weights"], family=trained["family"], epochs_done=0, seconds=0.0)
+    with mlflow.start_run(run_id=trained["run_id"], nested=mlflow.active_run() is not None):
+        metrics = trainer.evaluate(
+            trained=model, data_yaml=root / trained["data_yaml"], split=evaluation["split"], evaluation=evaluation,
+            device=trained["device"], out_dir=root / trained["run_dir"] / f"evaluation_{evaluation['split']}",
+            project_root=root,
+        )
+        mlflow.log_metrics({f"{evaluation['split']}/{key}": float(value) for key, value in metrics.items()})
+        mlflow.set_tags({EVALUATION_TAG: "true", "evaluated_run_id": trained["run_id"]})
+    headline = {key: float(metrics[key]) for key in HEADLINE}
+    logger.info("Candidate %s: %s", name, ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
+    return {**trained, "status": "ok", "split": evaluation["split"], **headline}
+
+
+def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
+    """The leaderboard (table, plot) and the summary naming the candidate that goes forward."""
+    rank_by = matrix.get("rank_by", "mAP50-95")
+    columns = ["rank", "candidate", "status", rank_by, *[m for m in HEADLINE if m != rank_by], "model", "imgsz",
+               "epochs", "trainer", "train_seconds", "attempts", "run_id", "error"]
+    frame = pd.DataFrame(list(results))
+    for column in columns:
+        if column not in frame:
+            frame[column] = None
+    ok = frame["status"].eq("ok")
+    frame["rank"] = pd.NA
+    ranked = frame[ok].sort_values(rank_by, ascending=False, kind="stable")
+    frame.loc[ranked.index, "rank"] = range(1, len(ranked) + 1)
+    frame = pd.concat([frame.loc[ranked.index], frame[~ok]])[columns].reset_index(drop=True)
+    for column in ("rank", "imgsz", "epochs", "attempts"):  # whole numbers, blank where not run
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    winner = frame.iloc[0].to_dict() if len(ranked) else None
+    summary = {
+        "matrix_id": _parent_run_id(),
+        "rank_by": rank_by,
+        "split": next((r.get("split") for r in results if r.get("split")), None),
+        "winner": None if winner is None else {
+            "candidate": winner["candidate"], "run_id": winner["run_id"],
+            **{m: round(float(winner[m]), 5) for m in HEADLINE},
+            "deploy_with": f"kedro run --pipelines evaluation,deployment --params evaluation.run_id={winner['run_id']}",
+        },
+        "candidates": {r["candidate"]: r["status"] for r in results},
+        "failed": {r["candidate"]: r["error"] for r in results if r["status"] == "failed"},
+    }
+    if winner is not None:
+        logger.info("Matrix leaderboard: %s goes forward (%s %.3f); %d candidate(s) ranked",
+                    winner["candidate"], rank_by, winner[rank_by], len(ranked))
+    return frame, _leaderboard_figure(frame, rank_by), summary
+
+
+def check_required(summary: dict[str, Any], matrix: dict[str, Any]) -> None:
+    """Fail the run when a required candidate failed (the leaderboard is written by now)."""
+    required = matrix.get("required", "all")
+    failed = summary["failed"]
+    names = list(failed) if required == "all" else [n for n in failed if n in (required or [])]
+    if names:
+        raise ConfigurationError(
+            "required matrix candidate(s) failed: "
+            + "; ".join(f"{n} ({failed[n]})" for n in names)
+            + " — see data/reporting/matrix/leaderboard.csv"
+        )
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _parent_run_id() -> str | None:
+    """The matrix's MLflow run: the active run, or kedro-mlflow's run from a worker thread."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.run_id
+    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook  # the run kedro-mlflow opened
+
+    return getattr(mlflow_hook, "run_id", None)
+
+
+def _tags(name: str, parent_run_id: str) -> dict[str, str]:
+    return {TRAINING_TAG: "true", MATRIX_TAG: parent_run_id, "mlflow.parentRunId": parent_run_id,
+            CANDIDATE_TAG: name, "cv_pipelines.namespace": namespace_of(name)}
+
+
+def _log_training(trained: TrainedModel, run_dir) -> None:
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(point["value"]), now, int(point["step"]))
+               for key, points in trained.history.items() for point in points]
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    mlflow.set_tag(FAMILY_TAG, trained.family)
+    mlflow.log_artifacts(str(run_dir))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 1.2 + 0.5 * max(len(frame), 1)))
+    values = pd.to_numeric(frame[rank_by], errors="coerce").fillna(0.0)
+    # The frame lists ranked candidates first, best first.
+    colors = ["tab:green" if index == 0 and status == "ok" else ("tab:blue" if status == "ok" else "tab:red")
+              for index, status in enumerate(frame["status"])]
+    axes.barh(range(len(frame)), values, color=colors)
+    axes.set_yticks(range(len(frame)), [f"{c} ({s})" if s != "ok" else c for c, s in zip(frame["candidate"], frame["status"])])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.set_xlabel(f"test {rank_by}")
+    axes.set_title("Training matrix leaderboard (green: goes forward)")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
