@@ -34,22 +34,38 @@ class ConfigCheckHooks:
             if catalog is not None and "cvat_connection" in pipeline.inputs():
                 # A memory dataset, never a file: the secret stays in this process.
                 catalog["cvat_connection"] = connection
-        if catalog is not None and "training_summary" in pipeline.inputs() and not catalog.exists("training_summary"):
-            self._no_training_yet(catalog)
+        if catalog is not None:
+            for dataset, (file, needed, missing) in _LATEST_SUMMARIES.items():
+                if dataset in pipeline.inputs() and not catalog.exists(dataset):
+                    self._no_summary_yet(catalog, dataset, file, needed, missing)
 
-    def _no_training_yet(self, catalog) -> None:
-        """Evaluation reads the latest training's summary; say so when there is none."""
+    def _no_summary_yet(self, catalog, dataset: str, file: str, needed, missing: str) -> None:
+        """A pipeline reads the latest run of the one before it; say so when there is none."""
         from kedro.io import MemoryDataset
 
         from cv_pipelines.errors import ConfigurationError
 
-        if not (self._params.get("evaluation") or {}).get("run_id"):
-            raise ConfigurationError(
-                "no training has run in this project yet (data/reporting/training/last_training.yml is missing); run "
-                "`kedro run --pipelines training` first, or set evaluation.run_id to a training run of the MLflow store"
-            )
-        # evaluation.run_id names the run; the summary is not needed.
-        catalog["training_summary"] = MemoryDataset({})
+        if needed(self._params):
+            raise ConfigurationError(f"{missing} ({file} is missing)")
+        # The parameters name what to work on instead: the summary is not needed.
+        catalog[dataset] = MemoryDataset({})
+
+
+#: Summaries of the latest run that a later pipeline starts from: the file, whether the
+#: parameters still need it, and what to do when it is missing.
+_LATEST_SUMMARIES = {
+    "training_summary": (
+        "data/reporting/training/last_training.yml",
+        lambda params: not (params.get("evaluation") or {}).get("run_id"),
+        "no training has run in this project yet; run `kedro run --pipelines training` first, or set "
+        "evaluation.run_id to a training run of the MLflow store",
+    ),
+    "evaluation_summary": (
+        "data/reporting/evaluation/last_evaluation.yml",
+        lambda params: (params.get("deployment") or {}).get("action", "deploy") != "rollback",
+        "no evaluation has run in this project yet; run `kedro run --pipelines evaluation` before the deployment",
+    ),
+}
 
 
 class MlflowSessionIsolationHooks:

@@ -157,11 +157,43 @@ class EvaluationParams(_Strict):
 
 
 class DeploymentParams(_Strict):
-    model_name: str = "cv_pipelines_detector"
+    model_name: str = Field("cv_pipelines_detector", min_length=1)
+    action: Literal["deploy", "rollback"] = "deploy"
     tolerance: float = Field(0.0, ge=0)
+    gate_metrics: list[str] = ["mAP50", "mAP50-95"]
     champion_floor: dict[str, float] = {"map50": 0.1}
     use_onnx: bool = True
+    conf: float = Field(0.25, gt=0, le=1)
+    iou: float = Field(0.45, gt=0, le=1)
+    max_det: int = Field(300, ge=1)
+    max_image_bytes: int = Field(20_000_000, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    output_dir: str = "data/models/deployment"
     canary_fraction: float = Field(0.0, ge=0, le=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+    @field_validator("gate_metrics")
+    @classmethod
+    def _gate_metrics_known(cls, names: list[str]) -> list[str]:
+        return [headline_metric(name) for name in names]
+
+    @field_validator("champion_floor")
+    @classmethod
+    def _floor_metrics_known(cls, floor: dict[str, float]) -> dict[str, float]:
+        return {headline_metric(name): value for name, value in floor.items()}
+
+
+#: The evaluation's headline metrics, by a spelling-tolerant key (``map50``, ``mAP50-95``, ``map50_95``).
+_HEADLINE_METRICS = {"map50": "mAP50", "map5095": "mAP50-95", "precision": "precision", "recall": "recall"}
+
+
+def headline_metric(name: str) -> str:
+    """The evaluation summary's name of a metric given as ``map50``, ``mAP50-95``, ``map50_95``..."""
+    key = "".join(ch for ch in str(name).lower() if ch.isalnum())
+    if key not in _HEADLINE_METRICS:
+        raise ValueError(f"{name!r} is not one of the evaluation's metrics ({', '.join(_HEADLINE_METRICS.values())})")
+    return _HEADLINE_METRICS[key]
 
 
 class MatrixParams(_Strict):

@@ -1,4 +1,4 @@
-"""``deployment``: register, gate and serve the evaluated model."""
+"""``deployment``: package, register and gate the evaluated model (or roll back)."""
 
 from .pipeline import create_pipeline
 

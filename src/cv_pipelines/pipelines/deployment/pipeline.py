@@ -1,6 +1,20 @@
-from kedro.pipeline import Pipeline
+"""Wiring of the ``deployment`` pipeline: evaluated model -> packaged, registered, gated."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import deploy_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    # Registered now so the project's shape is fixed; its nodes land with issue #8.
-    return Pipeline([])
+    return Pipeline(
+        [
+            Node(
+                deploy_model,
+                # evaluation_summary: the model to deploy, and inside `--pipelines
+                # training,evaluation,deployment` the edge that runs deployment last.
+                inputs=["evaluation_summary", "params:deployment", "params:export"],
+                outputs="deployment_summary",
+                name="deploy_model",
+            ),
+        ]
+    )

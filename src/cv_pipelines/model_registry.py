@@ -1,0 +1,116 @@
+"""The MLflow Model Registry as the deployment pipeline uses it: versions, aliases, history.
+
+Aliases, not stages (deprecated): ``challenger`` is the newest version that has not
+been promoted, ``champion`` the one serving. The registry keeps no record of where an
+alias pointed before, so every move of ``champion`` is appended to the registered
+model's tag ``champion_history`` (a JSON list of version numbers, oldest first), which
+is what a rollback walks back on. Every function takes an ``MlflowClient``, so it works
+the same against the embedded SQLite store and a tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Registered-model tag: the versions that have been champion, oldest first.
+HISTORY_TAG = "champion_history"
+#: Model version tag naming the training run of its weights (read by the evaluation).
+TRAINING_RUN_TAG = "training_run_id"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Object detector: images in, detections (class, box in pixels, score) out."
+        )
+
+
+def version_of_training_run(client, name: str, training_run_id: str):
+    """The version already registered for ``training_run_id``, or None."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    matching = [v for v in versions if v.tags.get(TRAINING_RUN_TAG) == training_run_id]
+    if not matching:
+        return None
+    # Searched versions may come without their aliases; a direct get has them.
+    return client.get_model_version(name, min(matching, key=lambda v: int(v.version)).version)
+
+
+def alias_version(client, name: str, alias: str):
+    """The model version ``alias`` points at, or None (no such model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def champion_history(client, name: str) -> list[str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return []
+    return [str(v) for v in json.loads(model.tags.get(HISTORY_TAG, "[]"))]
+
+
+def _set_history(client, name: str, history: list[str]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([int(v) for v in history]))
+
+
+def make_challenger(client, name: str, version: str) -> None:
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_model_version_tag(name, version, "challenger_since", now())
+
+
+def promote(client, name: str, version: str, reason: str) -> str | None:
+    """Point ``champion`` at ``version`` (it stops being the challenger); returns the previous champion."""
+    previous = alias_version(client, name, CHAMPION)
+    history = champion_history(client, name)
+    if previous is not None and (not history or history[-1] != str(previous.version)):
+        # champion was moved by hand since: keep that version reachable by a rollback.
+        history.append(str(previous.version))
+    history.append(str(version))
+    client.set_registered_model_alias(name, CHAMPION, version)
+    challenger = alias_version(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, version, "champion_since", now())
+    client.set_model_version_tag(name, version, "promotion_reason", reason)
+    _set_history(client, name, history)
+    return str(previous.version) if previous is not None else None
+
+
+def rollback(client, name: str) -> dict[str, Any]:
+    """Move ``champion`` back to the champion before it; raises ``LookupError`` when there is none."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise LookupError(f"registered model '{name}' has no champion to roll back")
+    history = champion_history(client, name)
+    current_version = str(current.version)
+    while history and history[-1] == current_version:
+        history.pop()
+    existing = {str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
+    while history and history[-1] not in existing:  # a version deleted since
+        history.pop()
+    if not history:
+        raise LookupError(f"registered model '{name}' has had no champion before version {current_version}")
+    previous = history[-1]
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current_version, "rolled_back_at", now())
+    client.set_model_version_tag(name, previous, "champion_since", now())
+    _set_history(client, name, history)
+    return {"from_version": current_version, "to_version": previous}

@@ -1,0 +1,502 @@
+"""Deployment: a real SQLite MLflow registry, the packaged model, and the HTTP service on 127.0.0.1.
+
+One throwaway project per module goes through a deployment's whole life (tiny models,
+one epoch of 64 px): a model below the floor stays challenger, a re-run is skipped, the
+first model over the floor becomes champion, a no-worse one is promoted over it, a
+rollback moves champion back, a worse one stays challenger. The steps' outcomes are
+recorded by the fixture and asserted by the tests; the final registry (champion and a
+different challenger) is what the packaged-model and service tests load.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import project_env, run_kedro, run_pipeline
+from tests.support.images import image_bytes, png_with_declared_size
+from tests.test_training import (
+    build_exported_project,
+    client_for,
+    export_info,
+    runs_of,
+    use_copy,
+)
+
+MODEL = "cv_pipelines_detector"
+LABELS = ["circle", "square", "triangle", "star", "ring"]
+FLOOR_ZERO = {"deployment": {"champion_floor": {"map50": 0.0}}}
+
+
+def run_together(root: Path, pipelines: list[str], params: dict | None = None):
+    """Several pipelines in one ``kedro run`` (one session, one MLflow run)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env="test", runtime_params=params or {}) as session:
+        return session.run(pipeline_names=pipelines)
+
+
+def registry_state(root: Path) -> dict[str, list[str]]:
+    """{version: sorted aliases} of the registered model."""
+    client = client_for(root)
+    return {
+        str(v.version): sorted(client.get_model_version(MODEL, v.version).aliases)
+        for v in client.search_model_versions(f"name = '{MODEL}'")
+    }
+
+
+def last_deployment(root: Path) -> dict:
+    return yaml.safe_load((root / "data/reporting/deployment/last_deployment.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory):
+    """Run the deployment scenario once; each step's summary and registry state, by step name."""
+    template = build_exported_project(tmp_path_factory.mktemp("template") / "project")
+    steps: dict[str, dict] = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        root = use_copy(template, tmp_path_factory.mktemp("deployed") / "project", monkeypatch)
+
+        def record(name: str, **extra) -> None:
+            steps[name] = {"summary": last_deployment(root), "registry": registry_state(root), **extra}
+
+        # 1. A model below an unreachable floor: registered, stays challenger.
+        run_together(root, ["training", "evaluation"])
+        run_pipeline(root, "deployment", params={"deployment": {"champion_floor": {"map50": 1.0}}})
+        record("below_floor")
+        # 2. The same evaluated run again: no second version.
+        run_pipeline(root, "deployment", params=FLOOR_ZERO)
+        record("again")
+        # 3. The first model over the floor, trained, evaluated and deployed in one run.
+        run_together(root, ["training", "evaluation", "deployment"], FLOOR_ZERO)
+        record("first_champion")
+        try:
+            run_pipeline(root, "deployment", params={"deployment": {"action": "rollback"}})
+            steps["early_rollback_error"] = None
+        except Exception as exc:  # noqa: BLE001 (asserted by a test)
+            steps["early_rollback_error"] = exc
+        # 4. A model no worse than the champion (within the tolerance) is promoted.
+        run_together(root, ["training", "evaluation", "deployment"],
+                     {"deployment": {"champion_floor": {"map50": 0.0}, "tolerance": 1.0}})
+        record("promoted")
+        # 5. Rollback: champion goes back to the previous champion.
+        run_pipeline(root, "deployment", params={"deployment": {"action": "rollback"}})
+        record("rolled_back")
+        # 6. A worse model: one epoch of 64 px learns nothing measurable, so the evaluation's
+        # comparison (against the champion of step 5, on the same split) is made to say
+        # the new model is 0.05 mAP50 worse; the gate reads exactly that.
+        run_together(root, ["training", "evaluation"])
+        summary_path = root / "data/reporting/evaluation/last_evaluation.yml"
+        summary = yaml.safe_load(summary_path.read_text())
+        steps["worse_evaluated_against"] = (summary["champion"] or {}).get("version")
+        summary["champion"]["metrics"]["mAP50"] = summary["metrics"]["mAP50"] + 0.05
+        summary["champion"]["differences"]["mAP50"] = -0.05
+        summary_path.write_text(yaml.safe_dump(summary))
+        run_pipeline(root, "deployment", params={"deployment": {"champion_floor": {"map50": 0.0}, "tolerance": 0.01}})
+        record("worse")
+        steps["root"] = root
+        yield steps
+
+
+@pytest.fixture
+def deployed(lifecycle, monkeypatch):
+    """The scenario's project (champion version 2, challenger version 4), as the current project."""
+    root = lifecycle["root"]
+    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(root))
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(root / ".ultralytics"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(root)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
+    return root
+
+
+# --- registry, tags, gate, rollback -------------------------------------------------------
+
+
+def test_a_model_below_the_floor_is_registered_with_its_lineage_and_stays_challenger(lifecycle):
+    step = lifecycle["below_floor"]
+    assert step["registry"] == {"1": ["challenger"]}
+    summary = step["summary"]
+    assert summary["action"] == "held" and summary["version"] == "1"
+    assert "champion_floor" in summary["reason"] and "mAP50" in summary["reason"]
+
+    root = lifecycle["root"]
+    version = client_for(root).get_model_version(MODEL, "1")
+    [training] = [r for r in runs_of(root, "training") if r.info.run_id == summary["training_run_id"]]
+    info = export_info(root)
+    tags = version.tags
+    assert tags["training_run_id"] == training.info.run_id
+    assert tags["evaluation_run_id"] == summary["evaluation_run_id"]
+    assert client_for(root).get_run(tags["evaluation_run_id"]).data.tags["evaluated_run_id"] == training.info.run_id
+    assert tags["data.export_name"] == "demo_v1" and tags["data.export_version"] == "1"
+    assert tags["data.export_content_hash"] == info["content_hash"]
+    assert tags["data.dataset_commit"] == info["dataset_commit"]
+    assert tags["data.registries_hash"] == info["registries_hash"]
+    assert tags["data.dataset_version"] == str(info["dataset_version"])
+    assert tags["code_commit"] == training.data.tags["code_commit"] and len(tags["code_commit"]) == 40
+    for metric in ("mAP50", "mAP50-95", "precision", "recall"):
+        assert 0.0 <= float(tags[f"test/{metric}"]) <= 1.0
+    assert tags["gate"] == "held" and tags["gate_reason"] == summary["reason"]
+
+
+def test_deploying_the_same_training_run_again_is_skipped(lifecycle):
+    step = lifecycle["again"]
+    assert step["registry"] == {"1": ["challenger"]}  # no second version, even with a floor it would pass
+    assert step["summary"]["action"] == "skipped" and step["summary"]["version"] == "1"
+    assert "already registered" in step["summary"]["reason"]
+
+
+def test_the_first_model_over_the_floor_becomes_champion(lifecycle):
+    step = lifecycle["first_champion"]
+    # v2 took the challenger alias when it was registered, then passed the gate.
+    assert step["registry"] == {"1": [], "2": ["champion"]}
+    assert step["summary"]["action"] == "promoted" and "first champion" in step["summary"]["reason"]
+    # Trained, evaluated and deployed in one run: the run evaluated itself.
+    assert step["summary"]["evaluation_run_id"] == step["summary"]["training_run_id"]
+
+
+def test_a_no_worse_model_is_promoted_and_a_rollback_restores_the_previous_champion(lifecycle):
+    promoted = lifecycle["promoted"]
+    assert promoted["registry"] == {"1": [], "2": [], "3": ["champion"]}
+    assert promoted["summary"]["previous_champion"] == "2"
+    assert "no worse than champion version 2" in promoted["summary"]["reason"]
+
+    rolled_back = lifecycle["rolled_back"]
+    assert rolled_back["registry"] == {"1": [], "2": ["champion"], "3": []}
+    assert rolled_back["summary"]["from_version"] == "3" and rolled_back["summary"]["to_version"] == "2"
+    model = client_for(lifecycle["root"]).get_registered_model(MODEL)
+    assert json.loads(model.tags["champion_history"]) == [2]
+    assert "rolled_back_at" in client_for(lifecycle["root"]).get_model_version(MODEL, "3").tags
+
+
+def test_a_rollback_with_no_earlier_champion_says_so(lifecycle):
+    from cv_pipelines.errors import ConfigurationError
+
+    error = lifecycle["early_rollback_error"]
+    assert isinstance(error, ConfigurationError)
+    assert "cannot roll back" in error.message and "no champion before version 2" in error.message
+
+
+def test_a_model_worse_than_the_champion_stays_challenger_and_says_why(lifecycle):
+    assert lifecycle["worse_evaluated_against"] == "2"
+    step = lifecycle["worse"]
+    assert step["registry"] == {"1": [], "2": ["champion"], "3": [], "4": ["challenger"]}
+    summary = step["summary"]
+    assert summary["action"] == "held"
+    assert "worse than champion version 2" in summary["reason"] and "mAP50" in summary["reason"]
+
+
+def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
+    from types import SimpleNamespace
+
+    from cv_pipelines.parameters import DeploymentParams
+    from cv_pipelines.pipelines.deployment.nodes import gate_decision
+
+    params = DeploymentParams(champion_floor={"mAP50-95": 0.2}).model_dump()
+    metrics = {"mAP50": 0.5, "mAP50-95": 0.3, "precision": 0.5, "recall": 0.5}
+    compared = {"version": "3", "metrics": metrics, "differences": {name: 0.0 for name in metrics}}
+    summary = {"split": "test", "metrics": metrics, "champion": compared}
+    assert gate_decision(summary, SimpleNamespace(version="3"), params)[0] is True
+    promoted, reason = gate_decision(summary, SimpleNamespace(version="5"), params)
+    assert not promoted and "not the current champion version 5" in reason
+    promoted, reason = gate_decision({**summary, "split": "val"}, SimpleNamespace(version="3"), params)
+    assert not promoted and "val split" in reason
+
+
+def test_unknown_floor_metrics_are_refused_before_the_run():
+    from cv_pipelines.parameters import DeploymentParams
+
+    assert DeploymentParams(champion_floor={"map50_95": 0.1}).champion_floor == {"mAP50-95": 0.1}
+    with pytest.raises(ValueError, match="not one of the evaluation's metrics"):
+        DeploymentParams(champion_floor={"f1": 0.1})
+
+
+# --- the packaged model -------------------------------------------------------------------
+
+
+def _jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    return image_bytes(seed, size=(width, height), fmt="JPEG")
+
+
+@pytest.mark.parametrize("use_onnx", [True, False], ids=["onnxruntime", "ultralytics"])
+def test_the_champion_loads_as_a_pyfunc_and_returns_detections_in_pixels(deployed, use_onnx):
+    import mlflow
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={"use_onnx": use_onnx})
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == ["image"]
+    assert signature.outputs.input_names() == ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
+
+    sizes = [(160, 90), (50, 120)]
+    images = [_jpeg(w, h, seed) for seed, (w, h) in enumerate(sizes)]
+    # An untrained model scores everything low; a tiny threshold still gives boxes to check.
+    detections = model.predict(pd.DataFrame({"image": images}), params={"conf": 0.0001, "max_det": 20})
+    assert list(detections.columns) == ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
+    assert set(detections["image_index"]) == {0, 1}
+    assert set(detections["class_name"]) <= set(LABELS)
+    assert (detections.groupby("image_index").size() <= 20).all()
+    for index, (width, height) in enumerate(sizes):
+        boxes = detections[detections["image_index"] == index]
+        assert (boxes["x1"] >= 0).all() and (boxes["x2"] <= width).all() and (boxes["x1"] <= boxes["x2"]).all()
+        assert (boxes["y1"] >= 0).all() and (boxes["y2"] <= height).all() and (boxes["y1"] <= boxes["y2"]).all()
+    assert detections["score"].between(0.0001, 1).all()
+    # The default threshold (0.25) leaves nothing of an untrained model's guesses.
+    assert model.predict(pd.DataFrame({"image": images[:1]})).empty
+
+
+def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"image": [_jpeg(200, 120, seed=7)]})
+    params = {"conf": 0.0001, "max_det": 5}
+    results = [
+        mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={"use_onnx": flag}).predict(frame, params=params)
+        for flag in (True, False)
+    ]
+    onnx, torch = (r.sort_values("score", ascending=False).reset_index(drop=True) for r in results)
+    assert len(onnx) == len(torch) > 0
+    # Same letterbox and scaling: the best box lands on the same pixels, with the same score.
+    assert np.allclose(onnx.loc[0, ["x1", "y1", "x2", "y2"]].astype(float),
+                       torch.loc[0, ["x1", "y1", "x2", "y2"]].astype(float), atol=1.5)
+    assert onnx.loc[0, "score"] == pytest.approx(torch.loc[0, "score"], abs=1e-3)
+
+
+def test_the_packaged_model_refuses_what_is_not_an_image(deployed):
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    for data, status, words in [
+        (b"", 400, "empty"),
+        (b"GIF89a but not really", 415, "not an image"),
+        (png_with_declared_size(9000, 9000), 413, "more than the limit of 40000000"),
+    ]:
+        with pytest.raises(MlflowException, match=words) as raised:
+            model.predict(pd.DataFrame({"image": [data]}))
+        assert raised.value.http_status == status
+    # Base64 text (what JSON clients send) is accepted too.
+    encoded = base64.b64encode(_jpeg(64, 64)).decode()
+    detections = model.predict(pd.DataFrame({"image": [encoded]}), params={"conf": 0.0001})
+    assert len(detections) > 0 and (detections["image_index"] == 0).all()
+
+
+# --- the HTTP service ---------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def service(deployed):
+    """The service on 127.0.0.1, an ephemeral port, 30% canary, in a thread of this process."""
+    from cv_pipelines.serving import build_service, make_server
+
+    detection_service = build_service(MODEL, canary_fraction=0.3, seed=1234)
+    server = make_server(detection_service, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield detection_service, Client(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_service_answers_with_detections_and_the_version_that_served(service):
+    _, client = service
+    status, health = client.request("GET", "/health")
+    assert status == 200 and health["champion"] == "2" and health["challenger"] == "4"
+
+    status, answer = client.request("POST", "/predict?conf=0.0001&max_det=3", _jpeg(120, 80))
+    assert status == 200
+    assert (answer["version"], answer["alias"]) in {("2", "champion"), ("4", "challenger")}
+    assert 0 < len(answer["detections"]) <= 3
+    for detection in answer["detections"]:
+        assert detection["class_name"] in LABELS
+        x1, y1, x2, y2 = detection["box"]
+        assert 0 <= x1 <= x2 <= 120 and 0 <= y1 <= y2 <= 80
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_the_service_keeps_serving(service):
+    detection_service, client = service
+    assert client.request("POST", "/predict", b"") == (400, {"error": "the request body is empty; send the image bytes as the body"})
+    status, answer = client.request("POST", "/predict", b"this is not an image at all")
+    assert status == 415 and "not an image" in answer["error"]
+    status, answer = client.request("POST", "/predict", png_with_declared_size(20_000, 20_000))
+    assert status == 413 and "pixels than the limit of 40000000" in answer["error"]
+    status, answer = client.request("POST", "/predict?conf=high", _jpeg(32, 32))
+    assert status == 400 and "not a number" in answer["error"]
+    status, answer = client.request("GET", "/nowhere")
+    assert status == 404
+
+    # Over the byte limit: refused from the header, before the body is read.
+    connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=30)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Content-Length", str(detection_service.max_image_bytes + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and "more than the limit" in json.loads(response.read())["error"]
+    connection.close()
+
+    assert client.request("GET", "/health")[0] == 200
+    assert client.request("POST", "/predict", _jpeg(48, 48))[0] == 200
+    stats = client.request("GET", "/stats")[1]
+    assert stats["refused_before_model"] == 3  # empty, bad query, too many bytes
+    assert sum(v["errors"] for v in stats["versions"].values()) == 2  # not an image, too many pixels
+
+
+def test_the_canary_sends_its_fraction_of_requests_to_the_challenger(service):
+    _, client = service
+    image = _jpeg(32, 32)
+    requests = 200
+    served = [client.request("POST", "/predict", image)[1]["version"] for _ in range(requests)]
+    to_challenger = served.count("4")
+    expected, spread = requests * 0.3, math.sqrt(requests * 0.3 * 0.7)
+    assert abs(to_challenger - expected) <= 4 * spread, to_challenger  # 4 standard deviations of a binomial
+    stats = client.request("GET", "/stats")[1]["versions"]
+    assert stats["4"]["requests"] == to_challenger and stats["2"]["requests"] == requests - to_challenger
+    assert stats["4"]["alias"] == "challenger" and stats["2"]["latency_ms"]["p50"] > 0
+
+
+def test_the_serving_command_starts_from_the_project_configuration(deployed):
+    command = [sys.executable, "-m", "cv_pipelines.serving", "--port", "0", "--env", "test"]
+    process = subprocess.Popen(command, cwd=deployed, env=project_env(deployed), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # "Serving <model> version N (@champion) on http://host:port"
+        assert "version 2 (@champion)" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        client = Client(port)
+        assert client.request("GET", "/health")[1]["champion"] == "2"
+        status, answer = client.request("POST", "/predict", _jpeg(40, 30))
+        assert status == 200 and answer["version"] == "2" and answer["alias"] == "champion"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_mlflow_models_serve_answers_with_the_packaged_model(deployed):
+    """MLflow's own scoring server on ``models:/<name>@champion``: base64 images in JSON, detections out."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for a server that cannot report the one it took
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    venv_bin = str(Path(sys.executable).parent)
+    env = project_env(deployed, MLFLOW_TRACKING_URI=f"sqlite:///{deployed / 'data/mlflow/mlflow.db'}",
+                      PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    command = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, cwd=deployed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    client = Client(port)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "mlflow models serve exited"
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/ping")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow models serve did not come up"
+            time.sleep(0.5)
+
+        def invoke(data: bytes):
+            body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(data).decode()]]},
+                    "params": {"conf": 0.0001, "max_det": 4}}
+            return client.request("POST", "/invocations", json.dumps(body).encode(),
+                                  {"Content-Type": "application/json"})
+
+        status, answer = invoke(_jpeg(100, 60))
+        assert status == 200 and 0 < len(answer["predictions"]) <= 4
+        first = answer["predictions"][0]
+        assert set(first) == {"image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"}
+        assert first["class_name"] in LABELS and 0 <= first["x1"] <= first["x2"] <= 100
+        status, answer = invoke(b"not an image")
+        assert status == 400 and "not an image" in answer["message"]
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path, monkeypatch):
+    """RT-DETR (the training matrix's other family): stretched input, no NMS, normalised boxes.
+
+    Random weights (built from rtdetr-l.yaml, nothing downloaded) are enough to check that
+    the ONNX path reads the decoder's output as Ultralytics' own RT-DETR predictor does.
+    """
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import torch
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+    from ultralytics.utils import __version__
+
+    from cv_pipelines import model_packaging
+
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
+    torch.manual_seed(0)
+    network = RTDETRDetectionModel("rtdetr-l.yaml", nc=len(LABELS), verbose=False)
+    network.names = dict(enumerate(LABELS))
+    weights = tmp_path / "best.pt"
+    torch.save({"model": network.half(), "train_args": {"imgsz": 96, "task": "detect"}, "version": __version__,
+                "epoch": -1}, weights)
+    info = model_packaging.checkpoint_info(weights, "rtdetr")
+    onnx = model_packaging.export_onnx(weights, info["imgsz"], family="rtdetr")
+    config = {"use_onnx": True, "family": "rtdetr", "names": info["names"], "imgsz": info["imgsz"], "conf": 0.25,
+              "iou": 0.45, "max_det": 300, "max_image_bytes": 10**7, "max_image_pixels": 10**7}
+    mlflow.pyfunc.save_model(tmp_path / "packaged", python_model=str(model_packaging.PACKAGED_MODEL_CODE),
+                             artifacts={"weights": str(weights), "onnx": str(onnx)}, model_config=config,
+                             signature=model_packaging.signature(), pip_requirements=["onnxruntime"])
+    frame = pd.DataFrame({"image": [_jpeg(150, 90, seed=3)]})
+    onnx_result, torch_result = (
+        mlflow.pyfunc.load_model(str(tmp_path / "packaged"), model_config={"use_onnx": flag})
+        # Every query of the decoder (no max_det cut), so ties in score cannot pick different boxes.
+        .predict(frame, params={"conf": 0.0001, "max_det": 1000})
+        for flag in (True, False)
+    )
+    assert len(onnx_result) == len(torch_result) > 0
+    columns = ["x1", "y1", "x2", "y2", "score"]
+
+    def ordered(result):
+        return result[columns].round(1).sort_values(columns).to_numpy(float)
+
+    assert np.allclose(ordered(onnx_result), ordered(torch_result), atol=1.5)
+    assert (onnx_result["x2"] <= 150).all() and (onnx_result["y2"] <= 90).all() and (onnx_result["x1"] >= 0).all()
+
+
+def test_deployment_before_any_evaluation_says_what_to_run(project):
+    result = run_kedro(project, "run", "--pipelines", "deployment", "--env", "test")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no evaluation has run in this project yet; run `kedro run --pipelines evaluation`" in result.stderr
