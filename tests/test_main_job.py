@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import yaml
+
 from cv_pipelines.ingest_images import read_images_registry
 from tests.conftest import project_env
 
@@ -16,7 +18,15 @@ def run_main_job(project):
     )
 
 
-def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(project):
+def git_tags(project) -> list[str]:
+    return subprocess.run(["git", "tag", "--list"], cwd=project, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_the_main_job_runs_the_loop_and_a_rerun_duplicates_nothing(project):
+    # One epoch on 24 tiny images learns nothing: a zero floor lets it become champion,
+    # so the serving step has a model to answer with.
+    parameters = project / "conf/test/parameters.yml"
+    parameters.write_text(parameters.read_text() + "\ndeployment:\n  champion_floor: {map50: 0.0}\n")
     first = run_main_job(project)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "cv_pipelines main job: done" in first.stdout
@@ -25,6 +35,11 @@ def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(projec
     assert len(images) == 24 and set(images["source_id"]) == {"coco:demo"}
     assert "1 epochs, MLflow run" in first.stdout and "test mAP50" in first.stdout
     assert len(list((project / "data/models/training").iterdir())) == 1
+    assert git_tags(project) == ["data/demo/v1"] and "snapshot" in first.stdout
+    export_info = yaml.safe_load((project / "data/exports/demo_v1/export_info.yaml").read_text())
+    assert export_info["dataset_version"] == "data/demo/v1"  # the export read the tagged version
+    assert "cv_pipelines_detector version 1 is @champion" in first.stdout
+    assert "POST /predict on 127.0.0.1" in first.stdout and "from version 1" in first.stdout
 
     second = run_main_job(project)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -33,6 +48,8 @@ def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(projec
     assert not (project / "data/exports/demo_v2").exists()
     assert "skipped: run" in second.stdout and "skipped, already evaluated" in second.stdout
     assert len(list((project / "data/models/training").iterdir())) == 1
+    assert "skipped, nothing changed since data/demo/v1" in second.stdout and git_tags(project) == ["data/demo/v1"]
+    assert "skipped: training run" in second.stdout  # no second model version
 
     # Another training parameter is another model: trained again.
     (project / "conf/test/parameters.yml").write_text(
@@ -41,4 +58,5 @@ def test_the_main_job_runs_the_loop_so_far_and_a_rerun_duplicates_nothing(projec
     third = run_main_job(project)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "2 epochs, MLflow run" in third.stdout
+    assert "cv_pipelines_detector version 2" in third.stdout
     assert len(list((project / "data/models/training").iterdir())) == 2

@@ -162,8 +162,13 @@ def import_coco_dataset(
     registry = project_root / registry_dir if not Path(registry_dir).is_absolute() else Path(registry_dir)
     with writer_lock(registry, timeout_s=lock_timeout_s):
         # Labels last: an image counts as labeled only once its boxes are in place.
-        registry_parts.replace_keyed_part(registry / "annotations", f"{label_set}-{source_task}", annotations_table)
-        registry_parts.replace_keyed_part(registry / "labels", f"{label_set}-{source_task}", labels_table)
+        unchanged_if = ("pulled_at", "labeled_at")  # when, not what: a re-import keeps the part
+        registry_parts.replace_keyed_part(
+            registry / "annotations", f"{label_set}-{source_task}", annotations_table, ignore_columns=unchanged_if
+        )
+        registry_parts.replace_keyed_part(
+            registry / "labels", f"{label_set}-{source_task}", labels_table, ignore_columns=unchanged_if
+        )
     result.labeled_images = labels_table.num_rows
     result.boxes = annotations_table.num_rows
     return result

@@ -59,10 +59,24 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
         )
     )
 
-    # The snapshot step (a DVC commit and tag in this repository) joins with issue #11,
-    # so running the demo in a developer's checkout never commits into it.
+    # The labeled data becomes a dataset version: DVC pointers committed, tagged
+    # data/<label_set>/v<N> (no commit when nothing changed), and the export reads the
+    # registries as of that tag, so its lineage names the version.
     started = time.perf_counter()
-    _run_pipeline(project_path, "export", env)
+    _run_pipeline(project_path, "snapshot", env)
+    snapshot = _read_yaml(project_path / "data/reporting/snapshot/last_snapshot.yml")
+    tag = snapshot["tag"] or _latest_dataset_tag(project_path, env)
+    reports.append(
+        StepReport(
+            "snapshot",
+            time.perf_counter() - started,
+            f"{tag} (commit {snapshot['commit'][:12]})" if snapshot["committed"]
+            else f"skipped, nothing changed since {tag}",
+        )
+    )
+
+    started = time.perf_counter()
+    _run_pipeline(project_path, "export", env, {"dataset_version": tag} if tag else None)
     export = _read_yaml(project_path / "data/reporting/export/last_export.yml")
     state = "written" if export["written"] else "unchanged, already"
     counts = export["counts"]["images"]
@@ -106,7 +120,76 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
             f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} -> data/reporting/evaluation/",
         )
     )
+
+    # Deployment skips a training run that is already registered, by itself.
+    started = time.perf_counter()
+    _run_pipeline(project_path, "deployment", env)
+    deployed = _read_yaml(project_path / "data/reporting/deployment/last_deployment.yml")
+    reports.append(StepReport("deployment", time.perf_counter() - started, _deployment_detail(deployed)))
+
+    started = time.perf_counter()
+    detail = _serve_one_request(project_path, env, export)
+    reports.append(StepReport("serving", time.perf_counter() - started, detail))
     return reports
+
+
+def _deployment_detail(deployed: dict) -> str:
+    name, version = deployed["model_name"], deployed.get("version")
+    if deployed["action"] == "skipped":
+        return f"skipped: {deployed['reason']} ({', '.join(deployed.get('aliases') or []) or 'no alias'})"
+    if deployed["action"] == "promoted":
+        return f"{name} version {version} is @champion ({deployed['reason']})"
+    return f"{name} version {version} stays @challenger: {deployed['reason']}"
+
+
+def _serve_one_request(project_path: Path, env: str | None, export: dict) -> str:
+    """Start the detection service on a free port, send it one test image, stop it."""
+    import http.client
+    import json
+    import threading
+
+    import mlflow
+
+    from cv_pipelines.config_resolvers import _mlflow_tracking_uri
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.serving import _project_deployment_params, build_service, make_server
+
+    mlflow.set_tracking_uri(_mlflow_tracking_uri())
+    params = _project_deployment_params(env)
+    try:
+        service = build_service(params["model_name"], use_onnx=params["use_onnx"])
+    except ConfigurationError as exc:
+        return f"skipped: {exc}"
+    images = sorted((project_path / export["path"] / "images/test").iterdir())
+    server = make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
+        connection.request("POST", "/predict", body=images[0].read_bytes(), headers={"Content-Type": "image/jpeg"})
+        answer = json.loads(connection.getresponse().read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    return (
+        f"POST /predict on 127.0.0.1:{server.server_address[1]} with {images[0].name[:12]}...: "
+        f"{len(answer.get('detections', []))} detection(s) from version {answer.get('version')} "
+        f"in {answer.get('latency_ms')} ms; serve it with `python -m cv_pipelines.serving`"
+    )
+
+
+def _latest_dataset_tag(project_path: Path, env: str | None) -> str | None:
+    import subprocess
+
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        label_set = session.load_context().params["labeling"]["label_set"]
+    tags = subprocess.run(
+        ["git", "tag", "--list", f"data/{label_set}/v*", "--sort=-v:refname"], cwd=project_path,
+        capture_output=True, text=True,
+    ).stdout.split()
+    return tags[0] if tags else None
 
 
 def _current_training(project_path: Path, env: str | None, export_hash: str) -> dict | None:

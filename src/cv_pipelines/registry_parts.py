@@ -69,13 +69,23 @@ def keyed_part_path(registry_dir: Path, key: str) -> Path:
     return Path(registry_dir) / f"part-{safe}.parquet"
 
 
-def replace_keyed_part(registry_dir: Path, key: str, table: pa.Table) -> Path:
+def replace_keyed_part(
+    registry_dir: Path, key: str, table: pa.Table, *, ignore_columns: tuple[str, ...] = ()
+) -> Path:
     """Write the rows of source ``key``, replacing the ones written before.
 
     Re-pulling a batch or re-importing a data set therefore never duplicates rows, and
-    the swap is one atomic rename.
+    the swap is one atomic rename. When the part already holds the same rows, apart from
+    ``ignore_columns`` (when they were written), it is left as it is: a re-import of
+    unchanged data changes no file, so no new dataset version follows from it.
     """
-    return write_atomically(table, keyed_part_path(registry_dir, key))
+    path = keyed_part_path(registry_dir, key)
+    if path.exists():
+        existing = pq.read_table(path)
+        kept = [name for name in table.column_names if name not in ignore_columns]
+        if existing.schema.equals(table.schema) and existing.select(kept).equals(table.select(kept)):
+            return path
+    return write_atomically(table, path)
 
 
 def list_parts(registry_dir: Path) -> list[Path]:
