@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,13 +14,13 @@ import pytest
 from cv_pipelines.dataset_versions import (
     SnapshotError,
     ensure_images_present,
+    pointed_object,
     read_registry_at,
     snapshot_dataset,
 )
-from cv_pipelines.ingest_images import read_images_registry
-from tests.test_ingestion import settings_for
-from cv_pipelines.ingest_images import ingest_images
+from cv_pipelines.ingest_images import ingest_images, read_images_registry
 from tests.support.images import image_bytes, write
+from tests.test_ingestion import settings_for
 
 
 def git(root: Path, *args: str) -> str:
@@ -69,6 +71,114 @@ def test_a_second_snapshot_touches_only_changed_shards(project):
     store_pointers = [p for p in second.changed_targets if p.startswith("data/store/images/") and p.endswith(".dvc")]
     assert 1 <= len(store_pointers) <= 2
     assert len([p for p in first.changed_targets if p.startswith("data/store/images/") and p.endswith(".dvc")]) > 2
+
+
+def store_listings(root: Path) -> dict[str, str]:
+    """Each store shard's pointer and the ``.dir`` listing it names."""
+    return {p.name: pointed_object(p).value for p in sorted((root / "data/store/images").glob("*.dvc"))}
+
+
+def objects_missing_from_remote(root: Path) -> list[str]:
+    """Every listing a pointer names, and every file in it, that the DVC remote lacks."""
+    remote = root.parent / "cv_pipelines-dvc-remote" / "files" / "md5"
+    missing = []
+    for pointer in sorted((root / "data").rglob("*.dvc")):
+        listing = pointed_object(pointer).value
+        path = remote / listing[:2] / listing[2:]
+        if not path.exists():
+            missing.append(f"{pointer.name}: {listing}")
+            continue
+        missing += [f"{pointer.name}: {e['md5']}" for e in json.loads(path.read_text())
+                    if not (remote / e["md5"][:2] / e["md5"][2:]).exists()]
+    return missing
+
+
+def shard_of(seed: int) -> str:
+    return hashlib.sha256(image_bytes(seed)).hexdigest()[:2]
+
+
+def seeds(n: int, *, in_shards_of: Path, tracked: bool = True) -> list[int]:
+    """``n`` image seeds whose store shard already has a pointer (or, tracked=False, has none)."""
+    shards = {p.stem for p in (in_shards_of / "data/store/images").glob("*.dvc")}
+    return [s for s in range(1000, 5000) if (shard_of(s) in shards) == tracked][:n]
+
+
+def test_a_small_batch_re_adds_only_its_sub_folders_and_matches_a_full_re_add(project, monkeypatch):
+    from dvc.repo import Repo
+
+    add_images(project, range(30))
+    snapshot(project)
+    # Three new images in shards that already have a pointer, one in a new shard.
+    in_old, in_new = seeds(3, in_shards_of=project), seeds(1, in_shards_of=project, tracked=False)
+    added = []
+    original_add = Repo.add
+    monkeypatch.setattr(Repo, "add", lambda self, targets, **kw: added.extend(targets) or original_add(self, targets, **kw))
+    add_images(project, in_old + in_new)
+    second = snapshot(project)
+    assert second.committed
+    store = (project / "data/store/images").as_posix()
+    store_targets = sorted(Path(t).relative_to(store).as_posix() for t in added if t.startswith(store + "/"))
+    assert [t for t in store_targets if "/" not in t] == [shard_of(in_new[0])]  # a new shard: added whole
+    assert {t.split("/")[0] for t in store_targets if "/" in t} == {shard_of(s) for s in in_old}  # old: ab/cd only
+    assert objects_missing_from_remote(project) == []  # the new images were pushed, not only the listings
+    granular = store_listings(project)
+
+    (project / ".dvc/tmp/cv_pipelines_snapshot_state.json").unlink()  # next snapshot re-adds every folder whole
+    snapshot(project)
+    assert store_listings(project) == granular
+
+
+def test_a_snapshot_that_failed_to_push_is_pushed_in_full_by_the_next(project, monkeypatch):
+    import dvc_data.hashfile.transfer
+
+    add_images(project, range(20))
+    snapshot(project)
+    add_images(project, range(50, 53))
+
+    def network_down(*args, **kwargs):
+        raise OSError("network down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dvc_data.hashfile.transfer, "transfer", network_down)
+        with pytest.raises(OSError, match="network down"):
+            snapshot(project)  # the pointers are re-added, their listings never reach the remote
+    assert git(project, "tag", "--list", "data/*").splitlines() == ["data/demo/v1"]
+
+    again = snapshot(project)
+    assert again.tag == "data/demo/v2"
+    assert objects_missing_from_remote(project) == []
+
+
+def test_pointers_changed_outside_a_snapshot_are_re_added_whole(project):
+    add_images(project, range(20))
+    snapshot(project)
+    add_images(project, seeds(3, in_shards_of=project))
+    snapshot(project)
+    at_v2 = store_listings(project)
+    git(project, "checkout", "data/demo/v1", "--", "data/store/images")  # v1's pointers, v2's images
+    assert store_listings(project) != at_v2
+
+    snapshot(project)
+    assert store_listings(project) == at_v2
+
+
+def test_a_shard_whose_listing_left_the_cache_is_re_added_whole(project):
+    def snapshot_without_push():
+        return snapshot_dataset(project, store_dir=Path("data/store/images"), registry_dir=Path("data/registry"),
+                                label_set="demo", message="no push", push=False)
+
+    add_images(project, range(20))
+    snapshot_without_push()  # the listings exist only in the cache
+    shutil.rmtree(project / ".dvc/cache")
+    in_old = seeds(2, in_shards_of=project)
+    add_images(project, in_old)
+
+    assert snapshot_without_push().committed  # no sub-folder splice into a listing that is nowhere
+    shards = {shard_of(s) for s in in_old}
+    listings = {name: value for name, value in store_listings(project).items() if name[:2] in shards}
+    (project / ".dvc/tmp/cv_pipelines_snapshot_state.json").unlink()
+    snapshot_without_push()
+    assert {name: value for name, value in store_listings(project).items() if name[:2] in shards} == listings
 
 
 def test_reading_an_old_version_without_touching_the_working_tree(project):

@@ -3,9 +3,10 @@
 A snapshot tracks the image store in shards (one ``.dvc`` pointer per top-level hash
 prefix, ``data/store/images/ab.dvc``) and each registry folder with its own pointer,
 re-adds only what changed since the last snapshot (told by directory modification
-times: the store is append-only, so a new image always touches its shard's folders),
-pushes to the DVC remote, commits only the pointer files, and tags the commit
-``data/<label_set>/v<N>``.
+times: a new image touches its ``ab/cd/`` folder, and only those folders of a shard are
+re-added when they are few), pushes to the DVC remote only the objects the re-added
+listings gained, commits only the pointer files, and tags the commit
+``data/<label_set>/v<N>``. Its cost follows the batch, not the size of the store.
 
 Reading a version never touches the working tree: registries are read through DVC's
 file system at the tag (``DVCFileSystem(rev=...)``), and an image missing from the
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 #: Registry folders under the registry root that make up a dataset version.
 VERSIONED_REGISTRIES = ("images", "rejections", "annotations", "labels", "exclusions", "batches")
 _STATE_FILE = "cv_pipelines_snapshot_state.json"  # under .dvc/tmp: per working tree, not in git
+#: Most sub-folders of one tracked folder re-added one by one; above it the folder is
+#: re-added whole. A granular add costs about a quarter of a whole store shard at 100,000
+#: images (it rewrites the shard's listing each time), so few new images per shard (a
+#: usual batch) go sub-folder by sub-folder and a big batch shard by shard.
+GRANULAR_ADD_MAX = 4
 
 
 class SnapshotError(RuntimeError):
@@ -65,7 +71,7 @@ class ResolvedVersion:
 
 
 def _git(root: Path, *args: str, check: bool = True) -> str:
-    completed = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    completed = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
     if check and completed.returncode != 0:
         raise SnapshotError(f"git {' '.join(args)} failed in {root}: {completed.stderr.strip()}")
     return completed.stdout.strip()
@@ -102,20 +108,22 @@ def next_version_tag(root: Path, label_set: str) -> str:
 # --- what changed --------------------------------------------------------------------
 
 
-def _tree_stamp(folder: Path) -> list[int]:
-    """Modification times of a folder and its sub-folders, two levels deep (a store shard
-    and its ``cd/`` folders). No file is listed, opened or hashed."""
-    stamps = [os.stat(folder).st_mtime_ns]
+def _folder_stamp(folder: Path) -> dict:
+    """Modification times of a folder, of its sub-folders (a store shard's ``cd/`` folders)
+    and of the files directly in it (a registry's parts), and a digest of the folder's
+    ``.dvc`` pointer. No file below the sub-folders is listed, and none is opened or hashed."""
+    dirs, files = {}, {}
     with os.scandir(folder) as entries:
-        children = sorted((e for e in entries if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
-    for child in children:
-        stamps.append(child.stat(follow_symlinks=False).st_mtime_ns)
-    # Registry folders hold files directly: a new or replaced part changes the folder's
-    # time, and a part rewritten in place (never done) would not, so also stamp the files.
-    if not children:
-        with os.scandir(folder) as entries:
-            stamps.extend(sorted(e.stat().st_mtime_ns for e in entries if e.is_file()))
-    return stamps
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                dirs[entry.name] = entry.stat(follow_symlinks=False).st_mtime_ns
+            elif entry.is_file():
+                files[entry.name] = entry.stat().st_mtime_ns
+    try:
+        pointer = hashlib.sha256(folder.with_name(folder.name + ".dvc").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        pointer = None
+    return {"mtime": os.stat(folder).st_mtime_ns, "dirs": dirs, "files": files, "pointer": pointer}
 
 
 def _load_state(root: Path) -> dict:
@@ -139,20 +147,121 @@ def snapshot_targets(root: Path, store_dir: Path, registry_dir: Path) -> list[Pa
     return targets
 
 
-def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[Path], dict]:
-    """Targets whose folders changed since the last snapshot, or that have no pointer yet."""
-    changed, new_state = [], {}
+@dataclass(frozen=True)
+class TargetChange:
+    """A tracked folder that changed since the last snapshot, and what `dvc add` re-adds of it."""
+
+    target: Path
+    #: The folder itself, or only its new and changed sub-folders: DVC then rebuilds just
+    #: those and splices them into the folder's previous listing (a granular `dvc add`).
+    add_paths: tuple[Path, ...]
+
+
+def _what_to_add(target: Path, before: dict | None, now: dict) -> tuple[Path, ...]:
+    """The paths to re-add for a target whose stamp went from ``before`` to ``now``."""
+    if (
+        not isinstance(before, dict)  # first snapshot, lost state, or an older state format
+        or now["pointer"] is None
+        or before.get("pointer") != now["pointer"]  # the pointer changed (git checkout, dvc add): trust nothing
+        or before.get("files") != now["files"]
+        or not set(before.get("dirs", {})) <= set(now["dirs"])  # a sub-folder went away
+    ):
+        return (target,)
+    # The pointer still lists the folder as it was at ``before``, and a new or removed
+    # image changes its ``cd/`` folder's time. Re-adding a sub-folder replaces all its
+    # entries in the listing, so re-adding the changed ones gives the listing a whole
+    # re-add would give, at the cost of their few files instead of the whole shard's.
+    changed = tuple(target / name for name, mtime in sorted(now["dirs"].items()) if before["dirs"].get(name) != mtime)
+    if not changed or len(changed) > GRANULAR_ADD_MAX:
+        return (target,)  # only the folder's own time moved, or a big batch: re-add it whole
+    return changed
+
+
+def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[TargetChange], dict]:
+    """Targets whose folders or pointers changed since the last snapshot, or that have no
+    pointer yet, with what to re-add of each; and every target's current stamp."""
+    changes, stamps = [], {}
     for target in targets:
         key = target.relative_to(root).as_posix()
-        stamp = _tree_stamp(target)
-        new_state[key] = stamp
-        pointer = target.with_name(target.name + ".dvc")
-        if state.get(key) != stamp or not pointer.exists():
-            changed.append(target)
-    return changed, new_state
+        stamps[key] = now = _folder_stamp(target)
+        if state.get(key) != now:
+            changes.append(TargetChange(target, _what_to_add(target, state.get(key), now)))
+    return changes, stamps
 
 
 # --- snapshot -------------------------------------------------------------------------
+
+
+def pointed_object(pointer: Path):
+    """The object (a ``.dir`` listing for a folder) a single-output ``.dvc`` file names, or None."""
+    import yaml
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    if not pointer.exists():
+        return None
+    outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
+    value = outs[0].get("md5")
+    # DVC 3 writes ``hash: md5``; a pointer without it uses DVC 2's md5-dos2unix objects.
+    return HashInfo(outs[0].get("hash", "md5-dos2unix"), value) if value else None
+
+
+def objects_to_push(cache, remote_odb, changes) -> list:
+    """The objects a snapshot uploads: for each re-added target, its new ``.dir`` listing and
+    the files in it that the previous listing did not have, or every file when that previous
+    listing is not on the remote.
+
+    ``changes`` pairs each target's object before and after ``dvc add``. A ``.dir`` listing on
+    the remote means every file it lists is there too: DVC uploads a listing only after all
+    its files (the rule `dvc push` relies on with its remote index). Checking that costs one
+    existence query per re-added target, never a listing of the remote. (`dvc push` of the
+    pointers instead collects every file of every re-added listing into its data index and
+    re-checks every listing it ever pushed: its cost grows with the store and the history.)
+    """
+    from dvc_data.hashfile.tree import Tree
+
+    usable = {old.value for old, new in changes if old and new and old.isdir}
+    on_remote = set(remote_odb.list_oids_exists(usable)) if usable else set()
+    objects = []
+    for old, new in changes:
+        if new is None:
+            continue
+        if new.isdir:
+            files = {oid for _, _, oid in Tree.load(cache, new)}
+            if old is not None and old.value in on_remote:
+                try:
+                    files -= {oid for _, _, oid in Tree.load(cache, old)}
+                except FileNotFoundError:  # no longer in the local cache: push the whole listing
+                    pass
+            objects += sorted(files, key=lambda h: h.value)
+        objects.append(new)  # after its files: a listing is uploaded last
+    return objects
+
+
+def push_new_objects(repo, pointer_files: list[Path], changes, remote: str | None = None) -> None:
+    """Upload to the DVC remote what the re-added targets gained (see `objects_to_push`);
+    raise if an object failed to upload or exists neither in the cache nor on the remote."""
+    from dvc.exceptions import UploadError
+    from dvc_data.hashfile.transfer import transfer
+
+    cache = repo.cache.local
+    dvc_remote = repo.cloud.get_remote(remote, "push")
+    if dvc_remote.worktree or dvc_remote.fs.version_aware or any(
+        new is not None and new.name != cache.hash_name for _, new in changes
+    ):
+        # A cloud-versioned remote (DVC records the versions in the pointers), or objects
+        # of another hash kind: leave it all to `dvc push`.
+        repo.push(targets=[str(p) for p in pointer_files], remote=remote)
+        return
+
+    def refuse_missing(status) -> None:
+        if status.missing:
+            names = ", ".join(sorted(h.value for h in status.missing)[:5])
+            raise SnapshotError(f"{len(status.missing)} object(s) are neither in the DVC cache nor on the remote: {names}")
+
+    odb = repo.cloud.get_remote_odb(remote, "push")
+    result = transfer(cache, odb, objects_to_push(cache, odb, changes), cache_odb=cache, validate_status=refuse_missing)
+    if result.failed:
+        raise UploadError(len(result.failed))
 
 
 def snapshot_dataset(
@@ -180,21 +289,31 @@ def snapshot_dataset(
     # No ingestion or pull may change the store or registries between what DVC hashes
     # and the folder times recorded for the next snapshot.
     with writer_lock(root / registry_dir, timeout_s=lock_timeout_s):
-        changed, _ = changed_targets(root, targets, _load_state(root))
-        repo = Repo(str(root))
-        repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
-        try:
-            if changed:
-                repo.add([str(t) for t in changed])
-            pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
-            if push and pointer_files:
-                repo.push(targets=[str(p) for p in pointer_files], remote=remote)
-        finally:
-            repo.close()
-        # Recorded after `dvc add`: with a link cache it re-links files, which touches
-        # the folders it added.
-        _, new_state = changed_targets(root, targets, {})
-        _save_state(root, new_state)
+        changes, state = changed_targets(root, targets, _load_state(root))
+        changed = [c.target for c in changes]
+        pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
+        if changes:
+            repo = Repo(str(root))
+            repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
+            try:
+                before = [pointed_object(p) for p in pointer_files]
+                add_paths = []
+                for change, old in zip(changes, before):
+                    # A granular add splices sub-folders into the previous listing, which
+                    # must be in the cache (DVC would otherwise try to pull it).
+                    in_cache = old is not None and repo.cache.local.exists(old.value)
+                    add_paths += change.add_paths if in_cache else [change.target]
+                repo.add([str(path) for path in add_paths])
+                if push:
+                    after = [pointed_object(p) for p in pointer_files]
+                    push_new_objects(repo, pointer_files, list(zip(before, after)), remote=remote)
+            finally:
+                repo.close()
+            # Stamped after `dvc add`: with a link cache it re-links the files it added,
+            # which touches their folders, and it rewrites the pointers.
+            for target in changed:
+                state[target.relative_to(root).as_posix()] = _folder_stamp(target)
+            _save_state(root, state)
 
     paths = [p.relative_to(root).as_posix() for p in pointer_files]
     paths += [
