@@ -43,6 +43,24 @@ def project_relative(path: str | Path, root: Path) -> str:
         return str(path)
 
 
+def project_parameters(
+    env: str | None = None, runtime_params: dict | None = None, root: Path | None = None
+) -> dict:
+    """The parameters a ``kedro run --env <env> --params ...`` would see, without a session.
+
+    For code that runs before or outside a Kedro session (the main job's decisions, the
+    serving command, the matrix's registration and list command): the project's own
+    config loader and settings, no hooks, no kedro-mlflow start-up.
+    """
+    from cv_pipelines.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    root = root or project_root()
+    loader = CONFIG_LOADER_CLASS(
+        conf_source=str(root / "conf"), env=env, runtime_params=runtime_params or {}, **CONFIG_LOADER_ARGS
+    )
+    return dict(loader["parameters"])
+
+
 def _project_path(relative: str = "") -> str:
     return str(project_root() / relative) if relative else str(project_root())
 

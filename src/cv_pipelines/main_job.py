@@ -181,10 +181,9 @@ def _serve_one_request(project_path: Path, env: str | None, export: dict) -> str
 def _latest_dataset_tag(project_path: Path, env: str | None) -> str | None:
     import subprocess
 
-    from kedro.framework.session import KedroSession
+    from cv_pipelines.config_resolvers import project_parameters
 
-    with KedroSession.create(project_path=project_path, env=env) as session:
-        label_set = session.load_context().params["labeling"]["label_set"]
+    label_set = project_parameters(env, root=project_path)["labeling"]["label_set"]
     tags = subprocess.run(
         ["git", "tag", "--list", f"data/{label_set}/v*", "--sort=-v:refname"], cwd=project_path,
         capture_output=True, text=True,
@@ -194,16 +193,14 @@ def _latest_dataset_tag(project_path: Path, env: str | None) -> str | None:
 
 def _current_training(project_path: Path, env: str | None, export_hash: str) -> dict | None:
     """The last training's summary if it trained on this export with today's parameters."""
-    from kedro.framework.session import KedroSession
-
+    from cv_pipelines.config_resolvers import project_parameters
     from cv_pipelines.yolo_training import parameters_hash
 
     summary_file = project_path / "data/reporting/training/last_training.yml"
     if not summary_file.is_file():
         return None
     summary = _read_yaml(summary_file)
-    with KedroSession.create(project_path=project_path, env=env) as session:
-        training = session.load_context().params["training"]
+    training = project_parameters(env, root=project_path)["training"]
     if summary.get("export_content_hash") != export_hash or summary.get("parameters_hash") != parameters_hash(training):
         return None
     return summary

@@ -77,33 +77,16 @@ def select(names: list[str], only: list[str] | None, exclude: list[str] | None) 
     return [n for n in names if (not only or n in only) and n not in set(exclude or [])]
 
 
-def project_parameters(project_path: Path, env: str | None = None, extra: Mapping[str, Any] | None = None) -> dict:
-    """The project's parameters as a ``kedro run`` in ``env`` sees them (runtime params merged)."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project_path)
-    with KedroSession.create(project_path=project_path, env=env, runtime_params=dict(extra or {})) as session:
-        return session.load_context().params
-
-
 def registration_parameters() -> dict[str, Any]:
     """Parameters read when the pipelines are registered, before any session exists.
 
     Kedro registers pipelines without knowing ``--env``, so the candidates come from
     ``conf/base`` merged with the environment in ``KEDRO_ENV`` (default ``local``).
     """
-    from kedro.framework.project import settings
+    from cv_pipelines.config_resolvers import project_parameters
 
-    from cv_pipelines.config_resolvers import project_root
-
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(project_root() / settings.CONF_SOURCE),
-        env=os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
     try:
-        return dict(loader["parameters"])
+        return project_parameters(os.environ.get("KEDRO_ENV"))
     except Exception:  # a broken configuration is reported by the run itself, with its reason
         return {}
 
@@ -134,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from kedro.framework.cli.utils import _split_params
 
+    from cv_pipelines.config_resolvers import project_parameters
+
     try:
         extra = _split_params(None, None, args.params) if args.params else {}
-        params = project_parameters(args.project_path.resolve(), args.env, extra)
+        params = project_parameters(args.env, extra, root=args.project_path.resolve())
         from cv_pipelines.parameters import MatrixParams
 
         matrix = params.get("matrix") or {}

@@ -8,6 +8,7 @@ are set here, on the active run.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ TRAINING_TAG = "cv_pipelines.training"
 EVALUATION_TAG = "cv_pipelines.evaluation"
 #: ``yolo`` or ``rtdetr``: which Ultralytics model class loads the run's weights.
 FAMILY_TAG = "cv_pipelines.model_family"
+#: A training run's model, as an MLflow artifact path.
+WEIGHTS_ARTIFACT = "weights/best.pt"
 
 
 def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:
@@ -41,3 +44,20 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
         digest=lineage["export_content_hash"][:32],
     )
     mlflow.log_input(dataset, context=context, tags=lineage)
+
+
+def download_weights(run_id: str, target: Path) -> Path:
+    """A training run's ``weights/best.pt`` from MLflow into ``target`` (any tracking store)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from cv_pipelines.errors import ConfigurationError
+
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(download_artifacts(run_id=run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=str(target)))
+    except (MlflowException, OSError) as exc:
+        raise ConfigurationError(
+            f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
+            "or its artifacts were deleted"
+        ) from None

@@ -290,16 +290,10 @@ def build_service(
 
 def _project_deployment_params(env: str | None) -> dict[str, Any]:
     """``deployment.*`` as ``kedro run`` would see them (conf/base, then conf/<env>)."""
-    from kedro.config import OmegaConfigLoader
-
-    from cv_pipelines.config_resolvers import project_root
+    from cv_pipelines.config_resolvers import project_parameters
     from cv_pipelines.parameters import DeploymentParams
-    from cv_pipelines.settings import CONFIG_LOADER_ARGS
 
-    root = project_root()
-    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    raw = loader["parameters"].get("deployment", {})
-    return DeploymentParams.model_validate(raw).model_dump()
+    return DeploymentParams.model_validate(project_parameters(env).get("deployment", {})).model_dump()
 
 
 def main(argv: list[str] | None = None) -> None:

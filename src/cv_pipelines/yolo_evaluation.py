@@ -49,18 +49,8 @@ def evaluate_weights(
     project_root: Path | None = None,
 ) -> Evaluation:
     """Run Ultralytics' validator on ``split``; its plots land in ``out_dir``."""
-    from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
-
-    from cv_pipelines.yolo_training import ultralytics_model
-
-    ultralytics_settings_offline(project_root)
-
-    with no_font_download():
-        # The image size comes from the checkpoint's training arguments.
-        results = ultralytics_model(weights, family).val(
-            data=str(data_yaml), split=split, conf=conf, iou=iou, device=device, batch=batch, plots=True,
-            project=str(out_dir.parent), name=out_dir.name, exist_ok=True, verbose=False,
-        )
+    results = _validate(weights, data_yaml, family, project_root, split=split, conf=conf, iou=iou, device=device,
+                        batch=batch, out_dir=out_dir)
     classes = [results.names[i] for i in sorted(results.names)]
     precision, recall, map50, map50_95 = (float(v) for v in results.mean_results())
     metrics = {"mAP50": map50, "mAP50-95": map50_95, "precision": precision, "recall": recall}
@@ -125,17 +115,8 @@ def errors_at_confidence(
     (0.001) every image is full of low-score boxes, so this second pass runs at the
     confidence a deployed model would use.
     """
-    from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
-
-    from cv_pipelines.yolo_training import ultralytics_model
-
-    ultralytics_settings_offline(project_root)
-
-    with no_font_download():
-        results = ultralytics_model(weights, family).val(
-            data=str(data_yaml), split=split, conf=conf, iou=iou, device=device, batch=batch, plots=True,
-            project=str(out_dir.parent), name=out_dir.name, exist_ok=True, verbose=False,
-        )
+    results = _validate(weights, data_yaml, family, project_root, split=split, conf=conf, iou=iou, device=device,
+                        batch=batch, out_dir=out_dir)
     frame = pd.DataFrame(
         [
             {
@@ -152,6 +133,22 @@ def errors_at_confidence(
     )
     frame = frame.sort_values(["errors", "missed", "image_id"], ascending=[False, False, True], ignore_index=True)
     return Errors(per_image=frame, confusion=np.asarray(results.confusion_matrix.matrix), conf=conf)
+
+
+def _validate(weights: Path, data_yaml: Path, family: str, project_root: Path | None, *, out_dir: Path, **args):
+    """Ultralytics' validator on ``weights``, offline, its plots into ``out_dir``.
+
+    The image size comes from the checkpoint's training arguments.
+    """
+    from cv_pipelines.offline import no_font_download, ultralytics_settings_offline
+    from cv_pipelines.yolo_training import ultralytics_model
+
+    ultralytics_settings_offline(project_root)
+    with no_font_download():
+        return ultralytics_model(weights, family).val(
+            data=str(data_yaml), plots=True, project=str(out_dir.parent), name=out_dir.name, exist_ok=True,
+            verbose=False, **args,
+        )
 
 
 def compare(challenger: Evaluation, champion: Evaluation) -> tuple[dict[str, float], pd.DataFrame]:

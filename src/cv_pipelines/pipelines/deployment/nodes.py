@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cv_pipelines import model_packaging, model_registry
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import EVALUATION_TAG
+from cv_pipelines.mlflow_lineage import EVALUATION_TAG, FAMILY_TAG, download_weights
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_TAG = "cv_pipelines.deployment"
-#: The training run's tag naming its model family (``yolo``, ``rtdetr``); absent means yolo.
-MODEL_FAMILY_TAG = "cv_pipelines.model_family"
-WEIGHTS_ARTIFACT = "weights/best.pt"
 LINEAGE_KEYS = (
     "export_name", "export_version", "export_content_hash", "label_set", "dataset_version", "dataset_commit",
     "registries_hash",
@@ -76,7 +72,7 @@ def deploy_model(
         }
 
     training_run = _training_run(client, training_run_id)
-    family = training_run.data.tags.get(MODEL_FAMILY_TAG, "yolo")
+    family = training_run.data.tags.get(FAMILY_TAG, "yolo")
     if family not in model_packaging.FAMILIES:
         raise ConfigurationError(
             f"training run {training_run_id} trained a model of family {family!r}, and only Ultralytics "
@@ -86,8 +82,8 @@ def deploy_model(
                                                                       active.info.experiment_id])
     root = project_root()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    work_dir = _absolute(root, deployment["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
-    weights = _download_weights(training_run_id, work_dir)
+    work_dir = in_project(root, deployment["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
+    weights = download_weights(training_run_id, work_dir)
 
     info = model_packaging.checkpoint_info(weights, family)
     onnx = model_packaging.export_onnx(weights, info["imgsz"], root, family)
@@ -99,7 +95,7 @@ def deploy_model(
         **{key: deployment[key] for key in ("conf", "iou", "max_det", "max_image_bytes", "max_image_pixels")},
     }
     # One test image of the export (the input example MLflow stores and validates with).
-    export_dir = _absolute(root, export["output_dir"]) / str(evaluation_summary.get("export", ""))
+    export_dir = in_project(root, export["output_dir"]) / str(evaluation_summary.get("export", ""))
     model_info = model_packaging.log_packaged_model(
         weights=weights, onnx=onnx, config=config,
         example=model_packaging.example_image(export_dir if export_dir.is_dir() else None, info["imgsz"]),
@@ -147,7 +143,7 @@ def deploy_model(
         "split": split,
         "metrics": evaluation_summary.get("metrics"),
         "use_onnx": deployment["use_onnx"],
-        "onnx": _relative(onnx, root),
+        "onnx": project_relative(onnx, root),
     }
 
 
@@ -230,29 +226,3 @@ def _evaluation_run_id(client, training_run_id: str, experiment_ids: list[str]) 
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
-
-
-def _download_weights(run_id: str, target: Path) -> Path:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(download_artifacts(run_id=run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=str(target)))
-    except (MlflowException, OSError) as exc:
-        raise ConfigurationError(
-            f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
-            "or its artifacts were deleted"
-        ) from None
-
-
-def _absolute(root: Path, path: str) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else root / path
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cv_pipelines.config_resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import EVALUATION_TAG, FAMILY_TAG, TRAINING_TAG, log_export_input
+from cv_pipelines.mlflow_lineage import (
+    EVALUATION_TAG,
+    FAMILY_TAG,
+    TRAINING_TAG,
+    download_weights,
+    log_export_input,
+)
 from cv_pipelines.yolo_evaluation import (
     HEADLINE,
     compare,
@@ -43,7 +48,6 @@ from cv_pipelines.yolo_training import (
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_ARTIFACT = "weights/best.pt"
 #: Model version tag (set by the deployment pipeline) naming the training run of its weights.
 TRAINING_RUN_TAG = "training_run_id"
 
@@ -78,7 +82,7 @@ def select_models(
     out_dir = in_project(root, evaluation["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
     (out_dir / "models").mkdir(parents=True)
     data_yaml = write_data_yaml(export_ref, out_dir / DATA_FILE)
-    weights = _download_weights(training_run.info.run_id, out_dir / "models/evaluated")
+    weights = download_weights(training_run.info.run_id, out_dir / "models/evaluated")
     champion = _champion(client, deployment["model_name"])
     plan: dict[str, Any] = {
         "out_dir": project_relative(out_dir, root),
@@ -96,7 +100,7 @@ def select_models(
         if champion_run_id == training_run.info.run_id:
             logger.info("The evaluated model is the champion itself (version %s); no comparison", version.version)
         else:
-            champion_weights = _download_weights(champion_run_id, out_dir / "models/champion")
+            champion_weights = download_weights(champion_run_id, out_dir / "models/champion")
             plan["champion"] = {
                 "model_name": deployment["model_name"],
                 "version": str(version.version),
@@ -203,19 +207,6 @@ def _training_run(client, run_id: str | None, active):
         )
     return run
 
-
-def _download_weights(run_id: str, target: Path) -> Path:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(download_artifacts(run_id=run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=str(target)))
-    except (MlflowException, OSError) as exc:
-        raise ConfigurationError(
-            f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
-            "or its artifacts were deleted"
-        ) from None
 
 
 def _champion(client, model_name: str):
