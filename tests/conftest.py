@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cv_pipelines.offline import TELEMETRY_OFF
+from cv_pipelines.config.offline import TELEMETRY_OFF
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

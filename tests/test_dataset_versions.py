@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cv_pipelines.dataset_versions import (
+from cv_pipelines.versioning.dataset_versions import (
     SnapshotError,
     ensure_images_present,
     pointed_object,
     read_registry_at,
     snapshot_dataset,
 )
-from cv_pipelines.ingest_images import ingest_images, read_images_registry
+from cv_pipelines.images.ingestion import ingest_images, read_images_registry
 from tests.support.images import image_bytes, write
 from tests.test_ingestion import settings_for
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from cv_pipelines.demo_data import DEMO_CLASSES, DemoDatasetSummary, generate_demo_dataset
+from cv_pipelines.demo.synthetic import DEMO_CLASSES, DemoDatasetSummary, generate_demo_dataset
 
 
 def files(folder):

@@ -204,7 +204,7 @@ def test_a_model_worse_than_the_champion_stays_challenger_and_says_why(lifecycle
 def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
     from types import SimpleNamespace
 
-    from cv_pipelines.parameters import DeploymentParams
+    from cv_pipelines.config.parameters import DeploymentParams
     from cv_pipelines.pipelines.deployment.nodes import gate_decision
 
     params = DeploymentParams(champion_floor={"mAP50-95": 0.2}).model_dump()
@@ -219,7 +219,7 @@ def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
 
 
 def test_unknown_floor_metrics_are_refused_before_the_run():
-    from cv_pipelines.parameters import DeploymentParams
+    from cv_pipelines.config.parameters import DeploymentParams
 
     assert DeploymentParams(champion_floor={"map50_95": 0.1}).champion_floor == {"mAP50-95": 0.1}
     with pytest.raises(ValueError, match="not one of the evaluation's metrics"):
@@ -319,7 +319,7 @@ class Client:
 @pytest.fixture
 def service(deployed):
     """The service on 127.0.0.1, an ephemeral port, 30% canary, in a thread of this process."""
-    from cv_pipelines.serving import build_service, make_server
+    from cv_pipelines.serving.service import build_service, make_server
 
     detection_service = build_service(MODEL, canary_fraction=0.3, seed=1234)
     server = make_server(detection_service, "127.0.0.1", 0)
@@ -463,7 +463,7 @@ def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path
     from ultralytics.nn.tasks import RTDETRDetectionModel
     from ultralytics.utils import __version__
 
-    from cv_pipelines import model_packaging
+    from cv_pipelines.models import packaging as model_packaging
 
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
     torch.manual_seed(0)

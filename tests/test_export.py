@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from cv_pipelines import registry_parts
+from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.ingest_images import IMAGES_SCHEMA, ingest_images, read_images_registry
+from cv_pipelines.images.ingestion import IMAGES_SCHEMA, ingest_images, read_images_registry
 from cv_pipelines.pipelines.export.nodes import export_yolo_dataset, report_export_health, select_export_images
-from cv_pipelines.registry_schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
-from cv_pipelines.yolo_export import (
+from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
+from cv_pipelines.exports.yolo import (
     ExportCheckError,
     check_coco_export,
     check_with_ultralytics,
@@ -286,7 +286,7 @@ def test_same_inputs_give_byte_identical_files_and_no_second_version(project, ca
     # The same rows in another order, into another folder: the same bytes.
     shuffled = {name: frame.sample(frac=1, random_state=7) for name, frame in registries(project).items()}
     plan = plan_export(**shuffled, label_set="demo", classes=CLASSES, split_seed=0, split_ratios=RATIOS)
-    from cv_pipelines.yolo_export import health_figure, health_report_files
+    from cv_pipelines.exports.yolo import health_figure, health_report_files
 
     other = write_export(plan, project_root=project, exports_dir=project / "elsewhere",
                          reports=health_report_files(health_table(plan), health_figure(plan)))
@@ -295,7 +295,7 @@ def test_same_inputs_give_byte_identical_files_and_no_second_version(project, ca
 
 
 def test_a_crash_while_writing_leaves_no_version_and_is_cleaned_up_next_time(project, monkeypatch):
-    import cv_pipelines.yolo_export as yolo_export
+    import cv_pipelines.exports.yolo as yolo_export
 
     rows = ingest(project, small_images(5))
     for row in rows.values():
@@ -324,7 +324,7 @@ def test_a_crash_while_writing_leaves_no_version_and_is_cleaned_up_next_time(pro
 def test_images_are_copied_only_across_file_systems(project, monkeypatch):
     import errno
 
-    import cv_pipelines.yolo_export as yolo_export
+    import cv_pipelines.exports.yolo as yolo_export
 
     rows = ingest(project, small_images(3))
     for row in rows.values():

@@ -1,6 +1,6 @@
 import pytest
 
-from cv_pipelines.image_checks import InvalidImageError, inspect_image
+from cv_pipelines.images.checks import InvalidImageError, inspect_image
 from tests.support.images import image_bytes, png_with_declared_size
 
 

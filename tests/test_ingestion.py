@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines import registry_parts
-from cv_pipelines.ingest_images import (
+from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.images.ingestion import (
     IngestionLockedError,
     IngestionSettings,
     ingest_images,
@@ -163,7 +163,7 @@ def test_two_ingestions_at_once_register_every_image_exactly_once(project):
         write(project / "data/incoming" / name, data)
     code = (
         "import sys; from pathlib import Path; from tests.test_ingestion import settings_for;"
-        "from cv_pipelines.ingest_images import ingest_images;"
+        "from cv_pipelines.images.ingestion import ingest_images;"
         "print(ingest_images(settings_for(Path(sys.argv[1]), workers=1)).new)"
     )
     env = project_env(project, PYTHONPATH=str(Path(__file__).resolve().parents[1]))

@@ -12,15 +12,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines import registry_parts
-from cv_pipelines.ingest_images import read_images_registry
+from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.images.ingestion import read_images_registry
 from tests.conftest import project_env
 from tests.support.images import image_bytes, write
 
 RUN_INGESTION = """
 import sys
 from pathlib import Path
-from cv_pipelines.ingest_images import IngestionSettings, ingest_images
+from cv_pipelines.images.ingestion import IngestionSettings, ingest_images
 root = Path(sys.argv[1])
 result = ingest_images(IngestionSettings(
     project_root=root, source_dir=Path("data/incoming"), store_dir=Path("data/store/images"),

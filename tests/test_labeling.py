@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cv_pipelines import registry_parts
+from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.errors import ExternalServiceError
-from cv_pipelines.ingest_images import ingest_images
+from cv_pipelines.images.ingestion import ingest_images
 from tests.conftest import run_pipeline
 from tests.cvat_server import CvatStandIn
 from tests.support.images import image_bytes, write
@@ -95,7 +95,7 @@ def test_a_full_loop_creates_pulls_and_opens_the_next_batch(project, cvat, five_
     assert chosen == set(five_images) - {Path(f).stem for f in frames}
 
     # Pulling the same batch again replaces its rows instead of adding to them.
-    from cv_pipelines.labeling_batches import read_batch_info, update_batch_info
+    from cv_pipelines.labeling.batches import read_batch_info, update_batch_info
 
     info = read_batch_info(batch_dir)
     info.status = "open"
@@ -251,8 +251,8 @@ def test_a_pull_ends_with_a_dataset_snapshot(project, cvat, five_images):
 
 
 def test_a_crash_between_task_creation_and_batch_folder_is_recovered(project, cvat, five_images):
-    from cv_pipelines.ingest_images import read_images_registry
-    from cv_pipelines.labeling_batches import stage_batch_folder
+    from cv_pipelines.images.ingestion import read_images_registry
+    from cv_pipelines.labeling.batches import stage_batch_folder
 
     images = read_images_registry(project / "data/registry")
     # A run created task "batch_crashed" in CVAT, then died before naming its folder.

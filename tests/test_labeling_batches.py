@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cv_pipelines.labeling_batches import (
+from cv_pipelines.labeling.batches import (
     BatchInfo,
     commit_batch_folder,
     pending_batch_folders,

@@ -7,13 +7,13 @@ import sys
 
 import yaml
 
-from cv_pipelines.ingest_images import read_images_registry
+from cv_pipelines.images.ingestion import read_images_registry
 from tests.conftest import project_env
 
 
 def run_main_job(project):
     return subprocess.run(
-        [sys.executable, "-m", "cv_pipelines.main_job", "--env", "test", "--project-path", str(project)],
+        [sys.executable, "-m", "cv_pipelines.commands.main_job", "--env", "test", "--project-path", str(project)],
         cwd=project, env=project_env(project), capture_output=True, text=True, timeout=600,
     )
 

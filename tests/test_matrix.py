@@ -113,7 +113,7 @@ def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_sele
 def test_list_shows_candidates_and_arguments_without_training(project):
     (project / "conf/base/parameters_matrix.yml").write_text(yaml.safe_dump({"matrix": {"candidates": {
         "small": {}, "wide": {"imgsz": 96, "extra_args": {"lr0": 0.01}}, "detr": {"model": "rtdetr-l.yaml"}}}}, sort_keys=False))
-    command = [sys.executable, "-m", "cv_pipelines.matrix", "list", "--env", "test"]
+    command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
     table = subprocess.run(command, cwd=project, env=project_env(project), capture_output=True, text=True)
     assert table.returncode == 0, table.stderr
     assert "3 candidate(s) would run" in table.stdout
@@ -169,7 +169,7 @@ def test_the_workflow_runs_the_documented_commands_with_inputs_mirroring_them():
     assert set(inputs) == {"only", "exclude", "epochs", "retries", "parallel", "dry_run"}
     steps = "\n".join(step.get("run", "") for step in workflow["jobs"]["matrix"]["steps"])
     readme = (REPO_ROOT / "README.md").read_text()
-    for command in ('kedro run --pipelines matrix --params "$PARAMS"', 'python -m cv_pipelines.matrix list --params "$PARAMS"'):
+    for command in ('kedro run --pipelines matrix --params "$PARAMS"', 'python -m cv_pipelines.commands.matrix list --params "$PARAMS"'):
         assert command in steps
         assert re.sub(r'"\$PARAMS"', "", command).strip() in readme
     for key in ("matrix.retries=", "matrix.only=", "matrix.exclude=", "training.epochs=", "--runner ThreadRunner"):

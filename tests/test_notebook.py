@@ -24,7 +24,7 @@ from urllib.request import urlopen
 import nbformat
 import pytest
 
-from cv_pipelines import registry_parts
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import REPO_ROOT, project_env, run_kedro
 from tests.test_viz import EXPECTED_PIPELINES, TrapProxy, trained_project
 

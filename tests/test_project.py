@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kedro.pipeline import Node, Pipeline
 
-from cv_pipelines.cvat_connection import resolve_cvat_connection
+from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
 from cv_pipelines.errors import ConfigurationError
 from tests.conftest import REPO_ROOT, project_env, run_kedro
 
@@ -105,7 +105,7 @@ def test_kedro_commands_never_add_telemetry_to_pyproject(project):
 
 
 def test_package_imports_no_heavy_library_at_module_level():
-    # cv_pipelines.packaged_model is the MLflow model logged as code: MLflow loads it as a
+    # cv_pipelines.models.packaged_model is the MLflow model logged as code: MLflow loads it as a
     # file, and its class must subclass mlflow's PythonModel where it is defined. No
     # module of the package imports it (checked below), so no CLI start pays for it.
     importers = [p for p in (REPO_ROOT / "src/cv_pipelines").rglob("*.py")
@@ -116,7 +116,7 @@ def test_package_imports_no_heavy_library_at_module_level():
         "import sys, importlib, pkgutil, cv_pipelines, cv_pipelines.pipelines as p\n"
         "from cv_pipelines.pipeline_registry import register_pipelines\n"
         "for m in pkgutil.walk_packages(cv_pipelines.__path__, 'cv_pipelines.'):\n"
-        "    if m.name != 'cv_pipelines.packaged_model':\n"
+        "    if m.name != 'cv_pipelines.models.packaged_model':\n"
         "        importlib.import_module(m.name)\n"
         "heavy = sorted(n for n in ('torch', 'ultralytics', 'mlflow', 'cvat_sdk', 'dvc', 'matplotlib') if n in sys.modules)\n"
         "print(','.join(heavy))\n"
@@ -128,7 +128,7 @@ def test_package_imports_no_heavy_library_at_module_level():
 
 def test_ultralytics_settings_live_in_the_project_with_mlflow_off(project):
     code = (
-        "from cv_pipelines.offline import apply_offline_defaults, ultralytics_settings_offline\n"
+        "from cv_pipelines.config.offline import apply_offline_defaults, ultralytics_settings_offline\n"
         "from pathlib import Path; import os\n"
         "os.environ.pop('YOLO_CONFIG_DIR', None)\n"
         "apply_offline_defaults(Path.cwd())\n"

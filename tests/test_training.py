@@ -24,7 +24,7 @@ from tests.conftest import OFFLINE_ENV, make_project_copy, project_env, run_kedr
 BUILD_EXPORT = """
 import sys
 from pathlib import Path
-from cv_pipelines.main_job import _run_pipeline
+from cv_pipelines.commands.main_job import _run_pipeline
 from kedro.framework.startup import bootstrap_project
 root = Path(sys.argv[1])
 bootstrap_project(root)
@@ -296,7 +296,7 @@ def test_evaluation_without_a_training_run_says_what_to_do(exported):
 
 
 def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_path):
-    from cv_pipelines.yolo_training import metric_name, metrics_history
+    from cv_pipelines.models.training import metric_name, metrics_history
 
     assert metric_name("metrics/mAP50-95(B)") == "val/mAP50-95"
     assert metric_name("  train/box_loss") == "train/box_loss"
@@ -312,13 +312,13 @@ def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_pat
 
 def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     from cv_pipelines.errors import ConfigurationError
-    from cv_pipelines.yolo_training import check_device
+    from cv_pipelines.models.training import check_device
 
     with pytest.raises(ConfigurationError, match="is not a device"):
         check_device("gpu0")
     assert check_device(" CPU ") == "cpu"
 
-    from cv_pipelines.parameters import TrainingParams
+    from cv_pipelines.config.parameters import TrainingParams
 
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
         TrainingParams(extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})

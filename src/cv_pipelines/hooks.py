@@ -16,7 +16,7 @@ class ConfigCheckHooks:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        from cv_pipelines.parameters import validate_parameters
+        from cv_pipelines.config.parameters import validate_parameters
 
         validate_parameters(context.params)
         self._params = context.params
@@ -28,7 +28,7 @@ class ConfigCheckHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         if any("cvat" in node.tags for node in pipeline.nodes):
-            from cv_pipelines.cvat_connection import resolve_cvat_connection
+            from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
 
             connection = resolve_cvat_connection(self._credentials.get("cvat"))
             if catalog is not None and "cvat_connection" in pipeline.inputs():

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
-from cv_pipelines.config_resolvers import CUSTOM_RESOLVERS
+from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
+from cv_pipelines.config.offline import apply_offline_defaults
 from cv_pipelines.hooks import ConfigCheckHooks, MlflowSessionIsolationHooks
-from cv_pipelines.offline import apply_offline_defaults
 
 # Importing settings is the first thing every Kedro command does with the project, so
 # this is where telemetry goes off and Ultralytics' settings move into the project.
@@ -18,14 +18,4 @@ HOOKS = (ConfigCheckHooks(), MlflowSessionIsolationHooks())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    "custom_resolvers": CUSTOM_RESOLVERS,
-    # conf/<env>/ overrides single keys of conf/base/, not whole top-level groups.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
-    "config_patterns": {
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-        "globals": ["globals.yml"],
-    },
-}
+CONFIG_LOADER_ARGS = PROJECT_CONFIG_LOADER_ARGS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cv_pipelines.trainers import UltralyticsTrainer
+from cv_pipelines.models.trainers import UltralyticsTrainer
 
 
 class FrozenBackboneTrainer(UltralyticsTrainer):

@@ -9,7 +9,7 @@ import pandas as pd
 from kedro.io import AbstractDataset
 from kedro_datasets._typing import TablePreview
 
-from cv_pipelines import registry_parts
+from cv_pipelines.registries import parts as registry_parts
 
 
 class ParquetRegistryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
@@ -41,8 +41,8 @@ class ParquetRegistryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def load(self) -> pd.DataFrame:
         if self._rev is not None:
-            from cv_pipelines.config_resolvers import project_root
-            from cv_pipelines.dataset_versions import read_registry_at
+            from cv_pipelines.config.resolvers import project_root
+            from cv_pipelines.versioning.dataset_versions import read_registry_at
 
             frame = read_registry_at(project_root(), self._path, self._rev)
             columns = self._load_args.get("columns")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config.resolvers import project_root
 
 logger = logging.getLogger(__name__)
 
 
 def generate_demo_data(params: dict[str, Any]) -> dict[str, Any]:
     """Write the demo images and their COCO file; returns a summary for the catalog."""
-    from cv_pipelines.demo_data import generate_demo_dataset
+    from cv_pipelines.demo.synthetic import generate_demo_dataset
 
     output_dir = project_root() / params["output_dir"]
     summary = generate_demo_dataset(
@@ -24,7 +24,9 @@ def generate_demo_data(params: dict[str, Any]) -> dict[str, Any]:
         empty_fraction=params["empty_fraction"],
     )
     logger.info(
-        "Demo data: %d images, %d boxes in %s", summary.num_images, summary.num_boxes,
+        "Demo data: %d images, %d boxes in %s",
+        summary.num_images,
+        summary.num_boxes,
         params["output_dir"],
     )
     return {

@@ -4,7 +4,7 @@ The model deployed is the one the latest evaluation measured (``evaluation_summa
 so ``kedro run --pipelines training,evaluation,deployment`` deploys what it just
 trained). Its ``weights/best.pt`` comes from its training run in MLflow, is exported to
 ONNX, and both travel as artifacts of an ``mlflow.pyfunc`` model logged into this
-run (``cv_pipelines.packaged_model``) and registered under ``deployment.model_name``.
+run (``cv_pipelines.models.packaged_model``) and registered under ``deployment.model_name``.
 The new version becomes ``challenger``; the quality gate promotes it to ``champion``
 only on the evaluation's comparison with the current champion on the same test split.
 """
@@ -15,16 +15,22 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from cv_pipelines import model_packaging, model_registry
-from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import EVALUATION_TAG, FAMILY_TAG, download_weights
+from cv_pipelines.models import packaging as model_packaging
+from cv_pipelines.models import registry as model_registry
+from cv_pipelines.models.lineage import EVALUATION_TAG, FAMILY_TAG, download_weights
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_TAG = "cv_pipelines.deployment"
 LINEAGE_KEYS = (
-    "export_name", "export_version", "export_content_hash", "label_set", "dataset_version", "dataset_commit",
+    "export_name",
+    "export_version",
+    "export_content_hash",
+    "label_set",
+    "dataset_version",
+    "dataset_commit",
     "registries_hash",
 )
 
@@ -36,7 +42,7 @@ def deploy_model(
     import mlflow  # heavy import kept local
     from mlflow import MlflowClient
 
-    from cv_pipelines.parameters import DeploymentParams
+    from cv_pipelines.config.parameters import DeploymentParams
 
     # Normalised (metric names such as map50 -> mAP50) and checked, also when called directly.
     deployment = DeploymentParams.model_validate(deployment).model_dump()
@@ -63,11 +69,17 @@ def deploy_model(
         aliases = ", ".join(existing.aliases) or "no alias"
         logger.info(
             "Skipped: training run %s is already registered as %s version %s (%s); nothing registered",
-            training_run_id, name, existing.version, aliases,
+            training_run_id,
+            name,
+            existing.version,
+            aliases,
         )
         return {
-            "action": "skipped", "model_name": name, "version": str(existing.version),
-            "training_run_id": training_run_id, "aliases": sorted(existing.aliases),
+            "action": "skipped",
+            "model_name": name,
+            "version": str(existing.version),
+            "training_run_id": training_run_id,
+            "aliases": sorted(existing.aliases),
             "reason": f"training run {training_run_id} is already registered as version {existing.version}",
         }
 
@@ -78,8 +90,9 @@ def deploy_model(
             f"training run {training_run_id} trained a model of family {family!r}, and only Ultralytics "
             f"{' and '.join(model_packaging.FAMILIES)} models can be packaged; deploy a run of one of those"
         )
-    evaluation_run_id = _evaluation_run_id(client, training_run_id, [training_run.info.experiment_id,
-                                                                      active.info.experiment_id])
+    evaluation_run_id = _evaluation_run_id(
+        client, training_run_id, [training_run.info.experiment_id, active.info.experiment_id]
+    )
     root = project_root()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work_dir = in_project(root, deployment["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
@@ -97,7 +110,9 @@ def deploy_model(
     # One test image of the export (the input example MLflow stores and validates with).
     export_dir = in_project(root, export["output_dir"]) / str(evaluation_summary.get("export", ""))
     model_info = model_packaging.log_packaged_model(
-        weights=weights, onnx=onnx, config=config,
+        weights=weights,
+        onnx=onnx,
+        config=config,
         example=model_packaging.example_image(export_dir if export_dir.is_dir() else None, info["imgsz"]),
     )
 
@@ -108,8 +123,10 @@ def deploy_model(
         "deployment_run_id": active.info.run_id,
         "code_commit": training_run.data.tags.get("code_commit", ""),
         "code_dirty": training_run.data.tags.get("code_dirty", ""),
-        **{f"data.{key}": str(evaluation_summary.get(key) or training_run.data.tags.get(f"data.{key}", ""))
-           for key in LINEAGE_KEYS},
+        **{
+            f"data.{key}": str(evaluation_summary.get(key) or training_run.data.tags.get(f"data.{key}", ""))
+            for key in LINEAGE_KEYS
+        },
         **{f"{split}/{metric}": str(value) for metric, value in (evaluation_summary.get("metrics") or {}).items()},
         "evaluated_split": split,
         "model_family": family,
@@ -166,7 +183,9 @@ def gate_decision(summary: dict[str, Any], champion, deployment: dict[str, Any])
     if split != "test":
         return False, f"it was evaluated on the {split} split, and the gate compares test-split metrics only"
     if champion is None:
-        shown = ", ".join(f"{metric} {metrics.get(metric, float('nan')):.4f}" for metric in deployment["champion_floor"])
+        shown = ", ".join(
+            f"{metric} {metrics.get(metric, float('nan')):.4f}" for metric in deployment["champion_floor"]
+        )
         return True, f"first champion, its test metrics pass deployment.champion_floor ({shown})"
     compared = summary.get("champion") or {}
     if str(compared.get("version")) != str(champion.version):
@@ -188,7 +207,10 @@ def gate_decision(summary: dict[str, Any], champion, deployment: dict[str, Any])
             f"{tolerance:g} ({'; '.join(worse)})"
         )
     shown = ", ".join(f"{metric} {differences[metric]:+.4f}" for metric in deployment["gate_metrics"])
-    return True, f"no worse than champion version {champion.version} on the test split ({shown}, tolerance {tolerance:g})"
+    return (
+        True,
+        f"no worse than champion version {champion.version} on the test split ({shown}, tolerance {tolerance:g})",
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -199,10 +221,16 @@ def _rollback(client, name: str) -> dict[str, Any]:
         moved = model_registry.rollback(client, name)
     except LookupError as exc:
         raise ConfigurationError(f"cannot roll back: {exc}") from None
-    logger.info("Rolled back %s: champion moved from version %s to version %s", name, moved["from_version"],
-                moved["to_version"])
-    return {"action": "rollback", "model_name": name, "version": moved["to_version"], **moved,
-            "reason": f"rollback from version {moved['from_version']}"}
+    logger.info(
+        "Rolled back %s: champion moved from version %s to version %s", name, moved["from_version"], moved["to_version"]
+    )
+    return {
+        "action": "rollback",
+        "model_name": name,
+        "version": moved["to_version"],
+        **moved,
+        "reason": f"rollback from version {moved['from_version']}",
+    }
 
 
 def _training_run(client, run_id: str):

@@ -19,16 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import (
-    EVALUATION_TAG,
-    FAMILY_TAG,
-    TRAINING_TAG,
-    download_weights,
-    log_export_input,
-)
-from cv_pipelines.yolo_evaluation import (
+from cv_pipelines.models.evaluation import (
     HEADLINE,
     compare,
     confusion_figure,
@@ -38,7 +31,14 @@ from cv_pipelines.yolo_evaluation import (
     pr_figure,
     rounded,
 )
-from cv_pipelines.yolo_training import (
+from cv_pipelines.models.lineage import (
+    EVALUATION_TAG,
+    FAMILY_TAG,
+    TRAINING_TAG,
+    download_weights,
+    log_export_input,
+)
+from cv_pipelines.models.training import (
     DATA_FILE,
     ExportRef,
     check_device,
@@ -111,7 +111,9 @@ def select_models(
     _log_lineage(export_ref, plan)
     logger.info(
         "Evaluating training run %s on the %s split of %s%s",
-        plan["run_id"], evaluation["split"], export_ref.name,
+        plan["run_id"],
+        evaluation["split"],
+        export_ref.name,
         f" against champion version {plan['champion']['version']}" if plan["champion"] else " (no champion yet)",
     )
     return plan
@@ -123,14 +125,29 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
     split = evaluation["split"]
     out_dir = root / plan["out_dir"]
     common = {
-        "split": split, "iou": evaluation["iou"], "device": plan["device"], "batch": evaluation["batch"],
+        "split": split,
+        "iou": evaluation["iou"],
+        "device": plan["device"],
+        "batch": evaluation["batch"],
         "project_root": root,
     }
     data_yaml = root / plan["data_yaml"]
-    result = evaluate_weights(root / plan["weights"], data_yaml, conf=evaluation["conf"],
-                              out_dir=out_dir / "ultralytics", family=plan["family"], **common)
-    errors = errors_at_confidence(root / plan["weights"], data_yaml, conf=evaluation["worst_conf"],
-                                  out_dir=out_dir / "ultralytics_at_conf", family=plan["family"], **common)
+    result = evaluate_weights(
+        root / plan["weights"],
+        data_yaml,
+        conf=evaluation["conf"],
+        out_dir=out_dir / "ultralytics",
+        family=plan["family"],
+        **common,
+    )
+    errors = errors_at_confidence(
+        root / plan["weights"],
+        data_yaml,
+        conf=evaluation["worst_conf"],
+        out_dir=out_dir / "ultralytics_at_conf",
+        family=plan["family"],
+        **common,
+    )
     worst = errors.per_image[errors.per_image["errors"] > 0].head(evaluation["worst_images"]).reset_index(drop=True)
 
     metrics = {f"{split}/{name}": value for name, value in result.metrics.items()}
@@ -141,9 +158,14 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
     champion_result = None
     differences: dict[str, float] = {}
     if plan["champion"]:
-        champion_result = evaluate_weights(root / plan["champion"]["weights"], data_yaml, conf=evaluation["conf"],
-                                           out_dir=out_dir / "ultralytics_champion",
-                                           family=plan["champion"]["family"], **common)
+        champion_result = evaluate_weights(
+            root / plan["champion"]["weights"],
+            data_yaml,
+            conf=evaluation["conf"],
+            out_dir=out_dir / "ultralytics_champion",
+            family=plan["champion"]["family"],
+            **common,
+        )
         differences, comparison = compare(result, champion_result)
         per_class = per_class.merge(comparison.drop(columns=["mAP50", "mAP50-95"]), on="class", how="left")
         metrics |= {f"champion/{split}/{name}": value for name, value in champion_result.metrics.items()}
@@ -162,7 +184,8 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
         },
         "champion": (
             {**plan["champion"], "metrics": rounded(champion_result.metrics), "differences": rounded(differences)}
-            if champion_result is not None else None
+            if champion_result is not None
+            else None
         ),
         "worst_images": worst["image_id"].tolist(),
         "output_dir": plan["out_dir"],
@@ -208,7 +231,6 @@ def _training_run(client, run_id: str | None, active):
     return run
 
 
-
 def _champion(client, model_name: str):
     """(model version, training run id) of ``@champion``, or None while there is none."""
     from mlflow.exceptions import MlflowException
@@ -232,10 +254,15 @@ def _log_outcome(metrics, champion, differences, plan, split, worst) -> None:
     logger.info("Evaluation of run %s on %s: %s", plan["run_id"][:12], split, line)
     if champion is not None:
         logger.info(
-            "Against champion version %s: %s", plan["champion"]["version"],
+            "Against champion version %s: %s",
+            plan["champion"]["version"],
             ", ".join(f"{name} {differences[name]:+.3f}" for name in HEADLINE),
         )
     if len(worst):
-        logger.info("Worst images (missed + spurious boxes): %s", ", ".join(
-            f"{row.image_id[:12]} ({row.missed} missed, {row.spurious} spurious)" for row in worst.head(5).itertuples()
-        ))
+        logger.info(
+            "Worst images (missed + spurious boxes): %s",
+            ", ".join(
+                f"{row.image_id[:12]} ({row.missed} missed, {row.spurious} spurious)"
+                for row in worst.head(5).itertuples()
+            ),
+        )

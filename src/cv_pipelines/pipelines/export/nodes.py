@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.yolo_export import (
+from cv_pipelines.exports.yolo import (
     ALL_CLASSES,
     HUGE_BOX_AREA,
     TINY_BOX_AREA,
@@ -74,7 +74,12 @@ def select_export_images(
     counts = plan.counts()["images"]
     logger.info(
         "Export of %s selects %d images (train %d, val %d, test %d) with %d boxes",
-        plan.label_set, len(plan.images), counts["train"], counts["val"], counts["test"], len(plan.boxes),
+        plan.label_set,
+        len(plan.images),
+        counts["train"],
+        counts["val"],
+        counts["test"],
+        len(plan.boxes),
     )
     return plan
 
@@ -87,7 +92,11 @@ def report_export_health(selection: ExportPlan) -> tuple[pd.DataFrame, Any, dict
     if overall["tiny_boxes"] or overall["huge_boxes"]:
         logger.warning(
             "Export of %s: %d tiny (< %.1f%% of the image) and %d huge (> %.0f%%) box(es); see the health report",
-            selection.label_set, overall["tiny_boxes"], TINY_BOX_AREA * 100, overall["huge_boxes"], HUGE_BOX_AREA * 100,
+            selection.label_set,
+            overall["tiny_boxes"],
+            TINY_BOX_AREA * 100,
+            overall["huge_boxes"],
+            HUGE_BOX_AREA * 100,
         )
     return table, figure, health_report_files(table, figure)
 
@@ -105,7 +114,7 @@ def export_yolo_dataset(
     could only run once the version already exists under its name. Returns the
     version's ``export_info`` plus its ``path`` and whether this run ``written`` it.
     """
-    from cv_pipelines.dataset_versions import (
+    from cv_pipelines.versioning.dataset_versions import (
         current_commit,
         ensure_images_present,
         resolve_version,
@@ -133,7 +142,12 @@ def export_yolo_dataset(
 
     try:
         result = write_export(
-            selection, project_root=root, exports_dir=exports_dir, fmt=fmt, lineage=lineage, check=check,
+            selection,
+            project_root=root,
+            exports_dir=exports_dir,
+            fmt=fmt,
+            lineage=lineage,
+            check=check,
             reports=health_files,
         )
     except (ExportCheckError, ExportSelectionError, ExportLockedError) as exc:
@@ -143,12 +157,21 @@ def export_yolo_dataset(
         counts = result.info["counts"]["images"]
         logger.info(
             "Export %s written: %d images (train %d, val %d, test %d), content %s%s",
-            name, sum(counts.values()), counts["train"], counts["val"], counts["test"], result.content_hash[:12],
+            name,
+            sum(counts.values()),
+            counts["train"],
+            counts["val"],
+            counts["test"],
+            result.content_hash[:12],
             f"; fetched {fetched} missing image(s) from DVC" if fetched else "",
         )
     else:
-        logger.info("Export: nothing written, version %d (%s) already holds this content (%s)",
-                    result.version, name, result.content_hash[:12])
+        logger.info(
+            "Export: nothing written, version %d (%s) already holds this content (%s)",
+            result.version,
+            name,
+            result.content_hash[:12],
+        )
     return dict(result.info) | {"path": name, "written": result.written}
 
 
@@ -186,10 +209,25 @@ def draw_export_sample(selection: ExportPlan, export_summary: dict[str, Any]) ->
         own = by_image.get(image.image_id, boxes.iloc[:0])
         for box in own.itertuples(index=False):
             colour = colours.get(box.label, "white")
-            axis.add_patch(Rectangle((box.x_min, box.y_min), box.x_max - box.x_min, box.y_max - box.y_min,
-                                     fill=False, edgecolor=colour, linewidth=1.5))
-            axis.text(box.x_min, box.y_min, box.label, color="white", fontsize=7, va="bottom",
-                      bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})
+            axis.add_patch(
+                Rectangle(
+                    (box.x_min, box.y_min),
+                    box.x_max - box.x_min,
+                    box.y_max - box.y_min,
+                    fill=False,
+                    edgecolor=colour,
+                    linewidth=1.5,
+                )
+            )
+            axis.text(
+                box.x_min,
+                box.y_min,
+                box.label,
+                color="white",
+                fontsize=7,
+                va="bottom",
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
+            )
         axis.set_title(f"{image.split} · {image.image_id[:10]} · {len(own)} box(es)", fontsize=8)
     for axis in axes:
         axis.set_axis_off()

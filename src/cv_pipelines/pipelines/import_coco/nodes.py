@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.annotations.coco_import import import_coco_dataset
+from cv_pipelines.config.resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.import_coco_dataset import import_coco_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from cv_pipelines.config_resolvers import project_root
-from cv_pipelines.ingest_images import IngestionSettings, ingest_images
+from cv_pipelines.config.resolvers import project_root
+from cv_pipelines.images.ingestion import IngestionSettings, ingest_images
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def ingest_incoming_images(params: dict[str, Any]) -> pd.DataFrame:
     """Store every image of the drop zone once and register it; returns one row per file.
 
     The registry and store writes happen inside one crash-safe transaction (see
-    ``cv_pipelines.ingest_images``), which is why they are not separate catalog saves.
+    ``cv_pipelines.images.ingestion``), which is why they are not separate catalog saves.
     """
     settings = IngestionSettings(
         project_root=project_root(),

@@ -6,16 +6,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cv_pipelines.config_resolvers import project_root
-from cv_pipelines.cvat_connection import CvatConnection
+from cv_pipelines.config.resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.labeling.cvat_connection import CvatConnection
 
 logger = logging.getLogger(__name__)
 
 
 def add_exclusions_from_csv(labeling: dict[str, Any], ingestion: dict[str, Any]) -> dict[str, Any]:
     """Exclude the images a CSV lists (``labeling.exclusions_csv``); nothing when unset."""
-    from cv_pipelines.labeling_cycle import add_exclusions_from_csv as add
+    from cv_pipelines.labeling.cycle import add_exclusions_from_csv as add
 
     csv_name = labeling.get("exclusions_csv")
     if not csv_name:
@@ -23,10 +23,14 @@ def add_exclusions_from_csv(labeling: dict[str, Any], ingestion: dict[str, Any])
     csv_file = Path(csv_name)
     csv_file = csv_file if csv_file.is_absolute() else project_root() / csv_file
     if not csv_file.is_file():
-        raise ConfigurationError(f"labeling.exclusions_csv {csv_file} does not exist: give the path of a CSV with columns image_id,reason.")
+        raise ConfigurationError(
+            f"labeling.exclusions_csv {csv_file} does not exist: give the path of a CSV with columns image_id,reason."
+        )
     try:
         added, problems = add(
-            csv_file, registry=project_root() / ingestion["registry"], label_set=labeling["label_set"],
+            csv_file,
+            registry=project_root() / ingestion["registry"],
+            label_set=labeling["label_set"],
             lock_timeout_s=ingestion["lock_timeout_s"],
         )
     except ValueError as exc:
@@ -50,9 +54,9 @@ def run_labeling_cycle(
     so images it excludes are never selected. A cycle that pulled annotations ends with
     a dataset snapshot unless ``labeling.snapshot_after_pull`` is off.
     """
-    from cv_pipelines.cvat_adapter import CvatAdapter, CvatSettings
-    from cv_pipelines.labeling_cycle import LabelingSettings
-    from cv_pipelines.labeling_cycle import run_labeling_cycle as run_cycle
+    from cv_pipelines.labeling.cvat import CvatAdapter, CvatSettings
+    from cv_pipelines.labeling.cycle import LabelingSettings
+    from cv_pipelines.labeling.cycle import run_labeling_cycle as run_cycle
 
     cvat = labeling["cvat"]
     root = project_root()
@@ -85,9 +89,9 @@ def run_labeling_cycle(
         backoff_initial_s=cvat["retry_backoff_s"],
         cache_dir=root / "data/cache/cvat",
     )
-    from cv_pipelines.cvat_adapter import CvatError
     from cv_pipelines.errors import ExternalServiceError
-    from cv_pipelines.labeling_cycle import LabelingBusyError
+    from cv_pipelines.labeling.cvat import CvatError
+    from cv_pipelines.labeling.cycle import LabelingBusyError
 
     try:
         report = run_cycle(settings, lambda: CvatAdapter(cvat_connection, cvat_settings))

@@ -21,17 +21,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.matrix import candidate_parameters, namespace_of
-from cv_pipelines.mlflow_lineage import (
+from cv_pipelines.models.lineage import (
     EVALUATION_TAG,
     FAMILY_TAG,
     TRAINING_TAG,
     log_export_input,
 )
-from cv_pipelines.trainers import TrainedModel, load_trainer
-from cv_pipelines.yolo_training import (
+from cv_pipelines.models.matrix import candidate_parameters, namespace_of
+from cv_pipelines.models.trainers import TrainedModel, load_trainer
+from cv_pipelines.models.training import (
     DATA_FILE,
     RUN_FILE,
     SUMMARY_FILE,
@@ -49,7 +49,7 @@ HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 
 
 def _selected(name: str, matrix: dict[str, Any]) -> bool:
-    from cv_pipelines.parameters import MatrixParams
+    from cv_pipelines.config.parameters import MatrixParams
 
     settings = MatrixParams.model_validate(matrix)
     return (not settings.only or name in settings.only) and name not in settings.exclude
@@ -75,26 +75,50 @@ def train_candidate(name: str, training: dict[str, Any], export: dict[str, Any],
             "the matrix pipeline needs MLflow tracking (each candidate is its own run); remove 'matrix' from "
             "tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
         )
-    result |= {"trainer": spec, "model": params["model"], "imgsz": params["imgsz"],
-               "epochs": params["epochs"], "export": export_ref.name}
+    result |= {
+        "trainer": spec,
+        "model": params["model"],
+        "imgsz": params["imgsz"],
+        "epochs": params["epochs"],
+        "export": export_ref.name,
+    }
     attempts = 1 + int(matrix.get("retries", 0))
     for attempt in range(1, attempts + 1):
         result["attempts"] = attempt
         # Nested under the matrix's run: through the active run in the runner's own thread,
         # through the explicit parent tag in a ThreadRunner worker (no active run there).
-        with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)) as run:
+        with mlflow.start_run(
+            run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)
+        ) as run:
             result["run_id"] = run.info.run_id
             run_dir = new_run_dir(in_project(root, params["output_dir"]), run.info.run_id)
-            (run_dir / RUN_FILE).write_text(yaml.safe_dump(
-                {"mlflow_run_id": run.info.run_id, "candidate": name, "export_path": project_relative(export_ref.path, root),
-                 **export_ref.lineage(), "model": params["model"]}, sort_keys=False), encoding="utf-8")
+            (run_dir / RUN_FILE).write_text(
+                yaml.safe_dump(
+                    {
+                        "mlflow_run_id": run.info.run_id,
+                        "candidate": name,
+                        "export_path": project_relative(export_ref.path, root),
+                        **export_ref.lineage(),
+                        "model": params["model"],
+                    },
+                    sort_keys=False,
+                ),
+                encoding="utf-8",
+            )
             write_data_yaml(export_ref, run_dir / DATA_FILE)
-            mlflow.log_params(_flat({"training": {k: v for k, v in params.items() if k != "extra_args"},
-                                     "extra_args": params["extra_args"]}))
+            mlflow.log_params(
+                _flat(
+                    {
+                        "training": {k: v for k, v in params.items() if k != "extra_args"},
+                        "extra_args": params["extra_args"],
+                    }
+                )
+            )
             log_export_input(export_ref, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
             try:
-                trained = trainer.train(data_yaml=run_dir / DATA_FILE, run_dir=run_dir, params=params, device=device,
-                                        project_root=root)
+                trained = trainer.train(
+                    data_yaml=run_dir / DATA_FILE, run_dir=run_dir, params=params, device=device, project_root=root
+                )
             except ConfigurationError:
                 raise
             except Exception as exc:  # the candidate's own failure: retried, then reported
@@ -105,13 +129,28 @@ def train_candidate(name: str, training: dict[str, Any], export: dict[str, Any],
             else:
                 run_failed = False
                 _log_training(trained, run_dir)
-                (run_dir / SUMMARY_FILE).write_text(yaml.safe_dump(
-                    {"mlflow_run_id": run.info.run_id, "candidate": name, "epochs_done": trained.epochs_done,
-                     "seconds": round(trained.seconds, 1)}, sort_keys=False), encoding="utf-8")
-                result |= {"status": "trained", "error": None, "run_dir": project_relative(run_dir, root),
-                           "weights": project_relative(trained.weights, root), "family": trained.family,
-                           "train_seconds": round(trained.seconds, 1), "data_yaml": project_relative(run_dir / DATA_FILE, root),
-                           "device": device}
+                (run_dir / SUMMARY_FILE).write_text(
+                    yaml.safe_dump(
+                        {
+                            "mlflow_run_id": run.info.run_id,
+                            "candidate": name,
+                            "epochs_done": trained.epochs_done,
+                            "seconds": round(trained.seconds, 1),
+                        },
+                        sort_keys=False,
+                    ),
+                    encoding="utf-8",
+                )
+                result |= {
+                    "status": "trained",
+                    "error": None,
+                    "run_dir": project_relative(run_dir, root),
+                    "weights": project_relative(trained.weights, root),
+                    "family": trained.family,
+                    "train_seconds": round(trained.seconds, 1),
+                    "data_yaml": project_relative(run_dir / DATA_FILE, root),
+                    "device": device,
+                }
         if run_failed:
             mlflow.MlflowClient().set_terminated(result["run_id"], status="FAILED")
             continue
@@ -133,8 +172,12 @@ def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str,
     model = TrainedModel(weights=root / trained["weights"], family=trained["family"], epochs_done=0, seconds=0.0)
     with mlflow.start_run(run_id=trained["run_id"], nested=mlflow.active_run() is not None):
         metrics = trainer.evaluate(
-            trained=model, data_yaml=root / trained["data_yaml"], split=evaluation["split"], evaluation=evaluation,
-            device=trained["device"], out_dir=root / trained["run_dir"] / f"evaluation_{evaluation['split']}",
+            trained=model,
+            data_yaml=root / trained["data_yaml"],
+            split=evaluation["split"],
+            evaluation=evaluation,
+            device=trained["device"],
+            out_dir=root / trained["run_dir"] / f"evaluation_{evaluation['split']}",
             project_root=root,
         )
         mlflow.log_metrics({f"{evaluation['split']}/{key}": float(value) for key, value in metrics.items()})
@@ -147,8 +190,21 @@ def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str,
 def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
     """The leaderboard (table, plot) and the summary naming the candidate that goes forward."""
     rank_by = matrix.get("rank_by", "mAP50-95")
-    columns = ["rank", "candidate", "status", rank_by, *[m for m in HEADLINE if m != rank_by], "model", "imgsz",
-               "epochs", "trainer", "train_seconds", "attempts", "run_id", "error"]
+    columns = [
+        "rank",
+        "candidate",
+        "status",
+        rank_by,
+        *[m for m in HEADLINE if m != rank_by],
+        "model",
+        "imgsz",
+        "epochs",
+        "trainer",
+        "train_seconds",
+        "attempts",
+        "run_id",
+        "error",
+    ]
     frame = pd.DataFrame(list(results))
     for column in columns:
         if column not in frame:
@@ -165,8 +221,11 @@ def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
         "matrix_id": _parent_run_id(),
         "rank_by": rank_by,
         "split": next((r.get("split") for r in results if r.get("split")), None),
-        "winner": None if winner is None else {
-            "candidate": winner["candidate"], "run_id": winner["run_id"],
+        "winner": None
+        if winner is None
+        else {
+            "candidate": winner["candidate"],
+            "run_id": winner["run_id"],
             **{m: round(float(winner[m]), 5) for m in HEADLINE},
             "deploy_with": f"kedro run --pipelines evaluation,deployment --params evaluation.run_id={winner['run_id']}",
         },
@@ -174,8 +233,13 @@ def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
         "failed": {r["candidate"]: r["error"] for r in results if r["status"] == "failed"},
     }
     if winner is not None:
-        logger.info("Matrix leaderboard: %s goes forward (%s %.3f); %d candidate(s) ranked",
-                    winner["candidate"], rank_by, winner[rank_by], len(ranked))
+        logger.info(
+            "Matrix leaderboard: %s goes forward (%s %.3f); %d candidate(s) ranked",
+            winner["candidate"],
+            rank_by,
+            winner[rank_by],
+            len(ranked),
+        )
     return frame, _leaderboard_figure(frame, rank_by), summary
 
 
@@ -208,8 +272,13 @@ def _parent_run_id() -> str | None:
 
 
 def _tags(name: str, parent_run_id: str) -> dict[str, str]:
-    return {TRAINING_TAG: "true", MATRIX_TAG: parent_run_id, "mlflow.parentRunId": parent_run_id,
-            CANDIDATE_TAG: name, "cv_pipelines.namespace": namespace_of(name)}
+    return {
+        TRAINING_TAG: "true",
+        MATRIX_TAG: parent_run_id,
+        "mlflow.parentRunId": parent_run_id,
+        CANDIDATE_TAG: name,
+        "cv_pipelines.namespace": namespace_of(name),
+    }
 
 
 def _log_training(trained: TrainedModel, run_dir) -> None:
@@ -219,12 +288,15 @@ def _log_training(trained: TrainedModel, run_dir) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(key, float(point["value"]), now, int(point["step"]))
-               for key, points in trained.history.items() for point in points]
+    metrics = [
+        Metric(key, float(point["value"]), now, int(point["step"]))
+        for key, points in trained.history.items()
+        for point in points
+    ]
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
     mlflow.set_tag(FAMILY_TAG, trained.family)
     mlflow.log_artifacts(str(run_dir))
 
@@ -249,10 +321,14 @@ def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):
     figure, axes = plt.subplots(figsize=(7, 1.2 + 0.5 * max(len(frame), 1)))
     values = pd.to_numeric(frame[rank_by], errors="coerce").fillna(0.0)
     # The frame lists ranked candidates first, best first.
-    colors = ["tab:green" if index == 0 and status == "ok" else ("tab:blue" if status == "ok" else "tab:red")
-              for index, status in enumerate(frame["status"])]
+    colors = [
+        "tab:green" if index == 0 and status == "ok" else ("tab:blue" if status == "ok" else "tab:red")
+        for index, status in enumerate(frame["status"])
+    ]
     axes.barh(range(len(frame)), values, color=colors)
-    axes.set_yticks(range(len(frame)), [f"{c} ({s})" if s != "ok" else c for c, s in zip(frame["candidate"], frame["status"])])
+    axes.set_yticks(
+        range(len(frame)), [f"{c} ({s})" if s != "ok" else c for c, s in zip(frame["candidate"], frame["status"])]
+    )
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
     axes.set_xlabel(f"test {rank_by}")

@@ -14,7 +14,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline, pipeline
 
-from cv_pipelines.matrix import candidate_names, namespace_of, registration_parameters
+from cv_pipelines.models.matrix import candidate_names, namespace_of, registration_parameters
 
 from .nodes import check_required, evaluate_candidate, rank_candidates, train_candidate
 

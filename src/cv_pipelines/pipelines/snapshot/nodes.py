@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cv_pipelines.config_resolvers import project_root
+from cv_pipelines.config.resolvers import project_root
 from cv_pipelines.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ def snapshot_dataset_version(
     snapshot: dict[str, Any], labeling: dict[str, Any], ingestion: dict[str, Any], reason: str | None = None
 ) -> dict[str, Any]:
     """Track the store and registries with DVC, push, commit the pointers, tag the version."""
-    from cv_pipelines.dataset_versions import SnapshotError, snapshot_dataset
+    from cv_pipelines.versioning.dataset_versions import SnapshotError, snapshot_dataset
 
     label_set = labeling["label_set"]
     message = snapshot.get("message") or f"Dataset snapshot of {label_set}" + (f": {reason}" if reason else "")

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from cv_pipelines.config_resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.mlflow_lineage import FAMILY_TAG, TRAINING_TAG, log_export_input
-from cv_pipelines.yolo_training import (
+from cv_pipelines.models.lineage import FAMILY_TAG, TRAINING_TAG, log_export_input
+from cv_pipelines.models.training import (
     DATA_FILE,
     RUN_FILE,
     SUMMARY_FILE,
@@ -59,7 +59,9 @@ def prepare_training(training: dict[str, Any], export: dict[str, Any]) -> dict[s
         export_ref = _export_of_run(root, run_dir, recorded)
         logger.info("Resuming the interrupted training %s from weights/last.pt", project_relative(run_dir, root))
     else:
-        export_ref = find_export(in_project(root, export["output_dir"]), export["label_set"], training["export_version"])
+        export_ref = find_export(
+            in_project(root, export["output_dir"]), export["label_set"], training["export_version"]
+        )
         run_dir = new_run_dir(training_dir, run_id)
         recorded = {
             "mlflow_run_id": run_id,
@@ -88,8 +90,13 @@ def prepare_training(training: dict[str, Any], export: dict[str, Any]) -> dict[s
     counts = export_ref.info.get("counts", {}).get("images", {})
     logger.info(
         "Training on export %s (train %s, val %s, test %s images; content %s) on %s into %s",
-        export_ref.name, counts.get("train"), counts.get("val"), counts.get("test"),
-        export_ref.lineage()["export_content_hash"][:12], device, plan["run_dir"],
+        export_ref.name,
+        counts.get("train"),
+        counts.get("val"),
+        counts.get("test"),
+        export_ref.lineage()["export_content_hash"][:12],
+        device,
+        plan["run_dir"],
     )
     return plan
 
@@ -143,8 +150,11 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
         mlflow.log_artifacts(str(run_dir))
     logger.info(
         "Training done in %.0f s, %d epoch(s): val mAP50 %.3f, mAP50-95 %.3f; weights in %s",
-        result.seconds, result.epochs_done, result.final_metrics.get("val/mAP50", float("nan")),
-        result.final_metrics.get("val/mAP50-95", float("nan")), summary["best_weights"],
+        result.seconds,
+        result.epochs_done,
+        result.final_metrics.get("val/mAP50", float("nan")),
+        result.final_metrics.get("val/mAP50-95", float("nan")),
+        summary["best_weights"],
     )
     return history, summary
 
@@ -188,7 +198,7 @@ def _export_of_run(root: Path, run_dir: Path, recorded: dict[str, Any]) -> Expor
 def _code_state(root: Path) -> tuple[str | None, bool]:
     import subprocess
 
-    from cv_pipelines.dataset_versions import current_commit
+    from cv_pipelines.versioning.dataset_versions import current_commit
 
     commit = current_commit(root, "HEAD")
     status = subprocess.run(

@@ -1,0 +1,1 @@
+"""Annotations in COCO form: reading COCO files and importing labeled folders."""

@@ -1,0 +1,1 @@
+"""Configuration: the parameter schema, the OmegaConf resolvers, the offline defaults."""

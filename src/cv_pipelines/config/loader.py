@@ -1,0 +1,41 @@
+"""How the project reads ``conf/``: the config loader's arguments, shared by settings and tools.
+
+``settings.py`` hands these to Kedro; code that runs outside a Kedro session (the main
+job, the serving command, the matrix's list command) reads parameters with the same
+arguments, so both see the same configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+
+from cv_pipelines.config.resolvers import CUSTOM_RESOLVERS, project_root
+
+PROJECT_CONFIG_LOADER_ARGS: dict[str, Any] = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "custom_resolvers": CUSTOM_RESOLVERS,
+    # conf/<env>/ overrides single keys of conf/base/, not whole top-level groups.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "globals": ["globals.yml"],
+    },
+}
+
+
+def project_parameters(env: str | None = None, runtime_params: dict | None = None, root: Path | None = None) -> dict:
+    """The parameters a ``kedro run --env <env> --params ...`` would see, without a session.
+
+    For code that runs before or outside a Kedro session (the main job's decisions, the
+    serving command, the matrix's registration and list command): the project's own
+    config loader and settings, no hooks, no kedro-mlflow start-up.
+    """
+    root = root or project_root()
+    loader = OmegaConfigLoader(
+        conf_source=str(root / "conf"), env=env, runtime_params=runtime_params or {}, **PROJECT_CONFIG_LOADER_ARGS
+    )
+    return dict(loader["parameters"])

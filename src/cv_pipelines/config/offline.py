@@ -1,0 +1,90 @@
+"""Keep every tool of the stack offline and quiet, whoever starts it.
+
+Imported by ``settings.py``, so it takes effect for ``kedro run``, ``kedro viz``,
+``kedro jupyter`` and the tests alike, not only for the Makefile's commands.
+Values a user set explicitly in the environment are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Telemetry switches of every tool we ship with. MLflow honours only the literal
+#: string "true" for DO_NOT_TRACK.
+TELEMETRY_OFF = {
+    "KEDRO_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "YOLO_OFFLINE": "1",
+    # Weights or fonts must never be fetched at run time; Hugging Face is pulled in by
+    # some Ultralytics paths.
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def apply_offline_defaults(project_root: Path) -> None:
+    """Turn telemetry off and keep Ultralytics' settings inside the project.
+
+    Ultralytics writes a settings file into ``YOLO_CONFIG_DIR`` (the user's home by
+    default) and turns its MLflow callback on there; a project-local folder keeps
+    that callback off without touching the user's other projects.
+    """
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)
+    config_dir = project_root / ".ultralytics"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+
+
+def ultralytics_settings_offline(project_root: Path | None = None) -> None:
+    """Switch off Ultralytics' own integrations; call before training or predicting.
+
+    Its MLflow callback logs into the run kedro-mlflow opened and then ends it, and
+    the sync/comet/clearml/dvc callbacks try to reach the network or write their own
+    records. Its folders (runs, weights, data sets) default to the working directory
+    and the home folder; they are kept inside the project's ``data/`` instead.
+    """
+    from ultralytics import settings  # heavy import kept local
+
+    wanted: dict[str, object] = {
+        "mlflow": False,
+        "sync": False,
+        "wandb": False,
+        "comet": False,
+        "clearml": False,
+        "dvc": False,
+        "raytune": False,
+        "tensorboard": False,
+        "vscode_msg": False,
+        "openvino_msg": False,
+    }
+    if project_root is not None:
+        wanted |= {
+            "runs_dir": str(project_root / "data/models/ultralytics_runs"),
+            "weights_dir": str(project_root / "data/models/weights"),
+            "datasets_dir": str(project_root / "data/exports"),
+        }
+    changed = {key: value for key, value in wanted.items() if key in settings and settings.get(key) != value}
+    if changed:
+        settings.update(changed)
+
+
+def no_font_download():
+    """A context in which Ultralytics never fetches its plotting font from the internet.
+
+    ``check_det_dataset`` and the plot annotator call ``check_font``, which downloads
+    Arial when no local copy exists: offline that waits on the network, and nothing may
+    be downloaded at run time anyway. Without it the annotator falls back to PIL's
+    built-in font, which is all the plots need.
+    """
+    import contextlib
+    from unittest import mock
+
+    from ultralytics.data import utils as data_utils  # heavy imports kept local
+    from ultralytics.utils import plotting
+
+    stack = contextlib.ExitStack()
+    for module in (data_utils, plotting):
+        stack.enter_context(mock.patch.object(module, "check_font", lambda *args, **kwargs: None))
+    return stack

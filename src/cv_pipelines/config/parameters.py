@@ -1,0 +1,318 @@
+"""The schema of ``conf/*/parameters_*.yml``: every key is known, typed and documented.
+
+Checked before any node runs (see ``hooks.py``), so a typo in a parameter name or a
+model file that does not exist stops the run with one sentence naming the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cv_pipelines.errors import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoDataParams(_Strict):
+    output_dir: str
+    num_images: int = Field(300, ge=1)
+    image_size: int = Field(256, ge=32, le=4096)
+    seed: int = 0
+    max_objects: int = Field(6, ge=0)
+    empty_fraction: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class IngestionParams(_Strict):
+    drop_zone: str
+    store: str
+    registry: str
+    quarantine: str
+    source_id: str = Field("manual_upload", min_length=1)
+    validation: Literal["header", "decode"] = "header"
+    max_pixels: int = Field(89_478_485, gt=0)
+    workers: int = Field(4, ge=1, le=64)
+    lock_timeout_s: float = Field(600.0, ge=0)
+    show_progress: bool = True
+
+
+class CvatParams(_Strict):
+    project_name: str = "cv_pipelines"
+    segment_size: int = Field(100, ge=1)
+    image_quality: int = Field(95, ge=1, le=100)
+    upload: Literal["upload", "share"] = "upload"
+    share_root: str | None = None
+    exclude_tag: str = "exclude"
+    request_timeout_s: float = Field(600.0, gt=0)
+    status_check_period_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)
+
+
+class LabelingParams(_Strict):
+    label_set: str = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    batch_size: int = Field(100, ge=1)
+    selection: Literal["newest", "random"] = "newest"
+    selection_seed: int = 0
+    max_open_batches: int = Field(1, ge=1)
+    blocking: bool = False
+    poll_interval_s: float = Field(60.0, gt=0)
+    wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
+    batches_dir: str = "data/batches"
+    snapshot_after_pull: bool = True
+    exclusions_csv: str | None = None
+    cvat: CvatParams = CvatParams()
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        duplicated = sorted({name for name in labels if labels.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"label names must be unique; repeated: {', '.join(duplicated)}")
+        return labels
+
+
+class ExportParams(_Strict):
+    label_set: str = Field(min_length=1)
+    output_dir: str
+    format: Literal["yolo", "coco"] = "yolo"
+    split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    split_seed: int = 0
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, ratios: dict[str, float]) -> dict[str, float]:
+        if any(value < 0 for value in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must be non-negative and add up to 1, got {ratios}")
+        return ratios
+
+
+class TrainingParams(_Strict):
+    model: str = "yolov8n.yaml"
+    export_version: int | None = Field(None, ge=1)
+    output_dir: str = "data/models/training"
+    epochs: int = Field(35, ge=1)
+    imgsz: int = Field(160, ge=32)
+    batch: int = Field(16, ge=1)
+    device: str = "cpu"
+    seed: int = 0
+    patience: int = Field(100, ge=0)
+    workers: int = Field(2, ge=0)
+    # true: the newest interrupted run; a string: that run folder (or its last.pt).
+    resume: bool | str = False
+    extra_args: dict[str, Any] = {}
+
+    # `--params training.device=0` arrives as the integer 0.
+    _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_do_not_override(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        # The run folder, the data and the tracking belong to the pipeline.
+        owned = sorted(set(extra) & _PIPELINE_OWNED_TRAIN_ARGS)
+        if owned:
+            raise ValueError(
+                f"extra_args may not set {', '.join(owned)}: the pipeline sets them (use the training parameters "
+                "of the same name, or export_version for the data)"
+            )
+        return extra
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_local(cls, model: str) -> str:
+        return check_model_source(model)
+
+
+_PIPELINE_OWNED_TRAIN_ARGS = {
+    "data",
+    "project",
+    "name",
+    "exist_ok",
+    "resume",
+    "model",
+    "epochs",
+    "imgsz",
+    "batch",
+    "device",
+    "seed",
+    "deterministic",
+    "patience",
+    "workers",
+}
+
+
+def _device_as_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return value
+
+
+class EvaluationParams(_Strict):
+    run_id: str | None = None
+    split: Literal["val", "test"] = "test"
+    conf: float = Field(0.001, ge=0, le=1)
+    iou: float = Field(0.6, ge=0, le=1)
+    device: str = "cpu"
+    batch: int = Field(16, ge=1)
+    worst_images: int = Field(20, ge=0)
+    worst_conf: float = Field(0.25, gt=0, le=1)
+    output_dir: str = "data/models/evaluation"
+
+    _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
+
+
+class DeploymentParams(_Strict):
+    model_name: str = Field("cv_pipelines_detector", min_length=1)
+    action: Literal["deploy", "rollback"] = "deploy"
+    tolerance: float = Field(0.0, ge=0)
+    gate_metrics: list[str] = ["mAP50", "mAP50-95"]
+    champion_floor: dict[str, float] = {"map50": 0.1}
+    use_onnx: bool = True
+    conf: float = Field(0.25, gt=0, le=1)
+    iou: float = Field(0.45, gt=0, le=1)
+    max_det: int = Field(300, ge=1)
+    max_image_bytes: int = Field(20_000_000, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    output_dir: str = "data/models/deployment"
+    canary_fraction: float = Field(0.0, ge=0, le=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+    @field_validator("gate_metrics")
+    @classmethod
+    def _gate_metrics_known(cls, names: list[str]) -> list[str]:
+        return [headline_metric(name) for name in names]
+
+    @field_validator("champion_floor")
+    @classmethod
+    def _floor_metrics_known(cls, floor: dict[str, float]) -> dict[str, float]:
+        return {headline_metric(name): value for name, value in floor.items()}
+
+
+#: The evaluation's headline metrics, by a spelling-tolerant key (``map50``, ``mAP50-95``, ``map50_95``).
+_HEADLINE_METRICS = {"map50": "mAP50", "map5095": "mAP50-95", "precision": "precision", "recall": "recall"}
+
+
+def headline_metric(name: str) -> str:
+    """The evaluation summary's name of a metric given as ``map50``, ``mAP50-95``, ``map50_95``..."""
+    key = "".join(ch for ch in str(name).lower() if ch.isalnum())
+    if key not in _HEADLINE_METRICS:
+        raise ValueError(f"{name!r} is not one of the evaluation's metrics ({', '.join(_HEADLINE_METRICS.values())})")
+    return _HEADLINE_METRICS[key]
+
+
+class MatrixParams(_Strict):
+    # Candidate overrides are checked against TrainingParams by cv_pipelines.models.matrix,
+    # where the candidate's name can be put in the message.
+    candidates: dict[str, dict[str, Any] | None] = {}
+    only: list[str] = []
+    exclude: list[str] = []
+    retries: int = Field(1, ge=0, le=10)
+    fail_fast: bool = False
+    required: Literal["all"] | list[str] = "all"
+    rank_by: Literal["mAP50", "mAP50-95", "precision", "recall"] = "mAP50-95"
+
+    @field_validator("only", "exclude", mode="before")
+    @classmethod
+    def _names_as_list(cls, value: Any) -> Any:
+        # `--params matrix.only=a+b` (a comma would end the --params entry)
+        return [part for part in value.replace("+", " ").split() if part] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known_candidates(self) -> MatrixParams:
+        names = set(self.candidates) or {"default"}
+        required = [] if self.required == "all" else self.required
+        unknown = sorted((set(self.only) | set(self.exclude) | set(required)) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown candidate(s) {', '.join(unknown)}; matrix.candidates has {', '.join(sorted(names))}"
+            )
+        return self
+
+
+class SnapshotParams(_Strict):
+    push: bool = True
+    remote: str | None = None
+    message: str | None = None
+
+
+class ImportCocoParams(_Strict):
+    source: str | None = None
+    annotations: str | None = None
+    images_dir: str | None = None
+    name: str | None = None
+    label_set: str | None = None
+    annotator: str = "coco_import"
+
+
+class ProjectParams(_Strict):
+    """Every top-level key the project's parameters may hold."""
+
+    dataset_version: str | None = None
+    demo_data: DemoDataParams
+    ingestion: IngestionParams
+    import_coco: ImportCocoParams = ImportCocoParams()
+    snapshot: SnapshotParams = SnapshotParams()
+    labeling: LabelingParams
+    export: ExportParams
+    training: TrainingParams
+    evaluation: EvaluationParams
+    deployment: DeploymentParams
+    matrix: MatrixParams = MatrixParams()
+
+
+#: Model YAMLs that Ultralytics builds from scratch without downloading anything.
+_MODEL_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def check_model_source(model: str) -> str:
+    """A model YAML name (trained from scratch) or an existing local ``.pt`` file.
+
+    Ultralytics tries to download any ``.pt`` it cannot find; offline that fails deep
+    inside the library after minutes of set-up, so refuse it here, before any work.
+    """
+    if model.endswith(_MODEL_CONFIG_SUFFIXES):
+        return model
+    if model.endswith(".pt"):
+        if not Path(model).is_file():
+            raise ValueError(
+                f"model weights {model!r} do not exist; give the path of a local .pt file to "
+                "fine-tune, or a model YAML such as 'yolov8n.yaml' to train from scratch "
+                "(nothing is downloaded)"
+            )
+        return model
+    raise ValueError(f"model {model!r} is neither a model YAML (e.g. 'yolov8n.yaml') nor a local .pt file")
+
+
+def validate_parameters(params: dict[str, Any]) -> ProjectParams:
+    """Check all parameters, or raise ``ConfigurationError`` naming the key and the fix."""
+    try:
+        return ProjectParams.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    sentences = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            top = str(error["loc"][0])
+            where = f"conf/base/parameters_{top}.yml" if len(error["loc"]) > 1 else "conf/*/parameters_*.yml"
+            sentences.append(
+                f"Unknown parameter '{key}' (from {where} or --params): check its spelling "
+                "against conf/base/parameters_*.yml or remove it."
+            )
+        elif error["type"] == "missing":
+            sentences.append(f"Parameter '{key}' is missing: add it to conf/base/parameters_{error['loc'][0]}.yml.")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            sentences.append(f"Parameter '{key}' is invalid: {message}.")
+    return " ".join(sentences)

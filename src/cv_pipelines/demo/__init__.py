@@ -1,0 +1,1 @@
+"""The synthetic demo data set the project generates for itself."""

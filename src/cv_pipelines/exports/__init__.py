@@ -1,0 +1,1 @@
+"""Training-ready exports (YOLO, COCO) of the registries, versioned and checked."""

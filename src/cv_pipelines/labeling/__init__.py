@@ -1,0 +1,1 @@
+"""The CVAT labeling loop: batches, the CVAT client, one labeling cycle."""

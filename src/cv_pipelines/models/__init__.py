@@ -1,0 +1,1 @@
+"""Models: training, evaluation, the training matrix, packaging and the MLflow registry."""

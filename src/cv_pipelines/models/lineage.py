@@ -1,0 +1,63 @@
+"""The lineage of a training or evaluation run, on the MLflow run kedro-mlflow opened.
+
+kedro-mlflow logs parameters and catalog datasets; an MLflow *dataset input* (what
+the run consumed, with its digest) and searchable tags have no catalog form, so they
+are set here, on the active run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cv_pipelines.models.training import ExportRef
+
+#: Tag keys marking a run that trained (``cv_pipelines.training``) or evaluated
+#: (``cv_pipelines.evaluation``) a model, value "true". Two keys, not one: ``kedro run
+#: --pipelines training,evaluation`` does both in the same run.
+TRAINING_TAG = "cv_pipelines.training"
+EVALUATION_TAG = "cv_pipelines.evaluation"
+#: ``yolo`` or ``rtdetr``: which Ultralytics model class loads the run's weights.
+FAMILY_TAG = "cv_pipelines.model_family"
+#: A training run's model, as an MLflow artifact path.
+WEIGHTS_ARTIFACT = "weights/best.pt"
+
+
+def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:
+    """Tag the active run (``tags`` plus ``data.<lineage key>``) and log the export as its input."""
+    import mlflow  # heavy import kept local
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    lineage = export_ref.lineage()
+    mlflow.set_tags({**tags, **{f"data.{key}": value for key, value in lineage.items()}})
+    with warnings.catch_warnings():
+        # A local path matches two equivalent local source types; MLflow warns and picks one.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(export_ref.path.resolve().as_uri())
+    dataset = MetaDataset(
+        source=source,
+        name=export_ref.name,
+        # MLflow's dataset digest column holds 36 characters; the full hash is a tag.
+        digest=lineage["export_content_hash"][:32],
+    )
+    mlflow.log_input(dataset, context=context, tags=lineage)
+
+
+def download_weights(run_id: str, target: Path) -> Path:
+    """A training run's ``weights/best.pt`` from MLflow into ``target`` (any tracking store)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from cv_pipelines.errors import ConfigurationError
+
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(download_artifacts(run_id=run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=str(target)))
+    except (MlflowException, OSError) as exc:
+        raise ConfigurationError(
+            f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
+            "or its artifacts were deleted"
+        ) from None

@@ -1,0 +1,402 @@
+"""The packaged detector: images in, detections out, pre- and post-processing inside.
+
+This file is logged *as code* into every registered model version (MLflow's "models
+from code"), so whoever loads ``models:/<name>@champion`` needs MLflow, numpy, pandas,
+Pillow and onnxruntime (Ultralytics and torch only for ``use_onnx: false``), never this
+project. Hence it imports nothing from ``cv_pipelines``, and the heavy libraries only in
+the functions that use them.
+
+Input: a DataFrame with one column ``image`` of encoded image bytes (JPEG, PNG, WebP,
+BMP, TIFF), one row per image. MLflow's scoring server (``mlflow models serve``) takes
+that column base64-encoded in JSON (``{"dataframe_split": {"columns": ["image"],
+"data": [["<base64>"]]}}``), since the signature declares it ``binary``.
+
+Output: a DataFrame with one row per detection, columns ``image_index`` (the input
+row), ``class_id``, ``class_name``, ``score``, ``x1``, ``y1``, ``x2``, ``y2``: the box in
+pixels of the original image after its EXIF orientation, (x1, y1) top left. An image
+with nothing detected contributes no row.
+
+Inference runs through ONNX Runtime on the exported ``best.onnx`` (``use_onnx: true``,
+the default: a lean numpy letterbox and NMS written here, the same geometry as
+Ultralytics'; for RT-DETR a stretched input and no NMS) or through Ultralytics' own
+``predict`` on ``best.pt``. Optional per-call params: ``conf``, ``iou``, ``max_det``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+INPUT_COLUMN = "image"
+OUTPUT_COLUMNS = ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
+#: The formats the project stores (``image_checks``); anything else is refused as "not an image".
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+DEFAULT_CONFIG: dict[str, Any] = {
+    "use_onnx": True,
+    "family": "yolo",  # or "rtdetr": which Ultralytics class reads best.pt
+    "conf": 0.25,
+    "iou": 0.45,
+    "max_det": 300,
+    "max_image_bytes": 20_000_000,
+    "max_image_pixels": 40_000_000,
+    # ONNX Runtime's intra-op threads; 0: its own choice (one per core). On a CPU shared
+    # with other work, 1 avoids threads spinning against each other.
+    "onnx_threads": 0,
+}
+#: Ultralytics pads letterboxed images with this grey; the ONNX path does the same.
+PAD_VALUE = 114
+
+
+class ImageRejected(ValueError):
+    """An input that is not a usable image; ``http_status`` says which 4xx it deserves."""
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def decode_image(data: bytes | str, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """RGB pixels (H, W, 3, uint8) of an encoded image, upright as its EXIF says.
+
+    Refuses empty data, data over ``max_bytes``, anything PIL does not identify as one
+    of ``IMAGE_FORMATS``, and images over ``max_pixels`` (checked from the header,
+    before decoding, so a decompression bomb costs nothing).
+    """
+    from PIL import Image, ImageOps
+
+    if isinstance(data, str):  # base64 text, as JSON clients send bytes
+        try:
+            data = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            raise ImageRejected("the image is a string but not valid base64", 400) from None
+    if data is None or len(data) == 0:
+        raise ImageRejected("the image is empty (0 bytes)", 400)
+    if len(data) > max_bytes:
+        raise ImageRejected(f"the image has {len(data)} bytes, more than the limit of {max_bytes}", 413)
+    # PIL's own open: Ultralytics replaces Image.open process-wide with one that tries
+    # to install an HEIF plugin on data PIL cannot identify (a download, offline a hang).
+    pil_open = getattr(_ultralytics_patches(), "_image_open", None) or Image.open
+    try:
+        image = pil_open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageRejected(f"the image declares more pixels than the limit of {max_pixels}", 413) from None
+    except Exception:
+        raise ImageRejected(
+            f"the data is not an image in a supported format ({', '.join(IMAGE_FORMATS)})", 415
+        ) from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageRejected(
+                f"the image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}", 413
+            )
+        try:
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            return np.asarray(upright)
+        except Exception as exc:
+            raise ImageRejected(f"the image could not be decoded ({exc.__class__.__name__})", 400) from None
+
+
+def _ultralytics_patches():
+    import sys
+
+    return sys.modules.get("ultralytics.utils.patches")
+
+
+# --- ONNX Runtime path: letterbox, one session run, NMS, all in numpy ---------------------
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
+    """A (1, 3, size, size) float32 tensor in [0, 1], the scale and the (x, y) padding.
+
+    The same geometry as Ultralytics' ``LetterBox`` (centred, grey 114, bilinear
+    resize), so the exported network sees what it saw in training.
+    """
+    import cv2
+
+    height, width = rgb.shape[:2]
+    gain = min(size / height, size / width)
+    new_w, new_h = max(round(width * gain), 1), max(round(height * gain), 1)
+    resized = (
+        cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else rgb
+    )
+    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
+    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[top : top + new_h, left : left + new_w] = resized
+    tensor = canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    return np.ascontiguousarray(tensor), gain, left, top
+
+
+def stretch(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A (1, 3, size, size) float32 tensor in [0, 1], resized without keeping the aspect (RT-DETR's ``scale_fill``)."""
+    import cv2
+
+    resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of the boxes (x1, y1, x2, y2) kept by greedy NMS, best score first."""
+    order = scores.argsort()[::-1]
+    areas = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        xx1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = (xx2 - xx1).clip(0) * (yy2 - yy1).clip(0)
+        overlap = inter / (areas[best] + areas[rest] - inter + 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_predictions(
+    output: np.ndarray,
+    *,
+    conf: float,
+    iou: float,
+    max_det: int,
+    gain: float,
+    pad: tuple[float, float],
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N, 4) in original pixels, scores (N,), class ids (N,) from YOLOv8's raw output.
+
+    ``output`` is (1, 4 + classes, anchors): centre x, centre y, width, height in
+    letterboxed pixels, then one score per class. Per-class NMS by offsetting each
+    class's boxes, as Ultralytics does.
+    """
+    prediction = output[0].T  # (anchors, 4 + classes)
+    class_scores = prediction[:, 4:]
+    class_ids = class_scores.argmax(axis=1)
+    scores = class_scores[np.arange(len(class_ids)), class_ids]
+    mask = scores > conf
+    if not mask.any():
+        empty = np.zeros((0,), dtype=np.float32)
+        return np.zeros((0, 4), dtype=np.float32), empty, empty.astype(np.int64)
+    xywh, scores, class_ids = prediction[mask, :4], scores[mask], class_ids[mask]
+    boxes = np.empty_like(xywh)
+    boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
+    boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
+    # Ultralytics looks at no more than 30,000 candidates before NMS either.
+    if len(scores) > 30_000:
+        top = scores.argsort()[::-1][:30_000]
+        boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
+    offsets = class_ids[:, None].astype(np.float32) * 7680.0
+    keep = non_max_suppression(boxes + offsets, scores, iou)[:max_det]
+    boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad[0]) / gain).clip(0, shape[1])
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad[1]) / gain).clip(0, shape[0])
+    return boxes, scores, class_ids
+
+
+def decode_end_to_end(
+    output: np.ndarray, *, conf: float, max_det: int, gain: float, pad: tuple[float, float], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, scores, class ids from an end-to-end head (YOLOv10/YOLO26): (1, N, 6) rows of
+    x1, y1, x2, y2 (letterboxed pixels), score, class; already free of duplicates, no NMS."""
+    rows = output[0]
+    rows = rows[rows[:, 4] > conf]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det]
+    boxes = rows[:, :4].copy()
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad[0]) / gain).clip(0, shape[1])
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad[1]) / gain).clip(0, shape[0])
+    return boxes, rows[:, 4], rows[:, 5].astype(np.int64)
+
+
+def decode_rtdetr(
+    output: np.ndarray, *, conf: float, max_det: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, scores, class ids from RT-DETR: (1, N, 6) rows of centre x, centre y, width,
+    height (fractions of the stretched input), score, class; top-k already, no NMS."""
+    rows = output[0]
+    rows = rows[rows[:, 4] > conf][:max_det]  # sorted by score by the decoder's top-k
+    height, width = shape
+    boxes = np.empty((len(rows), 4), dtype=np.float32)
+    boxes[:, 0] = (rows[:, 0] - rows[:, 2] / 2) * width
+    boxes[:, 1] = (rows[:, 1] - rows[:, 3] / 2) * height
+    boxes[:, 2] = (rows[:, 0] + rows[:, 2] / 2) * width
+    boxes[:, 3] = (rows[:, 1] + rows[:, 3] / 2) * height
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    return boxes, rows[:, 4], rows[:, 5].astype(np.int64)
+
+
+class OnnxDetector:
+    """``best.onnx`` in an ONNX Runtime CPU session, with numpy pre- and post-processing.
+
+    The head Ultralytics exported (in the ONNX metadata) decides the decoding: YOLO's
+    raw one-to-many output gets letterbox + NMS, an end-to-end head (YOLOv10, YOLO26)
+    letterbox only, RT-DETR a stretched input and no NMS, as Ultralytics' predictors do.
+    """
+
+    def __init__(self, onnx_path: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.size = int(model_input.shape[2])  # exported with a fixed square input
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.kind = (
+            "rtdetr"
+            if metadata.get("head") == "RTDETRDecoder"
+            else "end2end"
+            if metadata.get("end2end") == "True"
+            else "yolo"
+        )
+
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int):
+        if self.kind == "rtdetr":
+            [output] = self.session.run(None, {self.input_name: stretch(rgb, self.size)})
+            return decode_rtdetr(output, conf=conf, max_det=max_det, shape=rgb.shape[:2])
+        tensor, gain, left, top = letterbox(rgb, self.size)
+        [output] = self.session.run(None, {self.input_name: tensor})
+        if self.kind == "end2end":
+            return decode_end_to_end(
+                output, conf=conf, max_det=max_det, gain=gain, pad=(left, top), shape=rgb.shape[:2]
+            )
+        return decode_predictions(
+            output, conf=conf, iou=iou, max_det=max_det, gain=gain, pad=(left, top), shape=rgb.shape[:2]
+        )
+
+
+class UltralyticsDetector:
+    """``best.pt`` through Ultralytics' own ``predict`` (PyTorch), the reference path."""
+
+    def __init__(self, weights_path: str, imgsz: int, family: str = "yolo") -> None:
+        # Nothing may be fetched at run time, wherever this model is loaded.
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import RTDETR, YOLO
+
+        # A checkpoint does not say its family; YOLO() on RT-DETR weights would decode them wrongly.
+        self.model = RTDETR(weights_path) if family == "rtdetr" else YOLO(weights_path, task="detect")
+        self.imgsz = imgsz
+        self._lock = threading.Lock()  # a YOLO predictor is not thread-safe
+
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int):
+        with self._lock:
+            # Ultralytics takes numpy images as BGR, like OpenCV.
+            [result] = self.model.predict(
+                rgb[:, :, ::-1], imgsz=self.imgsz, conf=conf, iou=iou, max_det=max_det, device="cpu", verbose=False
+            )
+        boxes = result.boxes
+        return boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(np.int64)
+
+
+def _mlflow_model_base():
+    try:
+        from mlflow.pyfunc import PythonModel
+    except ImportError:  # the detector classes above are usable without MLflow (bench, tests)
+        return object
+    return PythonModel
+
+
+class PackagedDetector(_mlflow_model_base()):
+    """The ``mlflow.pyfunc`` model: ``load_context`` builds a detector, ``predict`` runs it.
+
+    Its configuration (``model_config`` when logged, overridable at load time with
+    ``mlflow.pyfunc.load_model(uri, model_config={"use_onnx": False})``): ``use_onnx``,
+    ``family`` (``yolo`` or ``rtdetr``), ``onnx_threads``, ``names`` (class names by id), ``imgsz``, ``conf``, ``iou``, ``max_det``,
+    ``max_image_bytes``, ``max_image_pixels``.
+    """
+
+    def load_context(self, context) -> None:
+        self.config = {**DEFAULT_CONFIG, **(context.model_config or {})}
+        self.names = list(self.config["names"])
+        if self.config["use_onnx"]:
+            self.detector = OnnxDetector(context.artifacts["onnx"], int(self.config["onnx_threads"]) or None)
+        else:
+            self.detector = UltralyticsDetector(
+                context.artifacts["weights"], int(self.config["imgsz"]), self.config["family"]
+            )
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        import pandas as pd
+
+        params = params or {}
+        conf = float(params.get("conf", self.config["conf"]))
+        iou = float(params.get("iou", self.config["iou"]))
+        max_det = int(params.get("max_det", self.config["max_det"]))
+        if isinstance(model_input, pd.DataFrame):
+            if INPUT_COLUMN not in model_input.columns:
+                raise _rejected(ImageRejected(f"the input has no '{INPUT_COLUMN}' column of image bytes"))
+            images = list(model_input[INPUT_COLUMN])
+        elif isinstance(model_input, (bytes, bytearray, str)):
+            images = [model_input]
+        else:
+            images = list(model_input)
+        parts = []
+        for index, data in enumerate(images):
+            try:
+                rgb = decode_image(
+                    bytes(data) if isinstance(data, bytearray) else data,
+                    max_bytes=int(self.config["max_image_bytes"]),
+                    max_pixels=int(self.config["max_image_pixels"]),
+                )
+            except ImageRejected as exc:
+                prefix = f"image {index}: " if len(images) > 1 else ""
+                raise _rejected(ImageRejected(prefix + str(exc), exc.http_status)) from None
+            boxes, scores, class_ids = self.detector(rgb, conf, iou, max_det)
+            parts.append(
+                (
+                    np.full(len(scores), index, dtype=np.int64),
+                    class_ids.astype(np.int64),
+                    np.asarray(scores, dtype=np.float64),
+                    np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                )
+            )
+        # Typed columns built once (not row tuples then astype): pandas costs more than NMS here.
+        index, class_ids, scores, boxes = (
+            (np.concatenate(column) for column in zip(*parts))
+            if parts
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)))
+        )
+        return pd.DataFrame(
+            {
+                "image_index": index,
+                "class_id": class_ids,
+                "class_name": np.asarray([self._name(i) for i in class_ids.tolist()], dtype=object),
+                "score": scores,
+                "x1": boxes[:, 0],
+                "y1": boxes[:, 1],
+                "x2": boxes[:, 2],
+                "y2": boxes[:, 3],
+            },
+            columns=OUTPUT_COLUMNS,
+        )
+
+    def _name(self, class_id: int) -> str:
+        return self.names[class_id] if 0 <= class_id < len(self.names) else str(class_id)
+
+
+def _rejected(error: ImageRejected) -> Exception:
+    """An MLflow ``INVALID_PARAMETER_VALUE`` (``mlflow models serve`` answers 400) keeping the 4xx status."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    except ImportError:
+        return error
+    exc = MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE)
+    exc.http_status = error.http_status
+    return exc
+
+
+# Loaded by MLflow as code (a top-level module with no package), this file names its model.
+if not __package__:
+    import mlflow
+
+    mlflow.models.set_model(PackagedDetector())

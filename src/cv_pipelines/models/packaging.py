@@ -1,0 +1,133 @@
+"""Turn a training run's ``best.pt`` into the packaged ``mlflow.pyfunc`` detector.
+
+Two steps: export ONNX with Ultralytics (offline: no ``onnxslim``, whose absence would
+make Ultralytics try to pip-install it), then log ``packaged_model.py`` as code with
+both weights files as its artifacts, a signature, an input example and pinned
+requirements, into the active MLflow run. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
+#: What the packaged model imports, pinned to the versions it was logged with, so
+#: ``mlflow models serve`` with a virtualenv manager rebuilds the same environment (and
+#: MLflow need not infer requirements by loading the model in a subprocess).
+REQUIREMENTS = ("mlflow", "numpy", "pandas", "pillow", "opencv-python", "onnxruntime", "ultralytics", "torch")
+
+
+#: Model families (the training run's ``cv_pipelines.model_family`` tag) that can be packaged.
+FAMILIES = ("yolo", "rtdetr")
+
+
+def _ultralytics_model(weights: Path, family: str):
+    from ultralytics import RTDETR, YOLO
+
+    return RTDETR(str(weights)) if family == "rtdetr" else YOLO(str(weights), task="detect")
+
+
+def checkpoint_info(weights: Path, family: str = "yolo") -> dict[str, Any]:
+    """Class names (by id) and training image size recorded in an Ultralytics checkpoint."""
+    from cv_pipelines.config.offline import ultralytics_settings_offline
+
+    ultralytics_settings_offline()
+    model = _ultralytics_model(weights, family)
+    names = model.names
+    imgsz = (model.ckpt or {}).get("train_args", {}).get("imgsz") or model.overrides.get("imgsz") or 640
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    return {"names": [names[i] for i in sorted(names)], "imgsz": int(imgsz)}
+
+
+def export_onnx(weights: Path, imgsz: int, project_root: Path | None = None, family: str = "yolo") -> Path:
+    """``best.onnx`` next to ``weights``: fixed (1, 3, imgsz, imgsz) input, the head's own output, no NMS."""
+    from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
+
+    ultralytics_settings_offline(project_root)
+    with no_font_download():
+        # simplify=False: onnxslim is not installed and Ultralytics would pip-install it.
+        exported = _ultralytics_model(weights, family).export(
+            format="onnx",
+            imgsz=imgsz,
+            simplify=False,
+            dynamic=False,
+            nms=False,
+            device="cpu",
+            verbose=False,
+        )
+    return Path(exported)
+
+
+def example_image(export_dir: Path | None, imgsz: int) -> bytes:
+    """One test image of the export as bytes (a grey PNG when the export is gone)."""
+    if export_dir is not None:
+        candidates = sorted((export_dir / "images" / "test").glob("*")) or sorted((export_dir / "images").rglob("*.*"))
+        for path in candidates:
+            if path.is_file():
+                return path.read_bytes()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (imgsz, imgsz), (114, 114, 114)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def signature(conf: float = 0.25, iou: float = 0.45, max_det: int = 300):
+    """Input: a column ``image`` of encoded bytes; output: one row per detection; params: thresholds."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.binary, "image")]),
+        outputs=Schema(
+            [
+                ColSpec(DataType.long, "image_index"),
+                ColSpec(DataType.long, "class_id"),
+                ColSpec(DataType.string, "class_name"),
+                ColSpec(DataType.double, "score"),
+                ColSpec(DataType.double, "x1"),
+                ColSpec(DataType.double, "y1"),
+                ColSpec(DataType.double, "x2"),
+                ColSpec(DataType.double, "y2"),
+            ]
+        ),
+        params=ParamSchema(
+            [
+                ParamSpec("conf", DataType.double, float(conf)),
+                ParamSpec("iou", DataType.double, float(iou)),
+                ParamSpec("max_det", DataType.long, int(max_det)),
+            ]
+        ),
+    )
+
+
+def pinned_requirements() -> list[str]:
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def log_packaged_model(*, weights: Path, onnx: Path, config: dict[str, Any], example: bytes, name: str = "model"):
+    """Log the packaged detector into the active run; returns MLflow's ``ModelInfo``."""
+    import mlflow
+    import pandas as pd
+
+    # The params' defaults are the thresholds this version was deployed with.
+    sig = signature(config["conf"], config["iou"], config["max_det"])
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PACKAGED_MODEL_CODE),
+        artifacts={"weights": str(weights), "onnx": str(onnx)},
+        model_config=config,
+        signature=sig,
+        input_example=pd.DataFrame({"image": [example]}),
+        pip_requirements=pinned_requirements(),
+    )

@@ -1,0 +1,349 @@
+"""Ultralytics YOLO training and evaluation on a versioned export, without the pipeline glue.
+
+Training runs into its own folder, ``<training_dir>/<UTC time>_<MLflow run id>/``, named
+before Ultralytics starts so no run ever writes over another; ``run.yaml`` there
+records the export it trains on, and ``training_summary.yaml`` is written last, so a
+folder with ``weights/last.pt`` and no summary is an interrupted run that
+``resume`` can pick up. The node layer (``pipelines/training``) talks to MLflow; this
+module only knows files and Ultralytics, so it is usable from a notebook as well.
+
+Heavy imports (torch, ultralytics) stay inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.yolo import INFO_FILE, latest_export, version_folders
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.yaml"
+SUMMARY_FILE = "training_summary.yaml"
+DATA_FILE = "data.yaml"
+
+
+# --- the export a run trains on ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportRef:
+    """A complete export version: its folder and its ``export_info.yaml``."""
+
+    path: Path
+    version: int
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def lineage(self) -> dict[str, str]:
+        """Where the data came from, as flat strings (MLflow tags and params want strings)."""
+        info = self.info
+        return {
+            "export_name": self.name,
+            "export_version": str(self.version),
+            "export_content_hash": str(info.get("content_hash", "")),
+            "label_set": str(info.get("label_set", "")),
+            "dataset_version": str(info.get("dataset_version", "")),
+            "dataset_commit": str(info.get("dataset_commit") or ""),
+            "registries_hash": str(info.get("registries_hash") or ""),
+        }
+
+
+def find_export(exports_dir: Path, label_set: str, version: int | None) -> ExportRef:
+    """The given export version of ``label_set``, or its latest; a clear error otherwise."""
+    exports_dir = Path(exports_dir)
+    if version is None:
+        latest = latest_export(exports_dir, label_set)
+        if latest is None:
+            raise ConfigurationError(
+                f"there is no export of label set {label_set!r} in {exports_dir}; run "
+                "`kedro run --pipelines export` first"
+            )
+        found = ExportRef(latest[1], latest[0], latest[2])
+    else:
+        folder = exports_dir / f"{label_set}_v{version}"
+        if not (folder / INFO_FILE).is_file():
+            known = [v for v, path in version_folders(exports_dir, label_set) if (path / INFO_FILE).is_file()]
+            raise ConfigurationError(
+                f"export {folder.name} does not exist in {exports_dir} (complete versions: "
+                f"{', '.join(map(str, known)) or 'none'}); set training.export_version to one of them, or null "
+                "for the latest"
+            )
+        found = ExportRef(folder, version, yaml.safe_load((folder / INFO_FILE).read_text(encoding="utf-8")) or {})
+    if found.info.get("format", "yolo") != "yolo":
+        raise ConfigurationError(
+            f"export {found.name} is in {found.info.get('format')!r} format and Ultralytics trains on YOLO exports; "
+            "run the export with export.format: yolo"
+        )
+    return found
+
+
+def write_data_yaml(export: ExportRef, target: Path) -> Path:
+    """A data set YAML pointing at the export where it is now.
+
+    The export's own ``dataset.yaml`` holds the absolute path it was written at, which
+    is wrong once the project is moved or cloned elsewhere.
+    """
+    classes = list(export.info["classes"])
+    document = {
+        "path": str(export.path.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "test": "images/test",
+        "names": dict(enumerate(classes)),
+    }
+    target.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return target
+
+
+def parameters_hash(training: Mapping[str, Any]) -> str:
+    """A digest of the training parameters that change the model (not resume/output folder)."""
+    import hashlib
+    import json
+
+    relevant = {key: value for key, value in training.items() if key not in {"resume", "output_dir", "export_version"}}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- model families -----------------------------------------------------------------------
+
+
+def model_family(model: str) -> str:
+    """``rtdetr`` for an RT-DETR model name (Ultralytics' own rule in its CLI), else ``yolo``."""
+    return "rtdetr" if "rtdetr" in Path(str(model)).name.lower() else "yolo"
+
+
+def ultralytics_model(source: str | Path, family: str | None = None):
+    """The Ultralytics model object for a model YAML or weights file of ``family``.
+
+    Weights files (``best.pt``) do not say their family in their name, so callers
+    that load weights pass the family recorded at training time.
+    """
+    family = family or model_family(str(source))
+    if family == "rtdetr":
+        from ultralytics import RTDETR  # heavy import kept local
+
+        return RTDETR(str(source))
+    from ultralytics import YOLO  # heavy import kept local
+
+    return YOLO(str(source))
+
+
+# --- device ------------------------------------------------------------------------------
+
+
+def check_device(device: str) -> str:
+    """Ultralytics' device string for ``device``, or a clear error before anything starts.
+
+    Ultralytics finds a missing GPU only after building the model and the data loaders,
+    and says so in terms of CUDA_VISIBLE_DEVICES.
+    """
+    if isinstance(device, (list, tuple)):
+        device = ",".join(str(item) for item in device)
+    device = str(device)
+    wanted = device.strip().lower().replace(" ", "")
+    if wanted == "cpu":
+        return "cpu"
+    import torch  # heavy import kept local
+
+    if wanted == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigurationError(
+                "training.device is 'mps' but Apple's Metal backend is not available here; set training.device: cpu"
+            )
+        return "mps"
+    indices = wanted.removeprefix("cuda:").split(",")
+    if not all(index.isdigit() for index in indices):
+        raise ConfigurationError(
+            f"training.device {device!r} is not a device; use cpu, mps, a GPU index such as 0, or a list such as 0,1"
+        )
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise ConfigurationError(
+            f"training.device is {device!r} but this machine has no usable CUDA GPU (torch {torch.__version__} sees "
+            "none); set training.device: cpu, or run where a GPU is visible"
+        )
+    missing = [index for index in indices if int(index) >= available]
+    if missing:
+        raise ConfigurationError(
+            f"training.device is {device!r} but GPU {', '.join(missing)} does not exist: this machine has {available} "
+            f"(0..{available - 1})"
+        )
+    return ",".join(indices)
+
+
+# --- run folders -------------------------------------------------------------------------
+
+
+def new_run_dir(training_dir: Path, run_id: str | None) -> Path:
+    """A fresh folder for one training run; never an existing one."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{stamp}_{(run_id or 'norun')[:12]}"
+    training_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        folder = training_dir / (base if attempt == 0 else f"{base}_{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder under {training_dir}")
+
+
+def run_dirs(training_dir: Path) -> list[Path]:
+    """Every run folder, oldest first (the names start with their UTC start time)."""
+    if not training_dir.is_dir():
+        return []
+    return sorted(p for p in training_dir.iterdir() if p.is_dir() and (p / RUN_FILE).is_file())
+
+
+def interrupted_run(training_dir: Path, wanted: str | None = None) -> Path:
+    """The run folder to resume: ``wanted`` (a folder or its ``last.pt``), else the newest
+    run that has a ``last.pt`` and never finished."""
+    if wanted:
+        path = Path(wanted)
+        folder = path.parent.parent if path.suffix == ".pt" else path
+        if not folder.is_absolute():
+            folder = training_dir / folder if (training_dir / folder).is_dir() else folder.resolve()
+        if not (folder / "weights/last.pt").is_file():
+            raise ConfigurationError(f"cannot resume {wanted}: there is no weights/last.pt in {folder}")
+        if (folder / SUMMARY_FILE).is_file():
+            raise ConfigurationError(f"cannot resume {folder.name}: that training finished; start a new one instead")
+        return folder
+    for folder in reversed(run_dirs(training_dir)):
+        if (folder / "weights/last.pt").is_file() and not (folder / SUMMARY_FILE).is_file():
+            return folder
+    raise ConfigurationError(
+        f"training.resume is set but no interrupted training (a run folder with weights/last.pt and no "
+        f"{SUMMARY_FILE}) exists in {training_dir}; set training.resume: false to start a new one"
+    )
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+_VALIDATION_METRIC = re.compile(r"metrics/(.+)\(B\)")
+
+
+def metric_name(column: str) -> str | None:
+    """An MLflow metric name for a column of Ultralytics' ``results.csv``.
+
+    MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``val/mAP50``.
+    """
+    column = column.strip()
+    if column == "epoch":
+        return None
+    if column == "time":
+        return "train/elapsed_s"
+    match = _VALIDATION_METRIC.fullmatch(column)
+    name = f"val/{match.group(1)}" if match else column
+    return re.sub(r"[^\w./\- :]", "_", name)
+
+
+def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch metrics from ``results.csv`` as ``{name: [{"value", "step"}]}`` (step = epoch)."""
+    history: dict[str, list[dict[str, float]]] = {}
+    with open(results_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            row = {key.strip(): value for key, value in row.items() if key is not None}
+            step = int(float(row["epoch"]))
+            for column, value in row.items():
+                name = metric_name(column)
+                if name is None or value in (None, ""):
+                    continue
+                history.setdefault(name, []).append({"value": float(value), "step": step})
+    return history
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    epochs_done: int
+    seconds: float
+    final_metrics: dict[str, float]
+
+
+def train_yolo(
+    *,
+    model: str,
+    data_yaml: Path,
+    run_dir: Path,
+    epochs: int,
+    imgsz: int,
+    batch: int,
+    device: str,
+    seed: int,
+    patience: int,
+    workers: int,
+    extra_args: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    project_root: Path | None = None,
+) -> TrainingResult:
+    """Train (or resume) one Ultralytics run into ``run_dir``; Ultralytics' own tracking off.
+
+    ``model`` is a YOLO or RT-DETR model YAML or weights file (see ``model_family``).
+    """
+    from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
+
+    ultralytics_settings_offline(project_root)
+    family = model_family(model)
+    started = time.perf_counter()
+    with no_font_download():
+        if resume:
+            # Ultralytics restores every argument (data, epochs, optimizer state, folder)
+            # from the checkpoint; only the device may change.
+            yolo = ultralytics_model(run_dir / "weights/last.pt", family)
+            yolo.train(resume=True, device=device)
+        else:
+            arguments = {
+                **dict(extra_args or {}),
+                "data": str(data_yaml),
+                "epochs": epochs,
+                "imgsz": imgsz,
+                "batch": batch,
+                "device": device,
+                "seed": seed,
+                "deterministic": True,
+                "patience": patience,
+                "workers": workers,
+                "project": str(run_dir.parent),
+                "name": run_dir.name,
+                "exist_ok": True,  # the folder is ours: made empty by new_run_dir
+                "plots": True,
+                "verbose": False,
+            }
+            yolo = ultralytics_model(model, family)
+            yolo.train(**arguments)
+    trainer = yolo.trainer
+    final = {
+        metric_name(key) or key: float(value)
+        for key, value in (getattr(trainer, "metrics", None) or {}).items()
+        if isinstance(value, (int, float))
+    }
+    epochs_done = len(metrics_history(run_dir / "results.csv").get("val/mAP50", []))
+    return TrainingResult(
+        run_dir=run_dir,
+        best=run_dir / "weights/best.pt",
+        last=run_dir / "weights/last.pt",
+        epochs_done=epochs_done,
+        seconds=time.perf_counter() - started,
+        final_metrics=final,
+    )

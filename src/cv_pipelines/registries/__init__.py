@@ -1,0 +1,1 @@
+"""The parquet registries: their schemas and their append-only part files."""

@@ -1,0 +1,1 @@
+"""The HTTP detection service over the registry's champion and challenger."""

@@ -1,0 +1,1 @@
+"""Dataset versions: DVC snapshots of the store and registries, git commits and tags."""

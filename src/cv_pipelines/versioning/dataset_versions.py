@@ -1,0 +1,407 @@
+"""Dataset versions: DVC snapshots of the store and registries, git commits and tags.
+
+A snapshot tracks the image store in shards (one ``.dvc`` pointer per top-level hash
+prefix, ``data/store/images/ab.dvc``) and each registry folder with its own pointer,
+re-adds only what changed since the last snapshot (told by directory modification
+times: a new image touches its ``ab/cd/`` folder, and only those folders of a shard are
+re-added when they are few), pushes to the DVC remote only the objects the re-added
+listings gained, commits only the pointer files, and tags the commit
+``data/<label_set>/v<N>``. Its cost follows the batch, not the size of the store.
+
+Reading a version never touches the working tree: registries are read through DVC's
+file system at the tag (``DVCFileSystem(rev=...)``), and an image missing from the
+store is fetched from the DVC remote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cv_pipelines.files.atomic import write_text_atomically
+
+logger = logging.getLogger(__name__)
+
+#: Registry folders under the registry root that make up a dataset version.
+VERSIONED_REGISTRIES = ("images", "rejections", "annotations", "labels", "exclusions", "batches")
+_STATE_FILE = "cv_pipelines_snapshot_state.json"  # under .dvc/tmp: per working tree, not in git
+#: Most sub-folders of one tracked folder re-added one by one; above it the folder is
+#: re-added whole. A granular add costs about a quarter of a whole store shard at 100,000
+#: images (it rewrites the shard's listing each time), so few new images per shard (a
+#: usual batch) go sub-folder by sub-folder and a big batch shard by shard.
+GRANULAR_ADD_MAX = 4
+
+
+class SnapshotError(RuntimeError):
+    """The repository is in a state a snapshot cannot commit from; the message says which."""
+
+
+@dataclass
+class SnapshotResult:
+    committed: bool
+    tag: str | None = None
+    commit: str | None = None
+    changed_targets: list[str] = field(default_factory=list)
+    message: str = ""
+
+    def summary(self) -> str:
+        if not self.committed:
+            return self.message or "nothing changed since the last snapshot; no commit, no tag"
+        return f"{self.tag} at {self.commit[:10]}: {len(self.changed_targets)} pointer file(s) updated"
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """What a dataset version (a tag or any git revision, or None for the working tree) is."""
+
+    dataset_version: str | None
+    commit: str | None
+    registries_hash: str
+
+
+# --- git ---------------------------------------------------------------------------------
+
+
+def _git(root: Path, *args: str, check: bool = True) -> str:
+    completed = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if check and completed.returncode != 0:
+        raise SnapshotError(f"git {' '.join(args)} failed in {root}: {completed.stderr.strip()}")
+    return completed.stdout.strip()
+
+
+def check_can_commit(root: Path) -> None:
+    """Refuse, with the reason, a repository a snapshot must not commit into."""
+    if _git(root, "rev-parse", "--is-inside-work-tree", check=False) != "true":
+        raise SnapshotError(f"{root} is not a git repository; run `git init` (and commit the project) first.")
+    git_dir = Path(_git(root, "rev-parse", "--absolute-git-dir"))
+    for marker, what in (
+        ("MERGE_HEAD", "a merge"),
+        ("rebase-merge", "a rebase"),
+        ("rebase-apply", "a rebase or am"),
+        ("CHERRY_PICK_HEAD", "a cherry-pick"),
+        ("REVERT_HEAD", "a revert"),
+    ):
+        if (git_dir / marker).exists():
+            raise SnapshotError(f"The repository is in the middle of {what}; finish or abort it, then snapshot again.")
+    if _git(root, "symbolic-ref", "-q", "HEAD", check=False) == "":
+        raise SnapshotError(
+            "HEAD is detached; check out a branch so the snapshot commit is not lost, then snapshot again."
+        )
+    if not _git(root, "config", "user.email", check=False):
+        raise SnapshotError(
+            "git has no user.email configured; set it (git config user.email ...) so the snapshot can be committed."
+        )
+
+
+def current_commit(root: Path, rev: str = "HEAD") -> str | None:
+    out = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    return out or None
+
+
+def next_version_tag(root: Path, label_set: str) -> str:
+    tags = _git(root, "tag", "--list", f"data/{label_set}/v*").splitlines()
+    numbers = [int(m.group(1)) for t in tags if (m := re.fullmatch(rf"data/{re.escape(label_set)}/v(\d+)", t))]
+    return f"data/{label_set}/v{max(numbers, default=0) + 1}"
+
+
+# --- what changed --------------------------------------------------------------------
+
+
+def _folder_stamp(folder: Path) -> dict:
+    """Modification times of a folder, of its sub-folders (a store shard's ``cd/`` folders)
+    and of the files directly in it (a registry's parts), and a digest of the folder's
+    ``.dvc`` pointer. No file below the sub-folders is listed, and none is opened or hashed."""
+    dirs, files = {}, {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                dirs[entry.name] = entry.stat(follow_symlinks=False).st_mtime_ns
+            elif entry.is_file():
+                files[entry.name] = entry.stat().st_mtime_ns
+    try:
+        pointer = hashlib.sha256(folder.with_name(folder.name + ".dvc").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        pointer = None
+    return {"mtime": os.stat(folder).st_mtime_ns, "dirs": dirs, "files": files, "pointer": pointer}
+
+
+def _load_state(root: Path) -> dict:
+    path = root / ".dvc" / "tmp" / _STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_state(root: Path, state: dict) -> None:
+    path = root / ".dvc" / "tmp" / _STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(state), durable=False)  # a cache: losing it costs one full re-add
+
+
+def snapshot_targets(root: Path, store_dir: Path, registry_dir: Path) -> list[Path]:
+    """Every folder a snapshot tracks: the store's shards and the registry folders."""
+    targets = []
+    store = root / store_dir
+    if store.exists():
+        targets += sorted(p for p in store.iterdir() if p.is_dir() and re.fullmatch(r"[0-9a-f]{2}", p.name))
+    targets += [root / registry_dir / name for name in VERSIONED_REGISTRIES if (root / registry_dir / name).exists()]
+    return targets
+
+
+@dataclass(frozen=True)
+class TargetChange:
+    """A tracked folder that changed since the last snapshot, and what `dvc add` re-adds of it."""
+
+    target: Path
+    #: The folder itself, or only its new and changed sub-folders: DVC then rebuilds just
+    #: those and splices them into the folder's previous listing (a granular `dvc add`).
+    add_paths: tuple[Path, ...]
+
+
+def _what_to_add(target: Path, before: dict | None, now: dict) -> tuple[Path, ...]:
+    """The paths to re-add for a target whose stamp went from ``before`` to ``now``."""
+    if (
+        not isinstance(before, dict)  # first snapshot, lost state, or an older state format
+        or now["pointer"] is None
+        or before.get("pointer") != now["pointer"]  # the pointer changed (git checkout, dvc add): trust nothing
+        or before.get("files") != now["files"]
+        or not set(before.get("dirs", {})) <= set(now["dirs"])  # a sub-folder went away
+    ):
+        return (target,)
+    # The pointer still lists the folder as it was at ``before``, and a new or removed
+    # image changes its ``cd/`` folder's time. Re-adding a sub-folder replaces all its
+    # entries in the listing, so re-adding the changed ones gives the listing a whole
+    # re-add would give, at the cost of their few files instead of the whole shard's.
+    changed = tuple(target / name for name, mtime in sorted(now["dirs"].items()) if before["dirs"].get(name) != mtime)
+    if not changed or len(changed) > GRANULAR_ADD_MAX:
+        return (target,)  # only the folder's own time moved, or a big batch: re-add it whole
+    return changed
+
+
+def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[TargetChange], dict]:
+    """Targets whose folders or pointers changed since the last snapshot, or that have no
+    pointer yet, with what to re-add of each; and every target's current stamp."""
+    changes, stamps = [], {}
+    for target in targets:
+        key = target.relative_to(root).as_posix()
+        stamps[key] = now = _folder_stamp(target)
+        if state.get(key) != now:
+            changes.append(TargetChange(target, _what_to_add(target, state.get(key), now)))
+    return changes, stamps
+
+
+# --- snapshot -------------------------------------------------------------------------
+
+
+def pointed_object(pointer: Path):
+    """The object (a ``.dir`` listing for a folder) a single-output ``.dvc`` file names, or None."""
+    import yaml
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    if not pointer.exists():
+        return None
+    outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
+    value = outs[0].get("md5")
+    # DVC 3 writes ``hash: md5``; a pointer without it uses DVC 2's md5-dos2unix objects.
+    return HashInfo(outs[0].get("hash", "md5-dos2unix"), value) if value else None
+
+
+def objects_to_push(cache, remote_odb, changes) -> list:
+    """The objects a snapshot uploads: for each re-added target, its new ``.dir`` listing and
+    the files in it that the previous listing did not have, or every file when that previous
+    listing is not on the remote.
+
+    ``changes`` pairs each target's object before and after ``dvc add``. A ``.dir`` listing on
+    the remote means every file it lists is there too: DVC uploads a listing only after all
+    its files (the rule `dvc push` relies on with its remote index). Checking that costs one
+    existence query per re-added target, never a listing of the remote. (`dvc push` of the
+    pointers instead collects every file of every re-added listing into its data index and
+    re-checks every listing it ever pushed: its cost grows with the store and the history.)
+    """
+    from dvc_data.hashfile.tree import Tree
+
+    usable = {old.value for old, new in changes if old and new and old.isdir}
+    on_remote = set(remote_odb.list_oids_exists(usable)) if usable else set()
+    objects = []
+    for old, new in changes:
+        if new is None:
+            continue
+        if new.isdir:
+            files = {oid for _, _, oid in Tree.load(cache, new)}
+            if old is not None and old.value in on_remote:
+                try:
+                    files -= {oid for _, _, oid in Tree.load(cache, old)}
+                except FileNotFoundError:  # no longer in the local cache: push the whole listing
+                    pass
+            objects += sorted(files, key=lambda h: h.value)
+        objects.append(new)  # after its files: a listing is uploaded last
+    return objects
+
+
+def push_new_objects(repo, pointer_files: list[Path], changes, remote: str | None = None) -> None:
+    """Upload to the DVC remote what the re-added targets gained (see `objects_to_push`);
+    raise if an object failed to upload or exists neither in the cache nor on the remote."""
+    from dvc.exceptions import UploadError
+    from dvc_data.hashfile.transfer import transfer
+
+    cache = repo.cache.local
+    dvc_remote = repo.cloud.get_remote(remote, "push")
+    if (
+        dvc_remote.worktree
+        or dvc_remote.fs.version_aware
+        or any(new is not None and new.name != cache.hash_name for _, new in changes)
+    ):
+        # A cloud-versioned remote (DVC records the versions in the pointers), or objects
+        # of another hash kind: leave it all to `dvc push`.
+        repo.push(targets=[str(p) for p in pointer_files], remote=remote)
+        return
+
+    def refuse_missing(status) -> None:
+        if status.missing:
+            names = ", ".join(sorted(h.value for h in status.missing)[:5])
+            raise SnapshotError(
+                f"{len(status.missing)} object(s) are neither in the DVC cache nor on the remote: {names}"
+            )
+
+    odb = repo.cloud.get_remote_odb(remote, "push")
+    result = transfer(cache, odb, objects_to_push(cache, odb, changes), cache_odb=cache, validate_status=refuse_missing)
+    if result.failed:
+        raise UploadError(len(result.failed))
+
+
+def snapshot_dataset(
+    root: Path,
+    *,
+    store_dir: Path,
+    registry_dir: Path,
+    label_set: str,
+    message: str,
+    push: bool = True,
+    remote: str | None = None,
+    lock_timeout_s: float = 600.0,
+) -> SnapshotResult:
+    """DVC-track what changed, push it, commit only the pointer files, tag the commit."""
+    from dvc.repo import Repo
+
+    from cv_pipelines.images.ingestion import writer_lock
+
+    root = Path(root).resolve()
+    check_can_commit(root)
+    targets = snapshot_targets(root, store_dir, registry_dir)
+    if not targets:
+        return SnapshotResult(committed=False, message="the store and registries are empty; nothing to snapshot")
+    (root / registry_dir).mkdir(parents=True, exist_ok=True)
+    # No ingestion or pull may change the store or registries between what DVC hashes
+    # and the folder times recorded for the next snapshot.
+    with writer_lock(root / registry_dir, timeout_s=lock_timeout_s):
+        changes, state = changed_targets(root, targets, _load_state(root))
+        changed = [c.target for c in changes]
+        pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
+        if changes:
+            repo = Repo(str(root))
+            repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
+            try:
+                before = [pointed_object(p) for p in pointer_files]
+                add_paths = []
+                for change, old in zip(changes, before):
+                    # A granular add splices sub-folders into the previous listing, which
+                    # must be in the cache (DVC would otherwise try to pull it).
+                    in_cache = old is not None and repo.cache.local.exists(old.value)
+                    add_paths += change.add_paths if in_cache else [change.target]
+                repo.add([str(path) for path in add_paths])
+                if push:
+                    after = [pointed_object(p) for p in pointer_files]
+                    push_new_objects(repo, pointer_files, list(zip(before, after)), remote=remote)
+            finally:
+                repo.close()
+            # Stamped after `dvc add`: with a link cache it re-links the files it added,
+            # which touches their folders, and it rewrites the pointers.
+            for target in changed:
+                state[target.relative_to(root).as_posix()] = _folder_stamp(target)
+            _save_state(root, state)
+
+    paths = [p.relative_to(root).as_posix() for p in pointer_files]
+    paths += [p.relative_to(root).as_posix() for p in {t.parent / ".gitignore" for t in changed} if p.exists()]
+    if not paths:
+        return SnapshotResult(committed=False, message="nothing changed since the last snapshot; no commit, no tag")
+    _git(root, "add", "--", *paths)
+    # Only these paths: whatever else the user has staged stays staged and uncommitted.
+    if not _git(root, "diff", "--cached", "--name-only", "--", *paths):
+        return SnapshotResult(committed=False, message="the DVC pointers did not change; no commit, no tag")
+    _git(root, "commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths)
+    commit = current_commit(root)
+    tag = next_version_tag(root, label_set)
+    _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {message}", commit)
+    return SnapshotResult(committed=True, tag=tag, commit=commit, changed_targets=paths)
+
+
+# --- reading a version -----------------------------------------------------------------
+
+
+def _open_fs(root: Path, rev: str | None):
+    if rev is None:
+        return None
+    from dvc.api import DVCFileSystem
+
+    if current_commit(root, rev) is None:
+        raise SnapshotError(
+            f"Dataset version {rev!r} is not a tag or revision of {root}; list versions with `git tag -l 'data/*'`."
+        )
+    return DVCFileSystem(str(root), rev=rev)
+
+
+def read_registry_at(root: Path, registry: Path, rev: str | None) -> pd.DataFrame:
+    """A registry as of ``rev`` (None: the working tree), without touching the working tree."""
+    from cv_pipelines.registries import parts as registry_parts
+
+    root = Path(root).resolve()
+    if rev is None:
+        return registry_parts.read_registry(root / registry)
+    folder = Path(registry).relative_to(root) if Path(registry).is_absolute() else Path(registry)
+    return registry_parts.read_registry(folder, fs=_open_fs(root, rev))
+
+
+def registries_content_hash(frames: dict[str, pd.DataFrame]) -> str:
+    """A hash of the registries' rows (order-independent), identical for identical content."""
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        frame = frames[name]
+        digest.update(name.encode())
+        if frame.empty:
+            continue
+        ordered = frame.reindex(sorted(frame.columns), axis=1)
+        rows = pd.util.hash_pandas_object(ordered.astype(str), index=False).sort_values()
+        digest.update(rows.to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resolve_version(root: Path, rev: str | None, frames: dict[str, pd.DataFrame]) -> ResolvedVersion:
+    return ResolvedVersion(
+        dataset_version=rev,
+        commit=current_commit(Path(root), rev or "HEAD"),
+        registries_hash=registries_content_hash(frames),
+    )
+
+
+def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
+    """Fetch stored images missing from the working tree from DVC (cache or remote); returns how many."""
+    root = Path(root).resolve()
+    missing = [p for p in paths if not (root / p).exists()]
+    if not missing:
+        return 0
+    fs = _open_fs(root, rev or "HEAD")
+    for path in missing:
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".fetching")
+        fs.get_file(path, str(tmp))
+        os.replace(tmp, target)
+        os.chmod(target, 0o444)
+    logger.info("Fetched %d image(s) missing from the store from DVC", len(missing))
+    return len(missing)
