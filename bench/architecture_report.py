@@ -364,7 +364,7 @@ def _free_inputs(nodes: list[NodeInfo]) -> list[str]:
 
 
 def code_only(source: str) -> str:
-    """``source`` without comments and docstrings (the code a heuristic should read)."""
+    """``source`` with its comments and docstrings blanked out (the code a heuristic reads)."""
     source = textwrap.dedent(source)
     try:
         tree = ast.parse(source)
@@ -379,14 +379,18 @@ def code_only(source: str) -> str:
         and isinstance(body[0].value, ast.Constant)
         and isinstance(body[0].value.value, str)
     }
-    kept: list[tuple[int, str]] = []
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    chars = list(source)
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.COMMENT:
-            continue
-        if token.type == tokenize.STRING and token.start[0] in docstrings:
-            continue
-        kept.append((token.type, token.string))
-    return tokenize.untokenize(kept)
+        if token.type == tokenize.COMMENT or (
+            token.type == tokenize.STRING and token.start[0] in docstrings
+        ):
+            begin = starts[token.start[0] - 1] + token.start[1]
+            end = starts[token.end[0] - 1] + token.end[1]
+            chars[begin:end] = " " * (end - begin)
+    return "".join(chars)
 
 
 def io_hits(source: str) -> list[str]:
@@ -508,11 +512,12 @@ def report_ruff(root: Path) -> list[str]:
     check = run_tool("ruff", ["check", "--statistics", "--no-cache", "src"], root, RUFF_TIMEOUT_S)
     if check.problem:
         return [f"ruff: {check.problem}"]
-    stats = [ln for ln in check.output.splitlines() if re.match(r"\s*\d+\s+\S+", ln)]
+    stats = [ln for ln in check.output.splitlines() if re.match(r"\s*\d+\s+[A-Z]+\d+\s", ln)]
     total = sum(int(ln.split()[0]) for ln in stats)
     if check.returncode not in (0, 1):
         return [f"ruff check failed (exit {check.returncode}): {check.output[-500:]}"]
-    lines = [f"ruff check: {total} findings, {len(stats)} rules"]
+    version = run_tool("ruff", ["--version"], root, RUFF_TIMEOUT_S).output
+    lines = [f"{version}, ruff check: {total} findings, {len(stats)} rules"]
     lines += [f"  {ln.strip()}" for ln in stats]
     fmt = run_tool("ruff", ["format", "--check", "--no-cache", "src"], root, RUFF_TIMEOUT_S)
     if fmt.problem or fmt.returncode not in (0, 1):
@@ -531,12 +536,13 @@ def report_mypy(root: Path, package: str) -> list[str]:
     if run.problem:
         return [f"mypy: {run.problem}"]
     summary = run.output.splitlines()[-1] if run.output else "(no output)"
+    version = run_tool("mypy", ["--version"], root, MYPY_TIMEOUT_S).output
     if summary.startswith("Success"):
-        return [f"mypy: 0 errors ({summary})"]
+        return [f"{version}: 0 errors ({summary})"]
     found = re.match(r"Found (\d+) errors?", summary)
     if found:
-        return [f"mypy: {found.group(1)} errors ({summary})"]
-    return [f"mypy: failed (exit {run.returncode}): {summary}"]
+        return [f"{version}: {found.group(1)} errors ({summary})"]
+    return [f"{version}: failed (exit {run.returncode}): {summary}"]
 
 
 # --- report -------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
     from types import SimpleNamespace
 
     from cv_pipelines.config.parameters import DeploymentParams
-    from cv_pipelines.pipelines.deployment.nodes import gate_decision
+    from cv_pipelines.models.gate import gate_decision
 
     params = DeploymentParams(champion_floor={"mAP50-95": 0.2}).model_dump()
     metrics = {"mAP50": 0.5, "mAP50-95": 0.3, "precision": 0.5, "recall": 0.5}

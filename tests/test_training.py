@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -189,7 +190,9 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     training_dir = exported / "data/models/training"
     deadline = time.monotonic() + 300
     try:
-        while not list(training_dir.glob("*/weights/last.pt")):
+        # Ultralytics writes last.pt in place: wait for a whole one (a zip's directory is
+        # written last), or the kill can land mid-write and leave nothing to resume from.
+        while not any(zipfile.is_zipfile(p) for p in training_dir.glob("*/weights/last.pt")):
             assert process.poll() is None, "training ended before it could be interrupted"
             assert time.monotonic() < deadline
             time.sleep(0.05)

@@ -23,3 +23,4 @@ class ExternalServiceError(click.ClickException):
     """
 
     exit_code = 3
+

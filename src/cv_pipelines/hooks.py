@@ -35,37 +35,22 @@ class ConfigCheckHooks:
                 # A memory dataset, never a file: the secret stays in this process.
                 catalog["cvat_connection"] = connection
         if catalog is not None:
-            for dataset, (file, needed, missing) in _LATEST_SUMMARIES.items():
-                if dataset in pipeline.inputs() and not catalog.exists(dataset):
-                    self._no_summary_yet(catalog, dataset, file, needed, missing)
-
-    def _no_summary_yet(self, catalog, dataset: str, file: str, needed, missing: str) -> None:
-        """A pipeline reads the latest run of the one before it; say so when there is none."""
-        from kedro.io import MemoryDataset
-
-        from cv_pipelines.errors import ConfigurationError
-
-        if needed(self._params):
-            raise ConfigurationError(f"{missing} ({file} is missing)")
-        # The parameters name what to work on instead: the summary is not needed.
-        catalog[dataset] = MemoryDataset({})
+            _check_earlier_outputs(pipeline, catalog)
 
 
-#: Summaries of the latest run that a later pipeline starts from: the file, whether the
-#: parameters still need it, and what to do when it is missing.
-_LATEST_SUMMARIES = {
-    "training_summary": (
-        "data/reporting/training/last_training.yml",
-        lambda params: not (params.get("evaluation") or {}).get("run_id"),
-        "no training has run in this project yet; run `kedro run --pipelines training` first, or set "
-        "evaluation.run_id to a training run of the MLflow store",
-    ),
-    "evaluation_summary": (
-        "data/reporting/evaluation/last_evaluation.yml",
-        lambda params: (params.get("deployment") or {}).get("action", "deploy") != "rollback",
-        "no evaluation has run in this project yet; run `kedro run --pipelines evaluation` before the deployment",
-    ),
-}
+def _check_earlier_outputs(pipeline, catalog) -> None:
+    """Let each input a pipeline reads from earlier runs say what to run first, before any node runs.
+
+    Datasets that can tell (``check_loadable``, e.g. the trained model of evaluation)
+    raise their one-sentence ``ConfigurationError``; Kedro itself would report the
+    failed load only once a node needs it, wrapped in a traceback.
+    """
+    for name in sorted(pipeline.inputs()):
+        if name == "parameters" or name.startswith("params:"):
+            continue
+        check = getattr(catalog.get(name), "check_loadable", None)
+        if check is not None:
+            check()
 
 
 class MlflowSessionIsolationHooks:

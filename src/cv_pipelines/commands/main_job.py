@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("cv_pipelines.commands.main_job")
 
@@ -52,7 +53,7 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     # which runs the images through the same checks and store as ingestion.
     started = time.perf_counter()
     _run_pipeline(project_path, "import_coco", env, {"import_coco": {"source": "data/demo", "name": "demo"}})
-    summary = _read_yaml(project_path / "data/reporting/import_coco/last_import.yml")
+    summary = _load(project_path, env, "coco_import_summary")
     reports.append(
         StepReport(
             "import_coco",
@@ -66,7 +67,7 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     # registries as of that tag, so its lineage names the version.
     started = time.perf_counter()
     _run_pipeline(project_path, "snapshot", env)
-    snapshot = _read_yaml(project_path / "data/reporting/snapshot/last_snapshot.yml")
+    snapshot = _load(project_path, env, "snapshot_report")
     tag = snapshot["tag"] or _latest_dataset_tag(project_path, env)
     reports.append(
         StepReport(
@@ -80,7 +81,7 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
 
     started = time.perf_counter()
     _run_pipeline(project_path, "export", env, {"dataset_version": tag} if tag else None)
-    export = _read_yaml(project_path / "data/reporting/export/last_export.yml")
+    export = _load(project_path, env, "export_summary")
     state = "written" if export["written"] else "unchanged, already"
     counts = export["counts"]["images"]
     reports.append(
@@ -97,7 +98,7 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     trained = _current_training(project_path, env, export["content_hash"])
     if trained is None:
         _run_pipeline(project_path, "training", env)
-        trained = _read_yaml(project_path / "data/reporting/training/last_training.yml")
+        trained = _load(project_path, env, "trained_model").summary
         detail = f"{trained['run_dir']} ({trained['epochs_done']} epochs, MLflow run {trained['mlflow_run_id'][:12]})"
     else:
         detail = (
@@ -107,12 +108,12 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     reports.append(StepReport("training", time.perf_counter() - started, detail))
 
     started = time.perf_counter()
-    evaluation_file = project_path / "data/reporting/evaluation/last_evaluation.yml"
-    evaluated = _read_yaml(evaluation_file) if evaluation_file.is_file() else {}
-    skipped = evaluated.get("run_id") == trained["mlflow_run_id"]
+    evaluated = _load(project_path, env, "evaluated_model", missing=None)
+    skipped = evaluated is not None and evaluated.run_id == trained["mlflow_run_id"]
     if not skipped:
         _run_pipeline(project_path, "evaluation", env)
-        evaluated = _read_yaml(evaluation_file)
+        evaluated = _load(project_path, env, "evaluated_model")
+    evaluated = evaluated.summary
     metrics = evaluated["metrics"]
     reports.append(
         StepReport(
@@ -127,7 +128,7 @@ def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]
     # Deployment skips a training run that is already registered, by itself.
     started = time.perf_counter()
     _run_pipeline(project_path, "deployment", env)
-    deployed = _read_yaml(project_path / "data/reporting/deployment/last_deployment.yml")
+    deployed = _load(project_path, env, "deployment_summary")
     reports.append(StepReport("deployment", time.perf_counter() - started, _deployment_detail(deployed)))
 
     started = time.perf_counter()
@@ -201,20 +202,28 @@ def _current_training(project_path: Path, env: str | None, export_hash: str) -> 
     from cv_pipelines.config.loader import project_parameters
     from cv_pipelines.models.training import parameters_hash
 
-    summary_file = project_path / "data/reporting/training/last_training.yml"
-    if not summary_file.is_file():
+    trained = _load(project_path, env, "trained_model", missing=None)
+    if trained is None:
         return None
-    summary = _read_yaml(summary_file)
+    summary = trained.summary
     training = project_parameters(env, root=project_path)["training"]
     if summary.get("export_content_hash") != export_hash or summary.get("parameters_hash") != parameters_hash(training):
         return None
     return summary
 
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
+_REQUIRED = object()
 
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+def _load(project_path: Path, env: str | None, name: str, missing: Any = _REQUIRED) -> Any:
+    """Catalog entry ``name`` as a ``kedro run`` of this project sees it; ``missing`` when it does not exist yet."""
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        catalog = session.load_context().catalog
+        if missing is not _REQUIRED and not catalog.exists(name):
+            return missing
+        return catalog.load(name)
 
 
 def main(argv: list[str] | None = None) -> int:

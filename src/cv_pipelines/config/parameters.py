@@ -95,7 +95,6 @@ class ExportParams(_Strict):
 class TrainingParams(_Strict):
     model: str = "yolov8n.yaml"
     export_version: int | None = Field(None, ge=1)
-    output_dir: str = "data/models/training"
     epochs: int = Field(35, ge=1)
     imgsz: int = Field(160, ge=32)
     batch: int = Field(16, ge=1)
@@ -163,7 +162,6 @@ class EvaluationParams(_Strict):
     batch: int = Field(16, ge=1)
     worst_images: int = Field(20, ge=0)
     worst_conf: float = Field(0.25, gt=0, le=1)
-    output_dir: str = "data/models/evaluation"
 
     _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
 
@@ -180,7 +178,6 @@ class DeploymentParams(_Strict):
     max_det: int = Field(300, ge=1)
     max_image_bytes: int = Field(20_000_000, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
-    output_dir: str = "data/models/deployment"
     canary_fraction: float = Field(0.0, ge=0, le=1)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)

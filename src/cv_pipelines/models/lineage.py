@@ -31,7 +31,9 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    lineage = export_ref.lineage()
+    from cv_pipelines.config.resolvers import project_relative, project_root
+
+    lineage = {**export_ref.lineage(), "export_path": project_relative(export_ref.path, project_root())}
     mlflow.set_tags({**tags, **{f"data.{key}": value for key, value in lineage.items()}})
     with warnings.catch_warnings():
         # A local path matches two equivalent local source types; MLflow warns and picks one.
@@ -61,3 +63,19 @@ def download_weights(run_id: str, target: Path) -> Path:
             f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
             "or its artifacts were deleted"
         ) from None
+
+
+def log_files(*paths: str | Path | None) -> None:
+    """Log files and folders (their whole content) into the active MLflow run; nothing when tracking is off."""
+    import mlflow  # heavy import kept local
+
+    if mlflow.active_run() is None:
+        return
+    for path in paths:
+        if path is None:
+            continue
+        local = Path(path)
+        if local.is_dir():
+            mlflow.log_artifacts(str(local))
+        elif local.is_file():
+            mlflow.log_artifact(str(local))

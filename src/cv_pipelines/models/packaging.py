@@ -131,3 +131,26 @@ def log_packaged_model(*, weights: Path, onnx: Path, config: dict[str, Any], exa
         input_example=pd.DataFrame({"image": [example]}),
         pip_requirements=pinned_requirements(),
     )
+
+
+def build_package(weights: Path, family: str, work_dir: Path, deployment: dict[str, Any], project_root: Path):
+    """The files and config of a packaged model, in ``work_dir``: ``(weights, onnx, config)``.
+
+    The weights are copied first, so the ONNX file Ultralytics writes beside them lands
+    in this deployment's folder, never in the training run's.
+    """
+    from cv_pipelines.files.atomic import copy_atomically
+
+    staged = work_dir / "weights" / weights.name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    copy_atomically(weights, staged)
+    info = checkpoint_info(staged, family)
+    onnx = export_onnx(staged, info["imgsz"], project_root, family)
+    config = {
+        "use_onnx": deployment["use_onnx"],
+        "family": family,
+        "names": info["names"],
+        "imgsz": info["imgsz"],
+        **{key: deployment[key] for key in ("conf", "iou", "max_det", "max_image_bytes", "max_image_pixels")},
+    }
+    return staged, onnx, config

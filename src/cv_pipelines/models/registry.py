@@ -11,6 +11,7 @@ the same against the embedded SQLite store and a tracking server.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,3 +115,53 @@ def rollback(client, name: str) -> dict[str, Any]:
     client.set_model_version_tag(name, previous, "champion_since", now())
     _set_history(client, name, history)
     return {"from_version": current_version, "to_version": previous}
+
+
+def register_challenger(client, name: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags`` and make it ``challenger``; its version."""
+    import mlflow  # heavy import kept local
+
+    ensure_registered_model(client, name)
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    make_challenger(client, name, version)
+    return version
+
+
+def record_gate(client, name: str, version: str, promoted: bool, reason: str) -> str | None:
+    """Tag the gate's verdict on ``version`` (and the active run); promote it when ``promoted``.
+
+    Returns the previous champion's version when it was promoted.
+    """
+    import mlflow  # heavy import kept local
+
+    verdict = "promoted" if promoted else "held"
+    client.set_model_version_tag(name, version, "gate", verdict)
+    client.set_model_version_tag(name, version, "gate_reason", reason)
+    previous = promote(client, name, version, reason) if promoted else None
+    mlflow.set_tags({"registered_model": name, "model_version": version, "gate": verdict})
+    log = logging.getLogger(__name__)
+    if promoted:
+        log.info("Registered %s version %s and promoted it to champion: %s", name, version, reason)
+    else:
+        log.warning("Registered %s version %s; it stays challenger: %s", name, version, reason)
+    return previous
+
+
+def tag_deployment_run(tags: dict[str, str]) -> None:
+    """Tag the active (deployment) run."""
+    import mlflow  # heavy import kept local
+
+    mlflow.set_tags(tags)
+
+
+def latest_evaluation_run_id(client, training_run_id: str, experiment_ids: list[str]) -> str | None:
+    """The newest run that evaluated ``training_run_id`` (the active run itself in a combined run)."""
+    from cv_pipelines.models.lineage import EVALUATION_TAG
+
+    runs = client.search_runs(
+        sorted(set(experiment_ids)),
+        filter_string=f"tags.`{EVALUATION_TAG}` = 'true' and tags.evaluated_run_id = '{training_run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

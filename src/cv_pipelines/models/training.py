@@ -18,13 +18,14 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.files.atomic import write_text_atomically
+from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.exports.yolo import INFO_FILE, latest_export, version_folders
 
 logger = logging.getLogger(__name__)
@@ -146,8 +147,8 @@ def ultralytics_model(source: str | Path, family: str | None = None):
 # --- device ------------------------------------------------------------------------------
 
 
-def check_device(device: str) -> str:
-    """Ultralytics' device string for ``device``, or a clear error before anything starts.
+def check_device(device: str, key: str = "training.device") -> str:
+    """Ultralytics' device string for ``device``, or a clear error (naming the parameter ``key``) before anything starts.
 
     Ultralytics finds a missing GPU only after building the model and the data loaders,
     and says so in terms of CUDA_VISIBLE_DEVICES.
@@ -163,24 +164,24 @@ def check_device(device: str) -> str:
     if wanted == "mps":
         if not torch.backends.mps.is_available():
             raise ConfigurationError(
-                "training.device is 'mps' but Apple's Metal backend is not available here; set training.device: cpu"
+                f"{key} is 'mps' but Apple's Metal backend is not available here; set {key}: cpu"
             )
         return "mps"
     indices = wanted.removeprefix("cuda:").split(",")
     if not all(index.isdigit() for index in indices):
         raise ConfigurationError(
-            f"training.device {device!r} is not a device; use cpu, mps, a GPU index such as 0, or a list such as 0,1"
+            f"{key} {device!r} is not a device; use cpu, mps, a GPU index such as 0, or a list such as 0,1"
         )
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if available == 0:
         raise ConfigurationError(
-            f"training.device is {device!r} but this machine has no usable CUDA GPU (torch {torch.__version__} sees "
-            "none); set training.device: cpu, or run where a GPU is visible"
+            f"{key} is {device!r} but this machine has no usable CUDA GPU (torch {torch.__version__} sees "
+            f"none); set {key}: cpu, or run where a GPU is visible"
         )
     missing = [index for index in indices if int(index) >= available]
     if missing:
         raise ConfigurationError(
-            f"training.device is {device!r} but GPU {', '.join(missing)} does not exist: this machine has {available} "
+            f"{key} is {device!r} but GPU {', '.join(missing)} does not exist: this machine has {available} "
             f"(0..{available - 1})"
         )
     return ",".join(indices)
@@ -189,31 +190,28 @@ def check_device(device: str) -> str:
 # --- run folders -------------------------------------------------------------------------
 
 
-def new_run_dir(training_dir: Path, run_id: str | None) -> Path:
-    """A fresh folder for one training run; never an existing one."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = f"{stamp}_{(run_id or 'norun')[:12]}"
-    training_dir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):
-        folder = training_dir / (base if attempt == 0 else f"{base}_{attempt}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run folder under {training_dir}")
+def start_run_folder(folders: RunFolders, run_id: str | None, export: ExportRef, record: Mapping[str, Any]) -> Path:
+    """A new run folder holding ``run.yaml`` (``record``: what the run trains on) and ``data.yaml``."""
+    run_dir = folders.new(run_id)
+    write_text_atomically(run_dir / RUN_FILE, yaml.safe_dump(dict(record), sort_keys=False))
+    write_data_yaml(export, run_dir / DATA_FILE)
+    return run_dir
 
 
-def run_dirs(training_dir: Path) -> list[Path]:
-    """Every run folder, oldest first (the names start with their UTC start time)."""
-    if not training_dir.is_dir():
-        return []
-    return sorted(p for p in training_dir.iterdir() if p.is_dir() and (p / RUN_FILE).is_file())
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """The ``run.yaml`` a run folder was started with."""
+    return yaml.safe_load((run_dir / RUN_FILE).read_text(encoding="utf-8")) or {}
 
 
-def interrupted_run(training_dir: Path, wanted: str | None = None) -> Path:
+def finish_run_folder(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """Write the run's summary: a run folder with one is finished and never resumed."""
+    write_text_atomically(run_dir / SUMMARY_FILE, yaml.safe_dump(dict(summary), sort_keys=False))
+
+
+def interrupted_run(folders: RunFolders, wanted: str | None = None) -> Path:
     """The run folder to resume: ``wanted`` (a folder or its ``last.pt``), else the newest
     run that has a ``last.pt`` and never finished."""
+    training_dir = folders.root
     if wanted:
         path = Path(wanted)
         folder = path.parent.parent if path.suffix == ".pt" else path
@@ -224,7 +222,7 @@ def interrupted_run(training_dir: Path, wanted: str | None = None) -> Path:
         if (folder / SUMMARY_FILE).is_file():
             raise ConfigurationError(f"cannot resume {folder.name}: that training finished; start a new one instead")
         return folder
-    for folder in reversed(run_dirs(training_dir)):
+    for folder in reversed(folders.all(RUN_FILE)):
         if (folder / "weights/last.pt").is_file() and not (folder / SUMMARY_FILE).is_file():
             return folder
     raise ConfigurationError(

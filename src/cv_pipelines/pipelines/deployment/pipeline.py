@@ -6,13 +6,12 @@ from .nodes import deploy_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """``evaluated_model`` (with its verdict) -> a registered model version, gated; ``deployment_summary``."""
     return Pipeline(
         [
             Node(
                 deploy_model,
-                # evaluation_summary: the model to deploy, and inside `--pipelines
-                # training,evaluation,deployment` the edge that runs deployment last.
-                inputs=["evaluation_summary", "params:deployment", "params:export"],
+                inputs=["evaluated_model", "deployment_runs", "params:deployment"],
                 outputs="deployment_summary",
                 name="deploy_model",
             ),

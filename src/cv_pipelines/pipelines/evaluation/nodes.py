@@ -1,26 +1,23 @@
-"""Nodes of the ``evaluation`` pipeline: pick the model (and the champion), evaluate, report.
+"""Nodes of the ``evaluation`` pipeline: pick the export and the champion, evaluate, report.
 
-The model is a training run's ``weights/best.pt`` taken from MLflow, so evaluation
-works the same against the embedded store and a tracking server. Which run: the one
-``training_summary`` names (the project's latest training; inside ``kedro run
---pipelines training,evaluation`` the training that just ran, since Kedro orders the
-nodes by that dataset), or ``evaluation.run_id``. It is evaluated on
-the frozen split of the export that run trained on; the export's content hash is
-checked against the one the run recorded. The champion (the model registry's
-``@champion`` alias of ``deployment.model_name``, when there is one) is evaluated on
-the same split in the same run.
+The model comes from the catalog (``trained_model``: the training of the same ``kedro
+run``, ``evaluation.run_id``, or the project's latest training) with its weights on
+disk, as does the registry's ``@champion`` (``champion_model``, None while there is
+none). The model is evaluated on the frozen split of the export it trained on, whose
+content hash is checked against the one the run recorded; the champion on the same
+split, in the same run.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.evaluation import (
     HEADLINE,
     compare,
@@ -31,152 +28,124 @@ from cv_pipelines.models.evaluation import (
     pr_figure,
     rounded,
 )
-from cv_pipelines.models.lineage import (
-    EVALUATION_TAG,
-    FAMILY_TAG,
-    TRAINING_TAG,
-    download_weights,
-    log_export_input,
-)
-from cv_pipelines.models.training import (
-    DATA_FILE,
-    ExportRef,
-    check_device,
-    find_export,
-    write_data_yaml,
-)
+from cv_pipelines.models.lineage import EVALUATION_TAG, log_export_input
+from cv_pipelines.models.runs import TrackedModel, active_run
+from cv_pipelines.models.training import DATA_FILE, ExportRef, check_device, find_export, write_data_yaml
 
 logger = logging.getLogger(__name__)
 
-#: Model version tag (set by the deployment pipeline) naming the training run of its weights.
-TRAINING_RUN_TAG = "training_run_id"
-
 
 def select_models(
-    training_summary: dict[str, Any], evaluation: dict[str, Any], export: dict[str, Any], deployment: dict[str, Any]
+    trained: TrackedModel, champion: TrackedModel | None, runs: RunFolders, evaluation: dict[str, Any]
 ) -> dict[str, Any]:
-    """The training run to evaluate, its export, and the champion to compare with."""
-    import mlflow  # heavy import kept local
-    from mlflow import MlflowClient
-
+    """The plan: the model, the export split it is measured on, and the champion to compare with."""
     root = project_root()
-    device = check_device(evaluation["device"])
-    client = MlflowClient()
-    active = mlflow.active_run()
+    device = check_device(evaluation["device"], key="evaluation.device")
+    active = active_run()
     if active is None:
         raise ConfigurationError(
             "the evaluation pipeline needs MLflow tracking (it reads the trained model from a training run); "
             "remove 'evaluation' from tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
         )
-    training_run = _training_run(client, evaluation["run_id"] or training_summary.get("mlflow_run_id"), active)
-    tags = training_run.data.tags
-    export_ref = find_export(
-        in_project(root, export["output_dir"]), tags["data.label_set"], int(tags["data.export_version"])
-    )
-    if export_ref.lineage()["export_content_hash"] != tags.get("data.export_content_hash"):
-        raise ConfigurationError(
-            f"export {export_ref.name} no longer holds the data training run {training_run.info.run_id} was trained "
-            "on (content hash differs), so its test split is not the frozen one; evaluate a newer run"
-        )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = in_project(root, evaluation["output_dir"]) / f"{stamp}_{active.info.run_id[:12]}"
-    (out_dir / "models").mkdir(parents=True)
-    data_yaml = write_data_yaml(export_ref, out_dir / DATA_FILE)
-    weights = download_weights(training_run.info.run_id, out_dir / "models/evaluated")
-    champion = _champion(client, deployment["model_name"])
+    export = _export_of(trained, root)
+    out_dir = runs.new(active.info.run_id)
     plan: dict[str, Any] = {
         "out_dir": project_relative(out_dir, root),
-        "data_yaml": project_relative(data_yaml, root),
+        "data_yaml": project_relative(write_data_yaml(export, out_dir / DATA_FILE), root),
         "device": device,
-        "run_id": training_run.info.run_id,
-        "weights": project_relative(weights, root),
-        "family": tags.get(FAMILY_TAG, "yolo"),
-        "export": export_ref.name,
-        "lineage": export_ref.lineage(),
-        "champion": None,
+        "run_id": trained.run_id,
+        "weights": project_relative(trained.weights, root),
+        "family": trained.family,
+        "export": export.name,
+        "export_path": project_relative(export.path, root),
+        "lineage": export.lineage(),
+        "champion": _champion_plan(champion, trained, root),
     }
-    if champion is not None:
-        version, champion_run_id = champion
-        if champion_run_id == training_run.info.run_id:
-            logger.info("The evaluated model is the champion itself (version %s); no comparison", version.version)
-        else:
-            champion_weights = download_weights(champion_run_id, out_dir / "models/champion")
-            plan["champion"] = {
-                "model_name": deployment["model_name"],
-                "version": str(version.version),
-                "run_id": champion_run_id,
-                "weights": project_relative(champion_weights, root),
-                "family": client.get_run(champion_run_id).data.tags.get(FAMILY_TAG, "yolo"),
-            }
-    _log_lineage(export_ref, plan)
+    _log_lineage(export, plan)
     logger.info(
         "Evaluating training run %s on the %s split of %s%s",
         plan["run_id"],
         evaluation["split"],
-        export_ref.name,
+        export.name,
         f" against champion version {plan['champion']['version']}" if plan["champion"] else " (no champion yet)",
     )
     return plan
 
 
-def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
-    """Metrics, per-class table, plots and worst images of the model (and the champion)."""
+def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]) -> tuple[Any, ...]:
+    """Metrics, per-class table, plots and worst images of the model (and the champion); the evaluated model."""
     root = project_root()
     split = evaluation["split"]
-    out_dir = root / plan["out_dir"]
-    common = {
-        "split": split,
-        "iou": evaluation["iou"],
-        "device": plan["device"],
-        "batch": evaluation["batch"],
-        "project_root": root,
-    }
-    data_yaml = root / plan["data_yaml"]
-    result = evaluate_weights(
-        root / plan["weights"],
-        data_yaml,
-        conf=evaluation["conf"],
-        out_dir=out_dir / "ultralytics",
-        family=plan["family"],
-        **common,
-    )
-    errors = errors_at_confidence(
-        root / plan["weights"],
-        data_yaml,
-        conf=evaluation["worst_conf"],
-        out_dir=out_dir / "ultralytics_at_conf",
-        family=plan["family"],
-        **common,
-    )
+    result, errors, champion_result = _measure(plan, evaluation, root)
     worst = errors.per_image[errors.per_image["errors"] > 0].head(evaluation["worst_images"]).reset_index(drop=True)
-
     metrics = {f"{split}/{name}": value for name, value in result.metrics.items()}
     for row in result.per_class.itertuples(index=False):
         if row.instances:
             metrics[f"{split}/AP50/{row[0]}"] = float(row.mAP50)
     per_class = result.per_class
-    champion_result = None
     differences: dict[str, float] = {}
-    if plan["champion"]:
-        champion_result = evaluate_weights(
-            root / plan["champion"]["weights"],
-            data_yaml,
-            conf=evaluation["conf"],
-            out_dir=out_dir / "ultralytics_champion",
-            family=plan["champion"]["family"],
-            **common,
-        )
+    if champion_result is not None:
         differences, comparison = compare(result, champion_result)
         per_class = per_class.merge(comparison.drop(columns=["mAP50", "mAP50-95"]), on="class", how="left")
         metrics |= {f"champion/{split}/{name}": value for name, value in champion_result.metrics.items()}
         metrics |= {f"delta/{split}/{name}": value for name, value in differences.items()}
-
+    summary = _summary(plan, split, result, champion_result, differences, worst)
+    _log_outcome(result.metrics, champion_result, differences, plan, split, worst)
     title = f"{plan['export']} {split} split, run {plan['run_id'][:8]}"
-    summary = {
+    evaluated = TrackedModel(
+        run_id=plan["run_id"], weights=root / plan["weights"], family=plan["family"], lineage=dict(plan["lineage"]),
+        summary=summary,
+    )
+    return (
+        {name: [{"value": float(value), "step": 0}] for name, value in metrics.items()},
+        per_class,
+        worst,
+        confusion_figure(errors, result.classes, f"Confusion matrix, {title}"),
+        pr_figure(result, f"Precision-recall, {title}", champion_result),
+        per_class_figure(per_class, f"AP50 per class, {title}"),
+        evaluated,
+    )
+
+
+def _measure(plan: dict[str, Any], evaluation: dict[str, Any], root) -> tuple[Any, Any, Any]:
+    """Ultralytics' validation of the model (for mAP, and at ``worst_conf`` for errors) and of the champion."""
+    out_dir = root / plan["out_dir"]
+    data_yaml = root / plan["data_yaml"]
+    common = {
+        "split": evaluation["split"],
+        "iou": evaluation["iou"],
+        "device": plan["device"],
+        "batch": evaluation["batch"],
+        "project_root": root,
+    }
+    weights, family = root / plan["weights"], plan["family"]
+    result = evaluate_weights(
+        weights, data_yaml, conf=evaluation["conf"], out_dir=out_dir / "ultralytics", family=family, **common
+    )
+    errors = errors_at_confidence(
+        weights, data_yaml, conf=evaluation["worst_conf"], out_dir=out_dir / "ultralytics_at_conf", family=family,
+        **common,
+    )
+    champion = plan["champion"]
+    champion_result = None
+    if champion:
+        champion_result = evaluate_weights(
+            root / champion["weights"], data_yaml, conf=evaluation["conf"], out_dir=out_dir / "ultralytics_champion",
+            family=champion["family"], **common,
+        )
+    return result, errors, champion_result
+
+
+def _summary(plan, split: str, result, champion_result, differences: dict[str, float], worst) -> dict[str, Any]:
+    """The verdict the deployment gates on: metrics, the champion compared with, the differences."""
+    return {
         "run_id": plan["run_id"],
         "split": split,
         "export": plan["export"],
+        "export_path": plan["export_path"],
         **plan["lineage"],
+        "weights": plan["weights"],
+        "family": plan["family"],
         "metrics": rounded(result.metrics),
         "per_class_mAP50": {
             row["class"]: (None if pd.isna(row["mAP50"]) else round(float(row["mAP50"]), 5))
@@ -190,63 +159,48 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]):
         "worst_images": worst["image_id"].tolist(),
         "output_dir": plan["out_dir"],
     }
-    _log_outcome(result.metrics, champion_result, differences, plan, split, worst)
-    history = {name: [{"value": float(value), "step": 0}] for name, value in metrics.items()}
-    return (
-        history,
-        per_class,
-        worst,
-        confusion_figure(errors, result.classes, f"Confusion matrix, {title}"),
-        pr_figure(result, f"Precision-recall, {title}", champion_result),
-        per_class_figure(per_class, f"AP50 per class, {title}"),
-        summary,
-    )
 
 
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _training_run(client, run_id: str | None, active):
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
+def _export_of(trained: TrackedModel, root) -> ExportRef:
+    """The export the run trained on, checked to hold the same content still."""
+    lineage = trained.lineage
+    path = lineage.get("export_path") or trained.summary.get("export_path")
+    if not path:
         raise ConfigurationError(
-            "the latest training (data/reporting/training/last_training.yml) has no MLflow run id, it ran with "
-            "tracking off; set evaluation.run_id to a training run"
+            f"training run {trained.run_id} recorded no export path (data.export_path); evaluate a run trained by "
+            "this version of the project"
         )
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
+    export = find_export(in_project(root, path).parent, lineage["label_set"], int(lineage["export_version"]))
+    if export.lineage()["export_content_hash"] != lineage.get("export_content_hash"):
         raise ConfigurationError(
-            f"training run {run_id!r} is not in this MLflow store; see `mlflow ui` for the run ids and set "
-            "evaluation.run_id, or run `kedro run --pipelines training`"
-        ) from None
-    if run.data.tags.get(TRAINING_TAG) != "true":
-        raise ConfigurationError(f"run {run_id!r} is not a training run (it has no {TRAINING_TAG} tag)")
-    if run.info.status != "FINISHED" and run_id != active.info.run_id:
-        raise ConfigurationError(
-            f"training run {run_id!r} is {run.info.status}, not finished; resume it with "
-            "`kedro run --pipelines training --params training.resume=true`, or evaluate another run"
+            f"export {export.name} no longer holds the data training run {trained.run_id} was trained "
+            "on (content hash differs), so its test split is not the frozen one; evaluate a newer run"
         )
-    return run
+    return export
 
 
-def _champion(client, model_name: str):
-    """(model version, training run id) of ``@champion``, or None while there is none."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:  # no such registered model, or no champion alias yet
+def _champion_plan(champion: TrackedModel | None, trained: TrackedModel, root) -> dict[str, Any] | None:
+    if champion is None:
         return None
-    return version, version.tags.get(TRAINING_RUN_TAG) or version.run_id
+    if champion.run_id == trained.run_id:
+        logger.info("The evaluated model is the champion itself (version %s); no comparison", champion.version)
+        return None
+    return {
+        "version": champion.version,
+        "run_id": champion.run_id,
+        "weights": project_relative(champion.weights, root),
+        "family": champion.family,
+    }
 
 
-def _log_lineage(export_ref: ExportRef, plan: dict[str, Any]) -> None:
+def _log_lineage(export: ExportRef, plan: dict[str, Any]) -> None:
     tags = {EVALUATION_TAG: "true", "evaluated_run_id": plan["run_id"]}
     if plan["champion"]:
         tags |= {"champion_version": plan["champion"]["version"], "champion_run_id": plan["champion"]["run_id"]}
-    log_export_input(export_ref, "evaluation", tags)
+    log_export_input(export, "evaluation", tags)
 
 
 def _log_outcome(metrics, champion, differences, plan, split, worst) -> None:

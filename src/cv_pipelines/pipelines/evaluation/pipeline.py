@@ -1,4 +1,4 @@
-"""Wiring of the ``evaluation`` pipeline: training run (+ champion) -> test split -> report."""
+"""Wiring of the ``evaluation`` pipeline: trained model (+ champion) -> frozen test split -> report."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -6,13 +6,12 @@ from .nodes import evaluate_models, select_models
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """``trained_model`` and ``champion_model`` -> metrics, plots, worst images and ``evaluated_model`` (the verdict)."""
     return Pipeline(
         [
             Node(
                 select_models,
-                # training_summary: the latest training, and inside `--pipelines
-                # training,evaluation` the edge that runs evaluation after training.
-                inputs=["training_summary", "params:evaluation", "params:export", "params:deployment"],
+                inputs=["trained_model", "champion_model", "evaluation_runs", "params:evaluation"],
                 outputs="evaluation_plan",
                 name="select_models",
             ),
@@ -26,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation_confusion_matrix",
                     "evaluation_pr_curve",
                     "evaluation_per_class_plot",
-                    "evaluation_summary",
+                    "evaluated_model",
                 ],
                 name="evaluate_models",
             ),

@@ -19,10 +19,10 @@ import logging
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from cv_pipelines.config.resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.lineage import (
     EVALUATION_TAG,
     FAMILY_TAG,
@@ -33,12 +33,11 @@ from cv_pipelines.models.matrix import candidate_parameters, namespace_of
 from cv_pipelines.models.trainers import TrainedModel, load_trainer
 from cv_pipelines.models.training import (
     DATA_FILE,
-    RUN_FILE,
-    SUMMARY_FILE,
+    ExportRef,
     check_device,
     find_export,
-    new_run_dir,
-    write_data_yaml,
+    finish_run_folder,
+    start_run_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,10 +54,10 @@ def _selected(name: str, matrix: dict[str, Any]) -> bool:
     return (not settings.only or name in settings.only) and name not in settings.exclude
 
 
-def train_candidate(name: str, training: dict[str, Any], export: dict[str, Any], matrix: dict[str, Any]) -> dict:
-    """Train candidate ``name`` in its own nested MLflow run, with retries."""
-    import mlflow  # heavy import kept local
-
+def train_candidate(
+    name: str, export: ExportRef, runs: RunFolders, training: dict[str, Any], matrix: dict[str, Any]
+) -> dict:
+    """Train candidate ``name`` on ``export`` in its own nested MLflow run, with retries."""
     result: dict[str, Any] = {"candidate": name, "status": "skipped", "attempts": 0, "run_id": None, "error": None}
     if not _selected(name, matrix):
         logger.info("Candidate %s: skipped (matrix.only / matrix.exclude)", name)
@@ -67,98 +66,80 @@ def train_candidate(name: str, training: dict[str, Any], export: dict[str, Any],
     spec = params.pop("trainer")
     trainer = load_trainer(spec)
     device = check_device(params["device"])
-    root = project_root()
-    export_ref = find_export(in_project(root, export["output_dir"]), export["label_set"], params["export_version"])
+    if params.get("export_version") is not None and int(params["export_version"]) != export.version:
+        export = find_export(export.path.parent, export.info.get("label_set", ""), int(params["export_version"]))
     parent_id = _parent_run_id()
     if parent_id is None:
         raise ConfigurationError(
             "the matrix pipeline needs MLflow tracking (each candidate is its own run); remove 'matrix' from "
             "tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
         )
-    result |= {
-        "trainer": spec,
-        "model": params["model"],
-        "imgsz": params["imgsz"],
-        "epochs": params["epochs"],
-        "export": export_ref.name,
-    }
+    result |= {"trainer": spec, "model": params["model"], "imgsz": params["imgsz"], "epochs": params["epochs"]}
+    result["export"] = export.name
     attempts = 1 + int(matrix.get("retries", 0))
     for attempt in range(1, attempts + 1):
         result["attempts"] = attempt
-        # Nested under the matrix's run: through the active run in the runner's own thread,
-        # through the explicit parent tag in a ThreadRunner worker (no active run there).
-        with mlflow.start_run(
-            run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)
-        ) as run:
-            result["run_id"] = run.info.run_id
-            run_dir = new_run_dir(in_project(root, params["output_dir"]), run.info.run_id)
-            (run_dir / RUN_FILE).write_text(
-                yaml.safe_dump(
-                    {
-                        "mlflow_run_id": run.info.run_id,
-                        "candidate": name,
-                        "export_path": project_relative(export_ref.path, root),
-                        **export_ref.lineage(),
-                        "model": params["model"],
-                    },
-                    sort_keys=False,
-                ),
-                encoding="utf-8",
-            )
-            write_data_yaml(export_ref, run_dir / DATA_FILE)
-            mlflow.log_params(
-                _flat(
-                    {
-                        "training": {k: v for k, v in params.items() if k != "extra_args"},
-                        "extra_args": params["extra_args"],
-                    }
-                )
-            )
-            log_export_input(export_ref, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
-            try:
-                trained = trainer.train(
-                    data_yaml=run_dir / DATA_FILE, run_dir=run_dir, params=params, device=device, project_root=root
-                )
-            except ConfigurationError:
-                raise
-            except Exception as exc:  # the candidate's own failure: retried, then reported
-                result["error"] = f"{type(exc).__name__}: {exc}"
-                logger.warning("Candidate %s, attempt %d of %d failed: %s", name, attempt, attempts, result["error"])
-                mlflow.set_tag("cv_pipelines.error", result["error"][:5000])
-                run_failed = True
-            else:
-                run_failed = False
-                _log_training(trained, run_dir)
-                (run_dir / SUMMARY_FILE).write_text(
-                    yaml.safe_dump(
-                        {
-                            "mlflow_run_id": run.info.run_id,
-                            "candidate": name,
-                            "epochs_done": trained.epochs_done,
-                            "seconds": round(trained.seconds, 1),
-                        },
-                        sort_keys=False,
-                    ),
-                    encoding="utf-8",
-                )
-                result |= {
-                    "status": "trained",
-                    "error": None,
-                    "run_dir": project_relative(run_dir, root),
-                    "weights": project_relative(trained.weights, root),
-                    "family": trained.family,
-                    "train_seconds": round(trained.seconds, 1),
-                    "data_yaml": project_relative(run_dir / DATA_FILE, root),
-                    "device": device,
-                }
-        if run_failed:
-            mlflow.MlflowClient().set_terminated(result["run_id"], status="FAILED")
-            continue
-        return result
+        if _train_attempt(name, attempt, attempts, trainer, export, runs, params, device, parent_id, result):
+            return result
     result["status"] = "failed"
     if matrix.get("fail_fast"):
         raise ConfigurationError(f"matrix candidate {name} failed after {attempts} attempt(s): {result['error']}")
     return result
+
+
+def _train_attempt(name, attempt, attempts, trainer, export, runs, params, device, parent_id, result) -> bool:
+    """One attempt in a new folder and nested run; whether it trained (``result`` is updated either way)."""
+    import mlflow
+    from kedro_mlflow.framework.hooks.utils import _flatten_dict
+
+    root = project_root()
+    # Nested under the matrix's run: through the active run in the runner's own thread,
+    # through the explicit parent tag in a ThreadRunner worker (no active run there).
+    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)) as run:
+        result["run_id"] = run.info.run_id
+        record = {
+            "mlflow_run_id": run.info.run_id,
+            "candidate": name,
+            "export_path": project_relative(export.path, root),
+            **export.lineage(),
+            "model": params["model"],
+        }
+        run_dir = start_run_folder(runs, run.info.run_id, export, record)
+        logged = {"training": {k: v for k, v in params.items() if k != "extra_args"}, "extra_args": params["extra_args"]}
+        mlflow.log_params(_flatten_dict(logged, recursive=True, sep="."))
+        log_export_input(export, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
+        try:
+            trained = trainer.train(
+                data_yaml=run_dir / DATA_FILE, run_dir=run_dir, params=params, device=device, project_root=root
+            )
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # the candidate's own failure: retried, then reported
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            logger.warning("Candidate %s, attempt %d of %d failed: %s", name, attempt, attempts, result["error"])
+            mlflow.set_tag("cv_pipelines.error", result["error"][:5000])
+            trained = None
+        else:
+            _log_training(trained, run_dir)
+            finish_run_folder(
+                run_dir,
+                {"mlflow_run_id": run.info.run_id, "candidate": name, "epochs_done": trained.epochs_done,
+                 "seconds": round(trained.seconds, 1)},
+            )
+            result |= {
+                "status": "trained",
+                "error": None,
+                "run_dir": project_relative(run_dir, root),
+                "weights": project_relative(trained.weights, root),
+                "family": trained.family,
+                "train_seconds": round(trained.seconds, 1),
+                "data_yaml": project_relative(run_dir / DATA_FILE, root),
+                "device": device,
+            }
+    if trained is None:
+        mlflow.MlflowClient().set_terminated(result["run_id"], status="FAILED")
+        return False
+    return True
 
 
 def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str, Any]) -> dict:
@@ -299,17 +280,6 @@ def _log_training(trained: TrainedModel, run_dir) -> None:
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
     mlflow.set_tag(FAMILY_TAG, trained.family)
     mlflow.log_artifacts(str(run_dir))
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
 
 
 def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):

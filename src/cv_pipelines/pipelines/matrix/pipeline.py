@@ -30,7 +30,7 @@ def candidate_pipeline(name: str) -> Pipeline:
         [
             Node(
                 _bound(train_candidate, name),
-                inputs=["params:training", "params:export", "params:matrix"],
+                inputs=["yolo_export", "training_runs", "params:training", "params:matrix"],
                 outputs="trained",
                 name="train",
                 tags=["matrix_candidate", f"candidate_{name}"],
@@ -47,7 +47,8 @@ def candidate_pipeline(name: str) -> Pipeline:
     return pipeline(
         template,
         namespace=namespace_of(name),
-        parameters={"params:training", "params:export", "params:matrix", "params:evaluation"},
+        inputs={"yolo_export", "training_runs"},
+        parameters={"params:training", "params:matrix", "params:evaluation"},
     )
 
 

@@ -1,4 +1,4 @@
-"""Wiring of the ``training`` pipeline: export + device -> Ultralytics training -> metrics."""
+"""Wiring of the ``training`` pipeline: export + run folder -> Ultralytics training -> trained model, metrics."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -6,18 +6,19 @@ from .nodes import prepare_training, train_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """``yolo_export`` -> ``trained_model`` (and ``training_metrics``), one MLflow run."""
     return Pipeline(
         [
             Node(
                 prepare_training,
-                inputs=["params:training", "params:export"],
+                inputs=["yolo_export", "training_runs", "params:training"],
                 outputs="training_plan",
                 name="prepare_training",
             ),
             Node(
                 train_model,
                 inputs=["training_plan", "params:training"],
-                outputs=["training_metrics", "training_summary"],
+                outputs=["training_metrics", "trained_model"],
                 name="train_model",
             ),
         ]
