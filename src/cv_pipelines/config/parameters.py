@@ -19,6 +19,8 @@ class _Strict(BaseModel):
 
 
 class DemoDataParams(_Strict):
+    """``demo_data.*``: how many synthetic images are generated, their size, seed and objects per image."""
+
     output_dir: str
     num_images: int = Field(300, ge=1)
     image_size: int = Field(256, ge=32, le=4096)
@@ -28,6 +30,8 @@ class DemoDataParams(_Strict):
 
 
 class IngestionParams(_Strict):
+    """``ingestion.*``: how new images are checked (header or full decode, pixel limit), by how many workers, from which source."""
+
     drop_zone: str
     store: str
     registry: str
@@ -41,6 +45,8 @@ class IngestionParams(_Strict):
 
 
 class CvatParams(_Strict):
+    """``labeling.cvat.*``: how batches become CVAT tasks (project, segments, upload or share) and how requests retry."""
+
     project_name: str = "cv_pipelines"
     segment_size: int = Field(100, ge=1)
     image_quality: int = Field(95, ge=1, le=100)
@@ -54,6 +60,8 @@ class CvatParams(_Strict):
 
 
 class LabelingParams(_Strict):
+    """``labeling.*``: the label set with its unique class names, and how batches are selected, opened and awaited."""
+
     label_set: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
     batch_size: int = Field(100, ge=1)
@@ -78,6 +86,8 @@ class LabelingParams(_Strict):
 
 
 class ExportParams(_Strict):
+    """``export.*``: which label set is exported, in which format, and the train/val/test split (ratios add up to 1)."""
+
     label_set: str = Field(min_length=1)
     output_dir: str
     format: Literal["yolo", "coco"] = "yolo"
@@ -93,6 +103,12 @@ class ExportParams(_Strict):
 
 
 class TrainingParams(_Strict):
+    """``training.*``: the model (a YAML, or a local ``.pt``: nothing is downloaded) and the training arguments.
+
+    ``extra_args`` may add any other Ultralytics argument, but none the pipeline sets itself;
+    ``device`` is kept as text (``--params training.device=0`` arrives as an integer).
+    """
+
     model: str = "yolov8n.yaml"
     export_version: int | None = Field(None, ge=1)
     output_dir: str = "data/models/training"
@@ -155,6 +171,8 @@ def _device_as_text(value: Any) -> Any:
 
 
 class EvaluationParams(_Strict):
+    """``evaluation.*``: which training run and split are evaluated, the thresholds, how many worst images are kept."""
+
     run_id: str | None = None
     split: Literal["val", "test"] = "test"
     conf: float = Field(0.001, ge=0, le=1)
@@ -169,6 +187,8 @@ class EvaluationParams(_Strict):
 
 
 class DeploymentParams(_Strict):
+    """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
+
     model_name: str = Field("cv_pipelines_detector", min_length=1)
     action: Literal["deploy", "rollback"] = "deploy"
     tolerance: float = Field(0.0, ge=0)
@@ -209,6 +229,8 @@ def headline_metric(name: str) -> str:
 
 
 class MatrixParams(_Strict):
+    """``matrix.*``: the training candidates and which of them run; every name listed must be a candidate."""
+
     # Candidate overrides are checked against TrainingParams by cv_pipelines.models.matrix,
     # where the candidate's name can be put in the message.
     candidates: dict[str, dict[str, Any] | None] = {}
@@ -238,12 +260,16 @@ class MatrixParams(_Strict):
 
 
 class SnapshotParams(_Strict):
+    """``snapshot.*``: whether a dataset version is pushed to the DVC remote (and which one), and its commit message."""
+
     push: bool = True
     remote: str | None = None
     message: str | None = None
 
 
 class ImportCocoParams(_Strict):
+    """``import_coco.*``: a COCO data set to import (its folder, or its annotations file and images) and its label set."""
+
     source: str | None = None
     annotations: str | None = None
     images_dir: str | None = None
@@ -300,6 +326,7 @@ def validate_parameters(params: dict[str, Any]) -> ProjectParams:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
+    """One sentence per error in ``exc``: the parameter's dotted key, what is wrong, and where to fix it."""
     sentences = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
