@@ -19,8 +19,6 @@ class _Strict(BaseModel):
 
 
 class DemoDataParams(_Strict):
-    """``demo_data.*``: how many synthetic images are generated, their size, seed and objects per image."""
-
     output_dir: str
     num_images: int = Field(300, ge=1)
     image_size: int = Field(256, ge=32, le=4096)
@@ -30,8 +28,6 @@ class DemoDataParams(_Strict):
 
 
 class IngestionParams(_Strict):
-    """``ingestion.*``: how new images are checked (header or full decode, pixel limit), by how many workers, from which source."""
-
     drop_zone: str
     store: str
     registry: str
@@ -45,8 +41,6 @@ class IngestionParams(_Strict):
 
 
 class CvatParams(_Strict):
-    """``labeling.cvat.*``: how batches become CVAT tasks (project, segments, upload or share) and how requests retry."""
-
     project_name: str = "cv_pipelines"
     segment_size: int = Field(100, ge=1)
     image_quality: int = Field(95, ge=1, le=100)
@@ -60,8 +54,6 @@ class CvatParams(_Strict):
 
 
 class LabelingParams(_Strict):
-    """``labeling.*``: the label set with its unique class names, and how batches are selected, opened and awaited."""
-
     label_set: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
     batch_size: int = Field(100, ge=1)
@@ -260,16 +252,12 @@ class MatrixParams(_Strict):
 
 
 class SnapshotParams(_Strict):
-    """``snapshot.*``: whether a dataset version is pushed to the DVC remote (and which one), and its commit message."""
-
     push: bool = True
     remote: str | None = None
     message: str | None = None
 
 
 class ImportCocoParams(_Strict):
-    """``import_coco.*``: a COCO data set to import (its folder, or its annotations file and images) and its label set."""
-
     source: str | None = None
     annotations: str | None = None
     images_dir: str | None = None
