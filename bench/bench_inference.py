@@ -78,8 +78,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from cv_pipelines.models import packaging as model_packaging
     from cv_pipelines.config.offline import ultralytics_settings_offline
+    from cv_pipelines.models import packaging as model_packaging
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

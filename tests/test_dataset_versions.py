@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cv_pipelines.images.ingestion import ingest_images, read_images_registry
 from cv_pipelines.versioning.dataset_versions import (
     SnapshotError,
     ensure_images_present,
@@ -18,7 +19,6 @@ from cv_pipelines.versioning.dataset_versions import (
     read_registry_at,
     snapshot_dataset,
 )
-from cv_pipelines.images.ingestion import ingest_images, read_images_registry
 from tests.support.images import image_bytes, write
 from tests.test_ingestion import settings_for
 

@@ -13,7 +13,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,7 +22,7 @@ PAGE_SIZE = 10
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -88,7 +88,7 @@ class CvatStandIn:
 
     # --- life cycle -----------------------------------------------------------------
 
-    def start(self) -> "CvatStandIn":
+    def start(self) -> CvatStandIn:
         handler = type("Handler", (_Handler,), {"cvat": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -101,7 +101,7 @@ class CvatStandIn:
             self._server.shutdown()
             self._server.server_close()
 
-    def __enter__(self) -> "CvatStandIn":
+    def __enter__(self) -> CvatStandIn:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -382,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
         project_id = query.get("project_id")
         if "task_id" in query:
             project_id = self.cvat.tasks[int(query["task_id"])].project_id
-        items = [self.cvat.label_json(l) for l in self.cvat.labels.values() if l["project_id"] == int(project_id)]
+        items = [self.cvat.label_json(label) for label in self.cvat.labels.values() if label["project_id"] == int(project_id)]
         self._paginated(items, query)
 
     def tasks_list(self, query, body):

@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.models.matrix import candidate_names, describe, select
 
 
@@ -19,6 +18,11 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the candidates ``kedro run --pipelines matrix`` would train, as ``kedro run`` would read them.
+
+    Returns the exit status: 0, or 2 after one ``Error: ...`` line on stderr when the
+    parameters (or ``--params``, ``--only``, ``--exclude``) are wrong.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m cv_pipelines.commands.matrix", description=__doc__.splitlines()[0].strip()
     )
@@ -32,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--project-path", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
 
+    import click
     from kedro.framework.cli.utils import _split_params
 
     from cv_pipelines.config.loader import project_parameters
 
     try:
-        extra = _split_params(None, None, args.params) if args.params else {}
+        # Kedro's own --params parser, given a click context so that a malformed item
+        # fails with click's one-line usage error, as `kedro run --params` does.
+        context = click.Context(click.Command(parser.prog))
+        extra = _split_params(context, click.Option(["--params"]), args.params) if args.params else {}
         params = project_parameters(args.env, extra, root=args.project_path.resolve())
         from cv_pipelines.config.parameters import MatrixParams
 
@@ -49,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             (_csv(args.exclude) or []) + settings.exclude,
         )
         rows = describe(names, params["training"], matrix)
-    except ConfigurationError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+    except click.ClickException as exc:  # ConfigurationError, or click's UsageError for --params
+        print(f"Error: {exc.format_message()}", file=sys.stderr)
         return 2
     if args.format == "namespaces":
         print(",".join(row["namespace"] for row in rows))
@@ -63,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{','.join(r['namespace'] for r in rows)}`):"
         )
         for row in rows:
-            settings = " ".join(f"{key}={row[key]}" for key in keys)
+            arguments = " ".join(f"{key}={row[key]}" for key in keys)
             extra_args = " ".join(f"{k}={v}" for k, v in sorted((row.get("extra_args") or {}).items()))
-            print(f"  {row['namespace']:<24} {settings} {extra_args}")
+            print(f"  {row['namespace']:<24} {arguments} {extra_args}")
     return 0
 
 

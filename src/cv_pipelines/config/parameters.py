@@ -78,6 +78,8 @@ class LabelingParams(_Strict):
 
 
 class ExportParams(_Strict):
+    """``export.*``: which label set is exported, in which format, and the train/val/test split (ratios add up to 1)."""
+
     label_set: str = Field(min_length=1)
     output_dir: str
     format: Literal["yolo", "coco"] = "yolo"
@@ -93,6 +95,12 @@ class ExportParams(_Strict):
 
 
 class TrainingParams(_Strict):
+    """``training.*``: the model (a YAML, or a local ``.pt``: nothing is downloaded) and the training arguments.
+
+    ``extra_args`` may add any other Ultralytics argument, but none the pipeline sets itself;
+    ``device`` is kept as text (``--params training.device=0`` arrives as an integer).
+    """
+
     model: str = "yolov8n.yaml"
     export_version: int | None = Field(None, ge=1)
     epochs: int = Field(35, ge=1)
@@ -154,6 +162,8 @@ def _device_as_text(value: Any) -> Any:
 
 
 class EvaluationParams(_Strict):
+    """``evaluation.*``: which training run and split are evaluated, the thresholds, how many worst images are kept."""
+
     run_id: str | None = None
     split: Literal["val", "test"] = "test"
     conf: float = Field(0.001, ge=0, le=1)
@@ -167,6 +177,8 @@ class EvaluationParams(_Strict):
 
 
 class DeploymentParams(_Strict):
+    """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
+
     model_name: str = Field("cv_pipelines_detector", min_length=1)
     action: Literal["deploy", "rollback"] = "deploy"
     tolerance: float = Field(0.0, ge=0)
@@ -206,6 +218,8 @@ def headline_metric(name: str) -> str:
 
 
 class MatrixParams(_Strict):
+    """``matrix.*``: the training candidates and which of them run; every name listed must be a candidate."""
+
     # Candidate overrides are checked against TrainingParams by cv_pipelines.models.matrix,
     # where the candidate's name can be put in the message.
     candidates: dict[str, dict[str, Any] | None] = {}
@@ -297,6 +311,7 @@ def validate_parameters(params: dict[str, Any]) -> ProjectParams:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
+    """One sentence per error in ``exc``: the parameter's dotted key, what is wrong, and where to fix it."""
     sentences = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])

@@ -61,6 +61,8 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 @dataclass(frozen=True)
 class DemoDatasetSummary:
+    """Where a generated data set lies (its images folder and COCO file) and how many images and boxes it has."""
+
     root: Path
     images_dir: Path
     annotations_file: Path
@@ -342,12 +344,12 @@ def _distractor_sprite(rng: np.random.Generator, size: int) -> _Sprite:
 def _stroke_sprite(rng: np.random.Generator, centre: np.ndarray, size: int) -> _Sprite | None:
     length = size * rng.uniform(0.2, 0.7)
     heading = rng.uniform(0, 2 * math.pi)
-    points = [centre]
+    vertices = [centre]
     for _ in range(int(rng.integers(1, 4))):
         heading += rng.uniform(-1.2, 1.2)
         step = length / 3
-        points.append(points[-1] + step * np.array([math.cos(heading), math.sin(heading)]))
-    points = np.array(points)
+        vertices.append(vertices[-1] + step * np.array([math.cos(heading), math.sin(heading)]))
+    points = np.array(vertices)
     width = size * rng.uniform(0.01, 0.035)
     lo = np.floor(points.min(axis=0) - width).astype(int)
     hi = np.ceil(points.max(axis=0) + width).astype(int) + 1
@@ -409,7 +411,7 @@ def _value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float)
     gh = max(2, round(cells * h / max(h, w)) + 1)
     gw = max(2, round(cells * w / max(h, w)) + 1)
     grid = Image.fromarray(rng.uniform(-1, 1, (gh, gw)).astype(np.float32), mode="F")
-    return np.asarray(grid.resize((w, h), Image.BICUBIC))
+    return np.asarray(grid.resize((w, h), Image.Resampling.BICUBIC))
 
 
 def _pattern(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
@@ -480,15 +482,14 @@ def _fill(rng: np.random.Generator, shape: tuple[int, int], colour: np.ndarray) 
 
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     """A colour that stands out from ``under`` (the mean colour it will cover)."""
-    best, best_score = None, -1.0
+    scored = []
     for _ in range(8):
         colour = _random_colour(rng)
         score = abs(float(_luma(colour) - _luma(under))) + 0.25 * float(np.abs(colour - under).sum())
         if score > 140:
             return colour
-        if score > best_score:
-            best, best_score = colour, score
-    return best
+        scored.append((score, colour))
+    return max(scored, key=lambda pair: pair[0])[1]  # the first of the best, as drawn
 
 
 def _paint(canvas: np.ndarray, sprite: _Sprite, pixels: np.ndarray, alpha: np.ndarray) -> None:

@@ -27,6 +27,7 @@ NAMESPACE = "matrix"
 
 
 def namespace_of(name: str) -> str:
+    """The Kedro namespace of candidate ``name`` in the ``matrix`` pipeline (``matrix.<name>``)."""
     return f"{NAMESPACE}.{name}"
 
 
@@ -65,6 +66,11 @@ def candidate_parameters(name: str, training: Mapping[str, Any], matrix: Mapping
 
 
 def select(names: list[str], only: list[str] | None, exclude: list[str] | None) -> list[str]:
+    """``names`` in their order, kept to ``only`` (when given) and without ``exclude``.
+
+    Raises ``ConfigurationError`` naming any candidate in ``only`` or ``exclude`` that is
+    not one of ``names``, so a typo never silently selects nothing.
+    """
     unknown = sorted((set(only or []) | set(exclude or [])) - set(names))
     if unknown:
         raise ConfigurationError(
@@ -88,6 +94,10 @@ def registration_parameters() -> dict[str, Any]:
 
 
 def describe(names: list[str], training: Mapping[str, Any], matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per candidate: its name, namespace, trainer and validated training parameters.
+
+    Raises ``ConfigurationError`` naming the candidate whose overrides are invalid.
+    """
     rows = []
     for name in names:
         params = candidate_parameters(name, training, matrix)

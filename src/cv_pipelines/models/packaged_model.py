@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlflow.exceptions import MlflowException
 
 INPUT_COLUMN = "image"
 OUTPUT_COLUMNS = ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
@@ -51,6 +56,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 #: Ultralytics pads letterboxed images with this grey; the ONNX path does the same.
 PAD_VALUE = 114
+
+#: A detector's answer for one image: boxes (N, 4) as x1, y1, x2, y2 in its pixels, scores (N,), class ids (N,).
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class Detector(Protocol):
+    """What ``PackagedDetector`` runs on each decoded image: ONNX Runtime or Ultralytics."""
+
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
+        """Detections in ``rgb`` (H, W, 3, uint8) above ``conf``, after NMS at ``iou``, at most ``max_det``."""
+        ...
 
 
 class ImageRejected(ValueError):
@@ -103,7 +119,7 @@ def decode_image(data: bytes | str, *, max_bytes: int, max_pixels: int) -> np.nd
             raise ImageRejected(f"the image could not be decoded ({exc.__class__.__name__})", 400) from None
 
 
-def _ultralytics_patches():
+def _ultralytics_patches() -> Any:
     import sys
 
     return sys.modules.get("ultralytics.utils.patches")
@@ -169,7 +185,7 @@ def decode_predictions(
     gain: float,
     pad: tuple[float, float],
     shape: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Detections:
     """Boxes (N, 4) in original pixels, scores (N,), class ids (N,) from YOLOv8's raw output.
 
     ``output`` is (1, 4 + classes, anchors): centre x, centre y, width, height in
@@ -202,7 +218,7 @@ def decode_predictions(
 
 def decode_end_to_end(
     output: np.ndarray, *, conf: float, max_det: int, gain: float, pad: tuple[float, float], shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Detections:
     """Boxes, scores, class ids from an end-to-end head (YOLOv10/YOLO26): (1, N, 6) rows of
     x1, y1, x2, y2 (letterboxed pixels), score, class; already free of duplicates, no NMS."""
     rows = output[0]
@@ -214,9 +230,7 @@ def decode_end_to_end(
     return boxes, rows[:, 4], rows[:, 5].astype(np.int64)
 
 
-def decode_rtdetr(
-    output: np.ndarray, *, conf: float, max_det: int, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_rtdetr(output: np.ndarray, *, conf: float, max_det: int, shape: tuple[int, int]) -> Detections:
     """Boxes, scores, class ids from RT-DETR: (1, N, 6) rows of centre x, centre y, width,
     height (fractions of the stretched input), score, class; top-k already, no NMS."""
     rows = output[0]
@@ -259,7 +273,8 @@ class OnnxDetector:
             else "yolo"
         )
 
-    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int):
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
+        """One session run on ``rgb`` (H, W, 3, uint8), decoded as its head needs; boxes in ``rgb``'s pixels."""
         if self.kind == "rtdetr":
             [output] = self.session.run(None, {self.input_name: stretch(rgb, self.size)})
             return decode_rtdetr(output, conf=conf, max_det=max_det, shape=rgb.shape[:2])
@@ -287,17 +302,23 @@ class UltralyticsDetector:
         self.imgsz = imgsz
         self._lock = threading.Lock()  # a YOLO predictor is not thread-safe
 
-    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int):
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
+        """Ultralytics' ``predict`` on CPU for ``rgb`` (H, W, 3, uint8), one image at a time."""
+        from ultralytics.engine.results import Results
+
         with self._lock:
             # Ultralytics takes numpy images as BGR, like OpenCV.
             [result] = self.model.predict(
                 rgb[:, :, ::-1], imgsz=self.imgsz, conf=conf, iou=iou, max_det=max_det, device="cpu", verbose=False
             )
-        boxes = result.boxes
-        return boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(np.int64)
+        boxes = result.boxes if isinstance(result, Results) else None
+        if boxes is None:  # a classification or pose checkpoint: no detection head
+            raise TypeError(f"Ultralytics returned no boxes for {type(self.model).__name__}: not a detection model")
+        # CPU tensors (device="cpu"); np.asarray shares their memory, as .numpy() does.
+        return np.asarray(boxes.xyxy), np.asarray(boxes.conf), np.asarray(boxes.cls).astype(np.int64)
 
 
-def _mlflow_model_base():
+def _mlflow_model_base() -> type:
     try:
         from mlflow.pyfunc import PythonModel
     except ImportError:  # the detector classes above are usable without MLflow (bench, tests)
@@ -305,7 +326,13 @@ def _mlflow_model_base():
     return PythonModel
 
 
-class PackagedDetector(_mlflow_model_base()):
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PythonModel as _ModelBase
+else:
+    _ModelBase = _mlflow_model_base()
+
+
+class PackagedDetector(_ModelBase):
     """The ``mlflow.pyfunc`` model: ``load_context`` builds a detector, ``predict`` runs it.
 
     Its configuration (``model_config`` when logged, overridable at load time with
@@ -315,8 +342,10 @@ class PackagedDetector(_mlflow_model_base()):
     """
 
     def load_context(self, context) -> None:
+        """Build the detector from the logged artifacts (``onnx`` or ``weights``) and the merged configuration."""
         self.config = {**DEFAULT_CONFIG, **(context.model_config or {})}
         self.names = list(self.config["names"])
+        self.detector: Detector
         if self.config["use_onnx"]:
             self.detector = OnnxDetector(context.artifacts["onnx"], int(self.config["onnx_threads"]) or None)
         else:
@@ -325,6 +354,12 @@ class PackagedDetector(_mlflow_model_base()):
             )
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        """Detections for a DataFrame of encoded images (also one image's bytes or base64 text, or a list of them).
+
+        Returns one row per detection (``OUTPUT_COLUMNS``). An input that is not a usable
+        image raises MLflow's ``INVALID_PARAMETER_VALUE`` with the 4xx it deserves in
+        ``http_status``, naming the image when several were sent.
+        """
         import pandas as pd
 
         params = params or {}
@@ -360,21 +395,22 @@ class PackagedDetector(_mlflow_model_base()):
                 )
             )
         # Typed columns built once (not row tuples then astype): pandas costs more than NMS here.
-        index, class_ids, scores, boxes = (
-            (np.concatenate(column) for column in zip(*parts))
+        # Each part is the same four columns, so the transposition is strict.
+        image_index, class_id, score, box = (
+            (np.concatenate(column) for column in zip(*parts, strict=True))
             if parts
             else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)))
         )
         return pd.DataFrame(
             {
-                "image_index": index,
-                "class_id": class_ids,
-                "class_name": np.asarray([self._name(i) for i in class_ids.tolist()], dtype=object),
-                "score": scores,
-                "x1": boxes[:, 0],
-                "y1": boxes[:, 1],
-                "x2": boxes[:, 2],
-                "y2": boxes[:, 3],
+                "image_index": image_index,
+                "class_id": class_id,
+                "class_name": np.asarray([self._name(i) for i in class_id.tolist()], dtype=object),
+                "score": score,
+                "x1": box[:, 0],
+                "y1": box[:, 1],
+                "x2": box[:, 2],
+                "y2": box[:, 3],
             },
             columns=OUTPUT_COLUMNS,
         )
@@ -386,13 +422,26 @@ class PackagedDetector(_mlflow_model_base()):
 def _rejected(error: ImageRejected) -> Exception:
     """An MLflow ``INVALID_PARAMETER_VALUE`` (``mlflow models serve`` answers 400) keeping the 4xx status."""
     try:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        rejection = _invalid_image_error()
     except ImportError:
         return error
-    exc = MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE)
-    exc.http_status = error.http_status
-    return exc
+    return rejection(str(error), error.http_status)
+
+
+@functools.cache
+def _invalid_image_error() -> Callable[[str, int], MlflowException]:
+    """MLflow's exception for a bad input, carrying the ``http_status`` the serving command answers."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    class InvalidImageError(MlflowException):
+        """An image the model refuses: ``INVALID_PARAMETER_VALUE``, and which 4xx it deserves."""
+
+        def __init__(self, message: str, http_status: int = 400) -> None:
+            super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+            self.http_status = http_status
+
+    return InvalidImageError
 
 
 # Loaded by MLflow as code (a top-level module with no package), this file names its model.

@@ -11,7 +11,12 @@ from __future__ import annotations
 import io
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
+    from ultralytics.engine.model import Model
 
 PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
 #: What the packaged model imports, pinned to the versions it was logged with, so
@@ -24,7 +29,7 @@ REQUIREMENTS = ("mlflow", "numpy", "pandas", "pillow", "opencv-python", "onnxrun
 FAMILIES = ("yolo", "rtdetr")
 
 
-def _ultralytics_model(weights: Path, family: str):
+def _ultralytics_model(weights: Path, family: str) -> Model:
     from ultralytics import RTDETR, YOLO
 
     return RTDETR(str(weights)) if family == "rtdetr" else YOLO(str(weights), task="detect")
@@ -76,7 +81,7 @@ def example_image(export_dir: Path | None, imgsz: int) -> bytes:
     return buffer.getvalue()
 
 
-def signature(conf: float = 0.25, iou: float = 0.45, max_det: int = 300):
+def signature(conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> ModelSignature:
     """Input: a column ``image`` of encoded bytes; output: one row per detection; params: thresholds."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
@@ -106,6 +111,7 @@ def signature(conf: float = 0.25, iou: float = 0.45, max_det: int = 300):
 
 
 def pinned_requirements() -> list[str]:
+    """``REQUIREMENTS`` pinned to the versions installed here (``name==x.y.z``); a package not installed stays unpinned."""
     pins = []
     for name in REQUIREMENTS:
         try:
@@ -115,7 +121,9 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
-def log_packaged_model(*, weights: Path, onnx: Path, config: dict[str, Any], example: bytes, name: str = "model"):
+def log_packaged_model(
+    *, weights: Path, onnx: Path, config: dict[str, Any], example: bytes, name: str = "model"
+) -> ModelInfo:
     """Log the packaged detector into the active run; returns MLflow's ``ModelInfo``."""
     import mlflow
     import pandas as pd

@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -24,10 +28,12 @@ TRAINING_RUN_TAG = "training_run_id"
 
 
 def now() -> str:
+    """The current UTC time as the registry's tags record it (``2026-01-31T12:00:00Z``)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def ensure_registered_model(client, name: str) -> None:
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model ``name`` (with its description) unless it already exists."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -38,7 +44,7 @@ def ensure_registered_model(client, name: str) -> None:
         )
 
 
-def version_of_training_run(client, name: str, training_run_id: str):
+def version_of_training_run(client: MlflowClient, name: str, training_run_id: str) -> ModelVersion | None:
     """The version already registered for ``training_run_id``, or None."""
     versions = client.search_model_versions(f"name = '{name}'")
     matching = [v for v in versions if v.tags.get(TRAINING_RUN_TAG) == training_run_id]
@@ -48,7 +54,7 @@ def version_of_training_run(client, name: str, training_run_id: str):
     return client.get_model_version(name, min(matching, key=lambda v: int(v.version)).version)
 
 
-def alias_version(client, name: str, alias: str):
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The model version ``alias`` points at, or None (no such model or alias)."""
     from mlflow.exceptions import MlflowException
 
@@ -58,7 +64,8 @@ def alias_version(client, name: str, alias: str):
         return None
 
 
-def champion_history(client, name: str) -> list[str]:
+def champion_history(client: MlflowClient, name: str) -> list[str]:
+    """The versions that have been ``champion``, oldest first (empty for a model not registered yet)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -68,16 +75,17 @@ def champion_history(client, name: str) -> list[str]:
     return [str(v) for v in json.loads(model.tags.get(HISTORY_TAG, "[]"))]
 
 
-def _set_history(client, name: str, history: list[str]) -> None:
+def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([int(v) for v in history]))
 
 
-def make_challenger(client, name: str, version: str) -> None:
+def make_challenger(client: MlflowClient, name: str, version: str) -> None:
+    """Point ``challenger`` at ``version`` and stamp the version's ``challenger_since`` tag."""
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(name, version, "challenger_since", now())
 
 
-def promote(client, name: str, version: str, reason: str) -> str | None:
+def promote(client: MlflowClient, name: str, version: str, reason: str) -> str | None:
     """Point ``champion`` at ``version`` (it stops being the challenger); returns the previous champion."""
     previous = alias_version(client, name, CHAMPION)
     history = champion_history(client, name)
@@ -95,7 +103,7 @@ def promote(client, name: str, version: str, reason: str) -> str | None:
     return str(previous.version) if previous is not None else None
 
 
-def rollback(client, name: str) -> dict[str, Any]:
+def rollback(client: MlflowClient, name: str) -> dict[str, Any]:
     """Move ``champion`` back to the champion before it; raises ``LookupError`` when there is none."""
     current = alias_version(client, name, CHAMPION)
     if current is None:

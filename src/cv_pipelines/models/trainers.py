@@ -77,6 +77,11 @@ class UltralyticsTrainer:
     def train(
         self, *, data_yaml: Path, run_dir: Path, params: Mapping[str, Any], device: str, project_root: Path
     ) -> TrainedModel:
+        """Ultralytics training of ``params["model"]`` (a local ``.pt`` is resolved in the project) into ``run_dir``.
+
+        Returns ``best.pt``, the family that reads it, the epochs done and the per-epoch
+        metrics of ``results.csv``.
+        """
         from cv_pipelines.config.resolvers import in_project
         from cv_pipelines.models.training import metrics_history, model_family, train_yolo
 
@@ -116,6 +121,7 @@ class UltralyticsTrainer:
         out_dir: Path,
         project_root: Path,
     ) -> dict[str, float]:
+        """The headline metrics of ``trained`` on ``split``, plus ``AP50/<class>`` for each class with instances."""
         from cv_pipelines.models.evaluation import evaluate_weights
 
         result = evaluate_weights(

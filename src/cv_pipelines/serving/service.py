@@ -51,9 +51,10 @@ class ServedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: int = 0
     errors: int = 0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def stats(self) -> dict[str, Any]:
+        """This version's requests, errors and latency (mean, p50, p95, max in ms; None before any request)."""
         latencies = sorted(self.latencies_ms)
 
         def percentile(q: float) -> float | None:
@@ -95,7 +96,8 @@ class DetectionService:
         self.started = time.time()
 
     def pick(self) -> ServedModel:
-        if not self.canary_fraction:
+        """The model for the next request: the challenger with probability ``canary_fraction``, else the champion."""
+        if self.challenger is None or not self.canary_fraction:
             return self.champion
         with self._random_lock:
             draw = self._random.random()
@@ -107,7 +109,8 @@ class DetectionService:
 
         served = self.pick()
         started = time.perf_counter()
-        status, payload = 200, {}
+        status = 200
+        payload: dict[str, Any] = {}
         try:
             with served.lock:
                 frame = served.model.predict(pd.DataFrame({"image": [body]}), params=params or None)
@@ -148,6 +151,7 @@ class DetectionService:
             self.refused += 1
 
     def stats(self) -> dict[str, Any]:
+        """``GET /stats``: uptime, canary fraction, requests refused before a model, and each version's counters."""
         with self._stats_lock:
             versions = {model.version: model.stats() for model in self._models()}
             return {
@@ -158,6 +162,7 @@ class DetectionService:
             }
 
     def health(self) -> dict[str, Any]:
+        """``GET /health``: the model name and the champion's and challenger's versions being served."""
         return {
             "status": "ok",
             "model_name": self.champion.name,
@@ -296,6 +301,11 @@ def build_service(
     max_image_bytes: int = 20_000_000,
     seed: int | None = None,
 ) -> DetectionService:
+    """A service over ``@champion`` of ``model_name``, and ``@challenger`` when ``canary_fraction`` is above 0.
+
+    Raises ``ConfigurationError`` when there is no champion. A missing challenger, or one
+    that is the champion's version, only logs a warning: the champion serves everything.
+    """
     from cv_pipelines.errors import ConfigurationError
 
     champion = load_served_model(model_name, "champion", use_onnx=use_onnx)
@@ -327,6 +337,11 @@ def _project_deployment_params(env: str | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted; command-line options override the ``deployment.*`` parameters.
+
+    Prints one ``Serving ... on http://host:port`` line once the models are loaded and
+    the port is bound; exits with one ``Error: ...`` line when the configuration is wrong.
+    """
     parser = argparse.ArgumentParser(prog="python -m cv_pipelines.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="address to bind (deployment.host)")
     parser.add_argument("--port", type=int, help="port, 0 for any free one (deployment.port)")
@@ -363,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         server = make_server(service, args.host or params["host"], params["port"] if args.port is None else args.port)
     except ConfigurationError as exc:
         raise SystemExit(f"Error: {exc.message}") from None
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]  # what server_address holds, typed: port 0 became the one picked
     served = f"version {service.champion.version} (@champion)"
     if service.challenger:
         served += f" and version {service.challenger.version} (@challenger, {service.canary_fraction:.0%} of requests)"

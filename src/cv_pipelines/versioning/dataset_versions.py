@@ -15,6 +15,7 @@ store is fetched from the DVC remote.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,8 @@ class SnapshotError(RuntimeError):
 
 @dataclass
 class SnapshotResult:
+    """What a snapshot did: the commit and tag it made (``committed``), or why it made none (``message``)."""
+
     committed: bool
     tag: str | None = None
     commit: str | None = None
@@ -53,9 +56,10 @@ class SnapshotResult:
     message: str = ""
 
     def summary(self) -> str:
+        """One line for the log: the tag, short commit and pointer files updated, or why nothing was committed."""
         if not self.committed:
             return self.message or "nothing changed since the last snapshot; no commit, no tag"
-        return f"{self.tag} at {self.commit[:10]}: {len(self.changed_targets)} pointer file(s) updated"
+        return f"{self.tag} at {(self.commit or '?')[:10]}: {len(self.changed_targets)} pointer file(s) updated"
 
 
 @dataclass(frozen=True)
@@ -102,11 +106,13 @@ def check_can_commit(root: Path) -> None:
 
 
 def current_commit(root: Path, rev: str = "HEAD") -> str | None:
+    """The full commit hash ``rev`` (a tag, branch or hash) names in the repository at ``root``, or None."""
     out = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
     return out or None
 
 
 def next_version_tag(root: Path, label_set: str) -> str:
+    """``data/<label_set>/v<N>``, N one above the highest version tagged for the label set (1 for the first)."""
     tags = _git(root, "tag", "--list", f"data/{label_set}/v*").splitlines()
     numbers = [int(m.group(1)) for t in tags if (m := re.fullmatch(rf"data/{re.escape(label_set)}/v(\d+)", t))]
     return f"data/{label_set}/v{max(numbers, default=0) + 1}"
@@ -235,10 +241,9 @@ def objects_to_push(cache, remote_odb, changes) -> list:
         if new.isdir:
             files = {oid for _, _, oid in Tree.load(cache, new)}
             if old is not None and old.value in on_remote:
-                try:
+                # No longer in the local cache: push the whole listing.
+                with contextlib.suppress(FileNotFoundError):
                     files -= {oid for _, _, oid in Tree.load(cache, old)}
-                except FileNotFoundError:  # no longer in the local cache: push the whole listing
-                    pass
             objects += sorted(files, key=lambda h: h.value)
         objects.append(new)  # after its files: a listing is uploaded last
     return objects
@@ -308,8 +313,9 @@ def snapshot_dataset(
             repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
             try:
                 before = [pointed_object(p) for p in pointer_files]
-                add_paths = []
-                for change, old in zip(changes, before):
+                add_paths: list[Path] = []
+                # `before` has one pointer per change, in order.
+                for change, old in zip(changes, before, strict=True):
                     # A granular add splices sub-folders into the previous listing, which
                     # must be in the cache (DVC would otherwise try to pull it).
                     in_cache = old is not None and repo.cache.local.exists(old.value)
@@ -317,7 +323,7 @@ def snapshot_dataset(
                 repo.add([str(path) for path in add_paths])
                 if push:
                     after = [pointed_object(p) for p in pointer_files]
-                    push_new_objects(repo, pointer_files, list(zip(before, after)), remote=remote)
+                    push_new_objects(repo, pointer_files, list(zip(before, after, strict=True)), remote=remote)
             finally:
                 repo.close()
             # Stamped after `dvc add`: with a link cache it re-links the files it added,
@@ -335,7 +341,7 @@ def snapshot_dataset(
     if not _git(root, "diff", "--cached", "--name-only", "--", *paths):
         return SnapshotResult(committed=False, message="the DVC pointers did not change; no commit, no tag")
     _git(root, "commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths)
-    commit = current_commit(root)
+    commit = _git(root, "rev-parse", "--verify", "HEAD^{commit}")  # the commit just made; raises if unreadable
     tag = next_version_tag(root, label_set)
     _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {message}", commit)
     return SnapshotResult(committed=True, tag=tag, commit=commit, changed_targets=paths)
@@ -382,6 +388,7 @@ def registries_content_hash(frames: dict[str, pd.DataFrame]) -> str:
 
 
 def resolve_version(root: Path, rev: str | None, frames: dict[str, pd.DataFrame]) -> ResolvedVersion:
+    """``rev`` (None: the working tree, at ``HEAD``) with its commit and the content hash of ``frames``."""
     return ResolvedVersion(
         dataset_version=rev,
         commit=current_commit(Path(root), rev or "HEAD"),

@@ -1,9 +1,14 @@
+"""The ``demo_data`` pipeline: one node that writes the synthetic demo images and their COCO file."""
+
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import generate_demo_data
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """The pipeline: ``params:demo_data`` in, the generated data set's summary (``demo_dataset_summary``) out."""
     return Pipeline(
         [
             Node(
