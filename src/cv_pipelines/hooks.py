@@ -16,6 +16,7 @@ class ConfigCheckHooks:
 
     @hook_impl
     def after_context_created(self, context) -> None:
+        """Check every parameter against its schema, and read the credentials once."""
         from cv_pipelines.config.parameters import validate_parameters
 
         validate_parameters(context.params)
@@ -27,6 +28,7 @@ class ConfigCheckHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Resolve CVAT for pipelines that talk to it; let inputs from earlier runs say what is missing."""
         if any("cvat" in node.tags for node in pipeline.nodes):
             from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
 
@@ -65,14 +67,17 @@ class MlflowSessionIsolationHooks:
 
     @hook_impl
     def after_context_created(self, context) -> None:
+        """A new session starts with no remembered run."""
         _forget_kedro_mlflow_run()
 
     @hook_impl
     def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        """The session's run is over: forget it."""
         _forget_kedro_mlflow_run()
 
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        """The session's run failed: forget it as well."""
         _forget_kedro_mlflow_run()
 
 

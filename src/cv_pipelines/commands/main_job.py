@@ -21,6 +21,8 @@ logger = logging.getLogger("cv_pipelines.commands.main_job")
 
 @dataclass
 class StepReport:
+    """One step of the main job: its name, how long it took, and what it did in one line."""
+
     name: str
     seconds: float
     detail: str
@@ -29,11 +31,14 @@ class StepReport:
 def _run_pipeline(project_path: Path, name: str, env: str | None, params: dict | None = None) -> dict:
     from kedro.framework.session import KedroSession
 
-    with KedroSession.create(project_path=project_path, env=env, runtime_params=params or {}) as session:
+    # Not `with ... as session`: Kedro 1.7 types __enter__ as its abstract base, without run()'s arguments.
+    session = KedroSession.create(project_path=project_path, env=env, runtime_params=params or {})
+    with session:
         return session.run(pipeline_names=[name])
 
 
 def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]:
+    """Run the loop's pipelines on ``project_path`` one Kedro session each, skipping what is up to date."""
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project_path)
@@ -219,7 +224,8 @@ def _load(project_path: Path, env: str | None, name: str, missing: Any = _REQUIR
     """Catalog entry ``name`` as a ``kedro run`` of this project sees it; ``missing`` when it does not exist yet."""
     from kedro.framework.session import KedroSession
 
-    with KedroSession.create(project_path=project_path, env=env) as session:
+    session = KedroSession.create(project_path=project_path, env=env)
+    with session:
         catalog = session.load_context().catalog
         if missing is not _REQUIRED and not catalog.exists(name):
             return missing
@@ -227,6 +233,7 @@ def _load(project_path: Path, env: str | None, name: str, missing: Any = _REQUIR
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m cv_pipelines.commands.main_job``: run the loop, print what it made and where."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=None, help="Kedro configuration environment (default: local)")
     parser.add_argument("--project-path", type=Path, default=Path.cwd())

@@ -26,9 +26,7 @@ class RegisteredModelDataset(AbstractDataset[None, TrackedModel | None]):
         metadata: kedro-viz and other plugins' metadata.
     """
 
-    def __init__(
-        self, *, model_name: str, alias: str, cache_dir: str, metadata: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, *, model_name: str, alias: str, cache_dir: str, metadata: dict[str, Any] | None = None) -> None:
         self._model_name = model_name
         self._alias = alias
         self._cache_dir = Path(cache_dir)

@@ -18,7 +18,7 @@ class YoloExportDataset(AbstractDataset[Any, ExportRef]):
         path: str,
         label_set: str,
         version: int | None = None,
-        format: str = "yolo",  # noqa: A002 (the catalog's word)
+        format: str = "yolo",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._path = path

@@ -299,4 +299,5 @@ def per_class_figure(table: pd.DataFrame, title: str):
 
 
 def rounded(metrics: dict[str, Any], decimals: int = 5) -> dict[str, Any]:
+    """``metrics`` with every value a float of ``decimals`` places (summaries and tags stay readable)."""
     return {key: round(float(value), decimals) for key, value in metrics.items()}

@@ -48,23 +48,6 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
     mlflow.log_input(dataset, context=context, tags=lineage)
 
 
-def download_weights(run_id: str, target: Path) -> Path:
-    """A training run's ``weights/best.pt`` from MLflow into ``target`` (any tracking store)."""
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    from cv_pipelines.errors import ConfigurationError
-
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(download_artifacts(run_id=run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=str(target)))
-    except (MlflowException, OSError) as exc:
-        raise ConfigurationError(
-            f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact ({exc.__class__.__name__}); it did not finish training "
-            "or its artifacts were deleted"
-        ) from None
-
-
 def log_files(*paths: str | Path | None) -> None:
     """Log files and folders (their whole content) into the active MLflow run; nothing when tracking is off."""
     import mlflow  # heavy import kept local

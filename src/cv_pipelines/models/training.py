@@ -163,9 +163,7 @@ def check_device(device: str, key: str = "training.device") -> str:
 
     if wanted == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigurationError(
-                f"{key} is 'mps' but Apple's Metal backend is not available here; set {key}: cpu"
-            )
+            raise ConfigurationError(f"{key} is 'mps' but Apple's Metal backend is not available here; set {key}: cpu")
         return "mps"
     indices = wanted.removeprefix("cuda:").split(",")
     if not all(index.isdigit() for index in indices):

@@ -72,7 +72,9 @@ def deploy_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str
         weights=weights,
         onnx=onnx,
         config=config,
-        example=model_packaging.example_image(export_dir if export_dir and export_dir.is_dir() else None, config["imgsz"]),
+        example=model_packaging.example_image(
+            export_dir if export_dir and export_dir.is_dir() else None, config["imgsz"]
+        ),
     )
     tags = _version_tags(client, evaluated, active, config, deployment)
     version = model_registry.register_challenger(client, name, model_info.model_uri, tags)
@@ -131,7 +133,10 @@ def _skipped(name: str, run_id: str, existing) -> dict[str, Any]:
     aliases = ", ".join(existing.aliases) or "no alias"
     logger.info(
         "Skipped: training run %s is already registered as %s version %s (%s); nothing registered",
-        run_id, name, existing.version, aliases,
+        run_id,
+        name,
+        existing.version,
+        aliases,
     )
     return {
         "action": "skipped",
@@ -149,7 +154,9 @@ def _rollback(client, name: str) -> dict[str, Any]:
     except LookupError as exc:
         raise ConfigurationError(f"cannot roll back: {exc}") from None
     logger.info(
-        "Rolled back %s: champion moved from version %s to version %s", name, moved["from_version"],
+        "Rolled back %s: champion moved from version %s to version %s",
+        name,
+        moved["from_version"],
         moved["to_version"],
     )
     return {

@@ -93,7 +93,10 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]) -> tuple[A
     _log_outcome(result.metrics, champion_result, differences, plan, split, worst)
     title = f"{plan['export']} {split} split, run {plan['run_id'][:8]}"
     evaluated = TrackedModel(
-        run_id=plan["run_id"], weights=root / plan["weights"], family=plan["family"], lineage=dict(plan["lineage"]),
+        run_id=plan["run_id"],
+        weights=root / plan["weights"],
+        family=plan["family"],
+        lineage=dict(plan["lineage"]),
         summary=summary,
     )
     return (
@@ -123,15 +126,23 @@ def _measure(plan: dict[str, Any], evaluation: dict[str, Any], root) -> tuple[An
         weights, data_yaml, conf=evaluation["conf"], out_dir=out_dir / "ultralytics", family=family, **common
     )
     errors = errors_at_confidence(
-        weights, data_yaml, conf=evaluation["worst_conf"], out_dir=out_dir / "ultralytics_at_conf", family=family,
+        weights,
+        data_yaml,
+        conf=evaluation["worst_conf"],
+        out_dir=out_dir / "ultralytics_at_conf",
+        family=family,
         **common,
     )
     champion = plan["champion"]
     champion_result = None
     if champion:
         champion_result = evaluate_weights(
-            root / champion["weights"], data_yaml, conf=evaluation["conf"], out_dir=out_dir / "ultralytics_champion",
-            family=champion["family"], **common,
+            root / champion["weights"],
+            data_yaml,
+            conf=evaluation["conf"],
+            out_dir=out_dir / "ultralytics_champion",
+            family=champion["family"],
+            **common,
         )
     return result, errors, champion_result
 

@@ -105,7 +105,10 @@ def _train_attempt(name, attempt, attempts, trainer, export, runs, params, devic
             "model": params["model"],
         }
         run_dir = start_run_folder(runs, run.info.run_id, export, record)
-        logged = {"training": {k: v for k, v in params.items() if k != "extra_args"}, "extra_args": params["extra_args"]}
+        logged = {
+            "training": {k: v for k, v in params.items() if k != "extra_args"},
+            "extra_args": params["extra_args"],
+        }
         mlflow.log_params(_flatten_dict(logged, recursive=True, sep="."))
         log_export_input(export, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
         try:
@@ -123,8 +126,12 @@ def _train_attempt(name, attempt, attempts, trainer, export, runs, params, devic
             _log_training(trained, run_dir)
             finish_run_folder(
                 run_dir,
-                {"mlflow_run_id": run.info.run_id, "candidate": name, "epochs_done": trained.epochs_done,
-                 "seconds": round(trained.seconds, 1)},
+                {
+                    "mlflow_run_id": run.info.run_id,
+                    "candidate": name,
+                    "epochs_done": trained.epochs_done,
+                    "seconds": round(trained.seconds, 1),
+                },
             )
             result |= {
                 "status": "trained",
@@ -297,7 +304,8 @@ def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):
     ]
     axes.barh(range(len(frame)), values, color=colors)
     axes.set_yticks(
-        range(len(frame)), [f"{c} ({s})" if s != "ok" else c for c, s in zip(frame["candidate"], frame["status"])]
+        range(len(frame)),
+        [f"{c} ({s})" if s != "ok" else c for c, s in zip(frame["candidate"], frame["status"], strict=True)],
     )
     axes.invert_yaxis()
     axes.set_xlim(0, 1)

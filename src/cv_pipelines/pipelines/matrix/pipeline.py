@@ -10,6 +10,7 @@ pipelines (``conf/base`` plus ``KEDRO_ENV``), since that happens before ``--env`
 known; their parameters are read again by the nodes from the run's own configuration.
 """
 
+import inspect
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline, pipeline
@@ -22,10 +23,17 @@ from .nodes import check_required, evaluate_candidate, rank_candidates, train_ca
 def _bound(function, name: str):
     # A partial keeps the candidate's name; update_wrapper keeps the function's name
     # and docstring for kedro-viz, and partials of module functions pickle (ParallelRunner).
-    return update_wrapper(partial(function, name), function)
+    bound = partial(function, name)
+    signature = inspect.signature(bound)  # without `name`: Kedro maps the inputs onto this
+    wrapped = update_wrapper(bound, function)
+    # update_wrapper's __wrapped__ would make inspect report the signature with `name`, so
+    # Kedro's parameter validation would pair each input with the argument before it.
+    wrapped.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapped
 
 
 def candidate_pipeline(name: str) -> Pipeline:
+    """Train -> evaluate for candidate ``name``, in its namespace ``matrix.<name>``."""
     template = Pipeline(
         [
             Node(
@@ -53,6 +61,7 @@ def candidate_pipeline(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """One namespace per candidate of ``matrix.candidates``, then the leaderboard over them all."""
     names = candidate_names(registration_parameters().get("matrix") or {})
     candidates = sum((candidate_pipeline(name) for name in names), Pipeline([]))
     leaderboard = Pipeline(
