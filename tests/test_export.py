@@ -12,27 +12,24 @@ import logging
 import os
 import subprocess
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.checks import check_with_ultralytics
+from cv_pipelines.exports.coco import check_coco_export
+from cv_pipelines.exports.errors import ExportCheckError
+from cv_pipelines.exports.health import health_figure, health_report_files, health_table
+from cv_pipelines.exports.selection import plan_export, split_of
+from cv_pipelines.exports.writing import write_export
 from cv_pipelines.images.ingestion import IMAGES_SCHEMA, ingest_images, read_images_registry
 from cv_pipelines.pipelines.export.nodes import export_yolo_dataset, report_export_health, select_export_images
+from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
-from cv_pipelines.exports.yolo import (
-    ExportCheckError,
-    check_coco_export,
-    check_with_ultralytics,
-    health_table,
-    plan_export,
-    split_of,
-    write_export,
-)
 from tests.conftest import run_pipeline
 from tests.support.images import image_bytes, write
 from tests.test_ingestion import settings_for
@@ -40,7 +37,7 @@ from tests.test_ingestion import settings_for
 #: conf/base/parameters_labeling.yml: the declared order of label set "demo".
 CLASSES = ["circle", "square", "triangle", "star", "ring"]
 RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # --- building inputs -------------------------------------------------------------------------
@@ -65,14 +62,21 @@ def label(project: Path, image, boxes=(), *, label_set="demo", source="coco:firs
     )
     if boxes:
         rows = [
-            common | {"label": name, "x_min": x0, "y_min": y0, "x_max": x1, "y_max": y1, "occluded": False, "pulled_at": at}
+            common
+            | {"label": name, "x_min": x0, "y_min": y0, "x_max": x1, "y_max": y1, "occluded": False, "pulled_at": at}
             for name, x0, y0, x1, y1 in boxes
         ]
         registry_parts.append_part(registry / "annotations", pd.DataFrame(rows), schema=ANNOTATIONS_SCHEMA)
 
 
 def exclude(project: Path, image, label_set: str | None) -> None:
-    row = {"image_id": image.image_id, "label_set": label_set, "reason": "blurry", "source": "csv:tests", "excluded_at": T0}
+    row = {
+        "image_id": image.image_id,
+        "label_set": label_set,
+        "reason": "blurry",
+        "source": "csv:tests",
+        "excluded_at": T0,
+    }
     registry_parts.append_part(project / "data/registry/exclusions", pd.DataFrame([row]), schema=EXCLUSIONS_SCHEMA)
 
 
@@ -87,8 +91,13 @@ def registries(project: Path) -> dict[str, pd.DataFrame]:
 
 
 def export_params(**overrides) -> dict:
-    return {"label_set": "demo", "output_dir": "data/exports", "format": "yolo", "split_ratios": RATIOS,
-            "split_seed": 0} | overrides
+    return {
+        "label_set": "demo",
+        "output_dir": "data/exports",
+        "format": "yolo",
+        "split_ratios": RATIOS,
+        "split_seed": 0,
+    } | overrides
 
 
 def run_export_nodes(project: Path, *, labels: list[str] = CLASSES, dataset_version=None, **overrides) -> dict:
@@ -123,12 +132,15 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_layout_dataset_yaml_yolo_labels_hard_links_and_lineage(project):
-    rows = ingest(project, {
-        "a.jpg": image_bytes(1, size=(64, 48)),
-        "b.png": image_bytes(2, size=(50, 40), fmt="PNG"),
-        "background.jpg": image_bytes(3),
-        "unlabeled.jpg": image_bytes(4),
-    })
+    rows = ingest(
+        project,
+        {
+            "a.jpg": image_bytes(1, size=(64, 48)),
+            "b.png": image_bytes(2, size=(50, 40), fmt="PNG"),
+            "background.jpg": image_bytes(3),
+            "unlabeled.jpg": image_bytes(4),
+        },
+    )
     label(project, rows["a.jpg"], [("star", 30, 6, 62.5, 30), ("circle", 8, 12, 40, 36)])
     label(project, rows["b.png"], [("square", 0, 0, 25, 40)])
     label(project, rows["background.jpg"])
@@ -138,7 +150,10 @@ def test_layout_dataset_yaml_yolo_labels_hard_links_and_lineage(project):
     root = project / summary["path"]
     assert (root.name, summary["written"], summary["version"]) == ("demo_v1", True, 1)
     assert yaml.safe_load((root / "dataset.yaml").read_text()) == {
-        "path": str(root.resolve()), "train": "images/train", "val": "images/val", "test": "images/test",
+        "path": str(root.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "test": "images/test",
         "names": dict(enumerate(CLASSES)),
     }
     exported = {p.name: p for p in (root / "images").glob("*/*")}
@@ -171,8 +186,17 @@ def test_layout_dataset_yaml_yolo_labels_hard_links_and_lineage(project):
 
 
 def test_exclusions_retired_labelings_unknown_labels_and_other_label_sets_are_left_out(project):
-    names = ["keep", "excluded_everywhere", "excluded_here", "excluded_elsewhere", "retired", "other_set",
-             "unknown_label", "relabeled", "not_labeled"]
+    names = [
+        "keep",
+        "excluded_everywhere",
+        "excluded_here",
+        "excluded_elsewhere",
+        "retired",
+        "other_set",
+        "unknown_label",
+        "relabeled",
+        "not_labeled",
+    ]
     rows = ingest(project, {f"{name}.jpg": image_bytes(i + 10) for i, name in enumerate(names)})
     for name in names[:5]:
         label(project, rows[f"{name}.jpg"], [("circle", 1, 1, 20, 20)])
@@ -189,7 +213,11 @@ def test_exclusions_retired_labelings_unknown_labels_and_other_label_sets_are_le
 
     by_id = {row.image_id: name for name, row in rows.items()}
     assert sorted(by_id[i] for i in plan.images["image_id"]) == [
-        "excluded_elsewhere.jpg", "keep.jpg", "relabeled.jpg", "unknown_label.jpg"]
+        "excluded_elsewhere.jpg",
+        "keep.jpg",
+        "relabeled.jpg",
+        "unknown_label.jpg",
+    ]
     assert plan.labels[rows["unknown_label.jpg"].image_id].startswith("4 ")  # only the ring box
     assert plan.labels[rows["relabeled.jpg"].image_id].startswith("1 ")  # only the newest labeling's box
     assert any("'hexagon'" in problem and rows["unknown_label.jpg"].image_id in problem for problem in plan.problems)
@@ -197,17 +225,21 @@ def test_exclusions_retired_labelings_unknown_labels_and_other_label_sets_are_le
 
 def test_boxes_reaching_outside_are_clipped_and_duplicates_and_empty_boxes_dropped(project):
     rows = ingest(project, {"a.jpg": image_bytes(1, size=(40, 20))})
-    label(project, rows["a.jpg"], [
-        ("circle", -4, 10, 10, 25),  # reaches outside: clipped to (0, 10, 10, 20)
-        ("square", 5, 5, 15, 15), ("square", 5, 5, 15, 15),  # the same box twice
-        ("star", 50, 5, 60, 15),  # wholly outside: no area left
-    ])
+    label(
+        project,
+        rows["a.jpg"],
+        [
+            ("circle", -4, 10, 10, 25),  # reaches outside: clipped to (0, 10, 10, 20)
+            ("square", 5, 5, 15, 15),
+            ("square", 5, 5, 15, 15),  # the same box twice
+            ("star", 50, 5, 60, 15),  # wholly outside: no area left
+        ],
+    )
 
     plan = plan_export(**registries(project), label_set="demo", classes=CLASSES, split_seed=0, split_ratios=RATIOS)
 
     assert plan.labels[rows["a.jpg"].image_id] == (
-        "0 0.125000 0.750000 0.250000 0.500000\n"
-        "1 0.250000 0.500000 0.250000 0.500000\n"
+        "0 0.125000 0.750000 0.250000 0.500000\n1 0.250000 0.500000 0.250000 0.500000\n"
     )
     assert [p.split(" (e.g.")[0] for p in plan.problems if not p.startswith("split")] == [
         "1 box(es) reaching outside their image clipped to it",
@@ -220,7 +252,7 @@ def test_empty_registries_and_a_mismatched_label_set_fail_with_one_sentence(proj
     empty = [pd.DataFrame()] * 4  # what the catalog gives for a registry without parts
     with pytest.raises(ConfigurationError, match="no image of label set 'demo'"):
         select_export_images(*empty, export_params(), {"label_set": "demo", "labels": CLASSES})
-    with pytest.raises(ConfigurationError, match="labeling.label_set is 'demo'"):
+    with pytest.raises(ConfigurationError, match=r"labeling\.label_set is 'demo'"):
         select_export_images(*empty, export_params(label_set="cars"), {"label_set": "demo", "labels": CLASSES})
 
 
@@ -286,23 +318,25 @@ def test_same_inputs_give_byte_identical_files_and_no_second_version(project, ca
     # The same rows in another order, into another folder: the same bytes.
     shuffled = {name: frame.sample(frac=1, random_state=7) for name, frame in registries(project).items()}
     plan = plan_export(**shuffled, label_set="demo", classes=CLASSES, split_seed=0, split_ratios=RATIOS)
-    from cv_pipelines.exports.yolo import health_figure, health_report_files
-
-    other = write_export(plan, project_root=project, exports_dir=project / "elsewhere",
-                         reports=health_report_files(health_table(plan), health_figure(plan)))
+    other = write_export(
+        plan,
+        project_root=project,
+        exports_dir=project / "elsewhere",
+        reports=health_report_files(health_table(plan), health_figure(plan)),
+    )
     assert other.content_hash == first["content_hash"]
     assert tree_bytes(other.path) == tree_bytes(project / first["path"])
 
 
 def test_a_crash_while_writing_leaves_no_version_and_is_cleaned_up_next_time(project, monkeypatch):
-    import cv_pipelines.exports.yolo as yolo_export
+    import cv_pipelines.exports.writing as writing
 
     rows = ingest(project, small_images(5))
     for row in rows.values():
         label(project, row)
     plan = plan_export(**registries(project), label_set="demo", classes=CLASSES, split_seed=0, split_ratios=RATIOS)
     exports = project / "data/exports"
-    real_link, calls = yolo_export._link_image, []
+    real_link, calls = writing._link_image, []
 
     def link_then_fail(source, target):
         calls.append(target)
@@ -310,21 +344,24 @@ def test_a_crash_while_writing_leaves_no_version_and_is_cleaned_up_next_time(pro
             raise OSError(28, "No space left on device")
         real_link(source, target)
 
-    monkeypatch.setattr(yolo_export, "_link_image", link_then_fail)
+    monkeypatch.setattr(writing, "_link_image", link_then_fail)
     with pytest.raises(OSError, match="No space"):
         write_export(plan, project_root=project, exports_dir=exports)
     assert [p.name for p in exports.iterdir()] == [".demo.export.lock"]
 
-    monkeypatch.setattr(yolo_export, "_link_image", real_link)
+    monkeypatch.setattr(writing, "_link_image", real_link)
     (exports / ".demo_v1.0badc0de.tmp/images").mkdir(parents=True)  # what a killed run leaves
     result = write_export(plan, project_root=project, exports_dir=exports)
-    assert result.path.name == "demo_v1" and sorted(p.name for p in exports.iterdir()) == [".demo.export.lock", "demo_v1"]
+    assert result.path.name == "demo_v1" and sorted(p.name for p in exports.iterdir()) == [
+        ".demo.export.lock",
+        "demo_v1",
+    ]
 
 
 def test_images_are_copied_only_across_file_systems(project, monkeypatch):
     import errno
 
-    import cv_pipelines.exports.yolo as yolo_export
+    import cv_pipelines.exports.writing as writing
 
     rows = ingest(project, small_images(3))
     for row in rows.values():
@@ -333,7 +370,7 @@ def test_images_are_copied_only_across_file_systems(project, monkeypatch):
     def cross_device_link(source, target):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(yolo_export.os, "link", cross_device_link)
+    monkeypatch.setattr(writing.os, "link", cross_device_link)
     summary = run_export_nodes(project)
     for row in rows.values():
         exported = next((project / summary["path"] / "images").glob(f"*/{row.image_id}.jpg"))
@@ -349,8 +386,13 @@ def test_rotated_jpegs_get_labels_in_the_frame_ultralytics_loads(project):
     from ultralytics.utils.patches import imread
 
     # Stored 80 wide and 40 high; EXIF orientation 6 or 8 shows them 40 wide and 80 high.
-    rows = ingest(project, {"r6.jpg": image_bytes(1, size=(80, 40), exif_orientation=6),
-                            "r8.jpg": image_bytes(2, size=(80, 40), exif_orientation=8)})
+    rows = ingest(
+        project,
+        {
+            "r6.jpg": image_bytes(1, size=(80, 40), exif_orientation=6),
+            "r8.jpg": image_bytes(2, size=(80, 40), exif_orientation=8),
+        },
+    )
     for row in rows.values():
         assert (row.width, row.height) == (40, 80)
         label(project, row, [("triangle", 10, 50, 30, 75)])  # in the frame the registry describes
@@ -360,7 +402,8 @@ def test_rotated_jpegs_get_labels_in_the_frame_ultralytics_loads(project):
     for image in (root / "images").glob("*/*.jpg"):
         label_file = root / "labels" / image.parent.name / f"{image.stem}.txt"
         _, boxes, shape, _, _, missing, found, _, corrupt, message = verify_image_label(
-            (str(image), str(label_file), "", False, len(CLASSES), 0, 0, False))
+            (str(image), str(label_file), "", False, len(CLASSES), 0, 0, False)
+        )
         assert (tuple(shape), missing, found, corrupt, message) == ((80, 40), 0, 1, 0, "")
         assert imread(str(image)).shape[:2] == (80, 40)  # the pixels training gets
         assert boxes.shape == (1, 5) and boxes[0].tolist() == pytest.approx([2, 0.5, 0.78125, 0.5, 0.3125], abs=1e-6)
@@ -375,8 +418,9 @@ def test_a_broken_label_or_image_fails_the_check_naming_it_and_writes_no_version
     exports = project / "data/exports"
 
     def check(folder):
-        return check_with_ultralytics(folder, classes=CLASSES, expected_shapes=plan.expected_shapes(),
-                                      project_root=project)
+        return check_with_ultralytics(
+            folder, classes=CLASSES, expected_shapes=plan.expected_shapes(), project_root=project
+        )
 
     victim = plan.images["image_id"].iloc[2]
     plan.labels[victim] = "7 0.5 0.5 2.0 0.1\n"  # an unknown class and a box wider than the image
@@ -426,7 +470,9 @@ def test_coco_export_loads_with_pycocotools_from_the_same_selection_and_split(pr
             image_id = Path(image["file_name"]).stem
             seen[image_id] = split
             assert os.stat(root / "images" / split / image["file_name"]).st_nlink >= 2
-            got = sorted((CLASSES[a["category_id"] - 1], *a["bbox"]) for a in coco.loadAnns(coco.getAnnIds([image["id"]])))
+            got = sorted(
+                (CLASSES[a["category_id"] - 1], *a["bbox"]) for a in coco.loadAnns(coco.getAnnIds([image["id"]]))
+            )
             assert got == sorted((n, x0, y0, x1 - x0, y1 - y0) for n, x0, y0, x1, y1 in boxes[image_id])
     assert seen == yolo
     assert check_coco_export(root)["images"] == 12
@@ -491,8 +537,9 @@ def test_export_at_an_old_dataset_version_reproduces_it(project):
     head = (project / ".git/HEAD").read_text()
 
     # Through Kedro: the catalog's registry datasets read the registries as of the version.
-    run_pipeline(project, "export", params={"dataset_version": "data/demo/v1",
-                                            "export": {"output_dir": "data/exports_replay"}})
+    run_pipeline(
+        project, "export", params={"dataset_version": "data/demo/v1", "export": {"output_dir": "data/exports_replay"}}
+    )
     replay = yaml.safe_load((project / "data/reporting/export/last_export.yml").read_text())
     assert replay["content_hash"] == at_v1_time["content_hash"]
     assert replay["registries_hash"] == at_v1_time["registries_hash"]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, find_export, write_data_yaml
 from cv_pipelines.models.evaluation import (
     HEADLINE,
     compare,
@@ -40,10 +41,7 @@ from cv_pipelines.models.lineage import (
 )
 from cv_pipelines.models.training import (
     DATA_FILE,
-    ExportRef,
     check_device,
-    find_export,
-    write_data_yaml,
 )
 
 logger = logging.getLogger(__name__)

@@ -15,22 +15,19 @@ import pandas as pd
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.exports.yolo import (
+from cv_pipelines.exports.checks import check_with_ultralytics
+from cv_pipelines.exports.coco import check_coco_export
+from cv_pipelines.exports.errors import ExportCheckError, ExportLockedError, ExportSelectionError
+from cv_pipelines.exports.health import (
     ALL_CLASSES,
     HUGE_BOX_AREA,
     TINY_BOX_AREA,
-    ExportCheckError,
-    ExportLockedError,
-    ExportPlan,
-    ExportSelectionError,
-    check_coco_export,
-    check_with_ultralytics,
     health_figure,
     health_report_files,
     health_table,
-    plan_export,
-    write_export,
 )
+from cv_pipelines.exports.selection import ExportPlan, plan_export
+from cv_pipelines.exports.writing import write_export
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +200,7 @@ def draw_export_sample(selection: ExportPlan, export_summary: dict[str, Any]) ->
     figure = Figure(figsize=(3 * columns, 3.2 * rows), dpi=80)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     colours = {name: f"C{i % 10}" for i, name in enumerate(selection.classes)}
-    for axis, image in zip(axes, sample.itertuples(index=False)):
+    for axis, image in zip(axes, sample.itertuples(index=False), strict=False):
         with Image.open(in_project(root, image.path)) as opened:
             axis.imshow(ImageOps.exif_transpose(opened).convert("RGB"))
         own = by_image.get(image.image_id, boxes.iloc[:0])

@@ -6,6 +6,7 @@ from .nodes import draw_export_sample, export_yolo_dataset, report_export_health
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The export pipeline: registries in, a new (or the existing) export version out."""
     return Pipeline(
         [
             Node(

@@ -23,6 +23,7 @@ import yaml
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import find_export, write_data_yaml
 from cv_pipelines.models.lineage import (
     EVALUATION_TAG,
     FAMILY_TAG,
@@ -36,9 +37,7 @@ from cv_pipelines.models.training import (
     RUN_FILE,
     SUMMARY_FILE,
     check_device,
-    find_export,
     new_run_dir,
-    write_data_yaml,
 )
 
 logger = logging.getLogger(__name__)

@@ -19,21 +19,19 @@ import yaml
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, find_export, write_data_yaml
 from cv_pipelines.models.lineage import FAMILY_TAG, TRAINING_TAG, log_export_input
 from cv_pipelines.models.training import (
     DATA_FILE,
     RUN_FILE,
     SUMMARY_FILE,
-    ExportRef,
     check_device,
-    find_export,
     interrupted_run,
     metrics_history,
     model_family,
     new_run_dir,
     parameters_hash,
     train_yolo,
-    write_data_yaml,
 )
 
 logger = logging.getLogger(__name__)
