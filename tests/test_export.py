@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from cv_pipelines.datasets.yolo_export_dataset import YoloExportDataset
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.checks import check_with_ultralytics
 from cv_pipelines.exports.coco import check_coco_export
@@ -27,7 +28,13 @@ from cv_pipelines.exports.health import health_figure, health_report_files, heal
 from cv_pipelines.exports.selection import plan_export, split_of
 from cv_pipelines.exports.writing import write_export
 from cv_pipelines.images.ingestion import IMAGES_SCHEMA, ingest_images, read_images_registry
-from cv_pipelines.pipelines.export.nodes import export_yolo_dataset, report_export_health, select_export_images
+from cv_pipelines.pipelines.export.nodes import (
+    draw_export_sample,
+    export_yolo_dataset,
+    report_export_health,
+    select_export_images,
+    summarize_export,
+)
 from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
 from tests.conftest import run_pipeline
@@ -91,21 +98,19 @@ def registries(project: Path) -> dict[str, pd.DataFrame]:
 
 
 def export_params(**overrides) -> dict:
-    return {
-        "label_set": "demo",
-        "output_dir": "data/exports",
-        "format": "yolo",
-        "split_ratios": RATIOS,
-        "split_seed": 0,
-    } | overrides
+    return {"label_set": "demo", "format": "yolo", "split_ratios": RATIOS, "split_seed": 0} | overrides
 
 
-def run_export_nodes(project: Path, *, labels: list[str] = CLASSES, dataset_version=None, **overrides) -> dict:
-    """The export pipeline's three nodes, called as plain functions."""
+def run_export_nodes(
+    project: Path, *, labels: list[str] = CLASSES, dataset_version=None, exports_dir: str = "data/exports", **overrides
+) -> dict:
+    """The export pipeline's nodes, called as plain functions, saving to and loading from ``yolo_export``."""
     params = export_params(**overrides)
     selection = select_export_images(*registries(project).values(), params, {"label_set": "demo", "labels": labels})
     _, _, health_files = report_export_health(selection)
-    return export_yolo_dataset(selection, health_files, params, dataset_version)
+    dataset = YoloExportDataset(path=exports_dir, label_set="demo", format=params["format"])
+    dataset.save(export_yolo_dataset(selection, health_files, dataset_version))
+    return summarize_export(dataset.load())
 
 
 def small_images(count: int, start: int = 0) -> dict[str, bytes]:
@@ -457,7 +462,7 @@ def test_coco_export_loads_with_pycocotools_from_the_same_selection_and_split(pr
         boxes[row.image_id] = [("square", 1.5, 2, 20, 30.25), ("ring", 4, 4, 47, 31)][: i % 3]
         label(project, row, boxes[row.image_id])
     yolo = splits_of(project / run_export_nodes(project)["path"])
-    summary = run_export_nodes(project, format="coco", output_dir="data/exports_coco")
+    summary = run_export_nodes(project, format="coco", exports_dir="data/exports_coco")
 
     root = project / summary["path"]
     assert not (root / "dataset.yaml").exists() and not (root / "labels").exists()
@@ -517,6 +522,7 @@ def test_export_pipeline_runs_in_a_kedro_session(project):
     assert (everything["images"], everything["boxes"], everything["images_without_boxes"]) == (8, 4, 4)
     assert (reporting / "health.png").stat().st_size > 1000
     assert (project / summary["path"] / "health/health.csv").read_bytes() == (reporting / "health.csv").read_bytes()
+    assert (reporting / "sample_images.png").stat().st_size > 1000  # drawn from yolo_export
 
     run_pipeline(project, "export")
     again = yaml.safe_load((reporting / "last_export.yml").read_text())
@@ -536,13 +542,124 @@ def test_export_at_an_old_dataset_version_reproduces_it(project):
     run_pipeline(project, "snapshot")
     head = (project / ".git/HEAD").read_text()
 
-    # Through Kedro: the catalog's registry datasets read the registries as of the version.
-    run_pipeline(
-        project, "export", params={"dataset_version": "data/demo/v1", "export": {"output_dir": "data/exports_replay"}}
+    # Through Kedro: the catalog's registry datasets read the registries as of the version;
+    # an environment's catalog entry sends yolo_export into another folder.
+    (project / "conf/replay").mkdir()
+    (project / "conf/replay/catalog_export.yml").write_text(
+        yaml.safe_dump(
+            {
+                "yolo_export": {
+                    "type": "cv_pipelines.datasets.yolo_export_dataset.YoloExportDataset",
+                    "path": "data/exports_replay",
+                    "label_set": "demo",
+                }
+            }
+        )
     )
+    run_pipeline(project, "export", env="replay", params={"dataset_version": "data/demo/v1"})
     replay = yaml.safe_load((project / "data/reporting/export/last_export.yml").read_text())
+    assert (replay["path"], replay["written"]) == ("data/exports_replay/demo_v1", True)
     assert replay["content_hash"] == at_v1_time["content_hash"]
     assert replay["registries_hash"] == at_v1_time["registries_hash"]
     assert replay["dataset_version"] == "data/demo/v1" and replay["dataset_commit"]
     assert tree_bytes(project / replay["path"]) == tree_bytes(project / at_v1_time["path"])
     assert (project / ".git/HEAD").read_text() == head
+
+
+# --- the catalog's yolo_export dataset -------------------------------------------------------
+
+
+def build_for(project: Path, labels: list[str] = CLASSES):
+    """The export node's ExportBuild for the project's registries as they are now."""
+    selection = select_export_images(
+        *registries(project).values(), export_params(), {"label_set": "demo", "labels": labels}
+    )
+    return export_yolo_dataset(selection, report_export_health(selection)[2], None)
+
+
+def test_yolo_export_loads_what_it_saved_else_the_pinned_or_latest_version(project):
+    from kedro.io.core import DatasetError
+
+    from cv_pipelines.exports.versions import ExportRef
+
+    with pytest.raises(ConfigurationError, match=r"no export of label set 'demo'.*kedro run --pipelines export"):
+        YoloExportDataset(path="data/exports", label_set="demo").load()
+    rows = ingest(project, small_images(6))
+    for row in rows.values():
+        label(project, row, [("circle", 2, 2, 20, 20)])
+    first = YoloExportDataset(path="data/exports", label_set="demo")
+    first.save(build_for(project))
+    v1 = first.load()
+    assert isinstance(v1, ExportRef) and (v1.name, v1.version, v1.written) == ("demo_v1", 1, True)
+    assert (
+        v1.path == project / "data/exports/demo_v1" and v1.lineage()["export_content_hash"] == v1.info["content_hash"]
+    )
+
+    # Another export of other content (another process, say) writes v2.
+    write_export(
+        build_for(project, labels=[*CLASSES, "hexagon"]).plan,
+        project_root=project,
+        exports_dir=project / "data/exports",
+    )
+    again = YoloExportDataset(path="data/exports", label_set="demo")
+    assert again.load().version == 2  # nothing saved by this one: the latest
+    assert first.load() == v1  # what this one saved, not the newer v2
+    pinned = YoloExportDataset(path="data/exports", label_set="demo", export_version="1")  # --params may give text
+    assert pinned.load() == v1 and pinned.exists()
+    with pytest.raises(ConfigurationError, match=r"demo_v7 does not exist .*complete versions: 1, 2\)"):
+        YoloExportDataset(path="data/exports", label_set="demo", export_version=7).load()
+    with pytest.raises(ConfigurationError, match="'yolo' format, not 'coco'"):
+        YoloExportDataset(path="data/exports", label_set="demo", format="coco").load()
+    with pytest.raises(ConfigurationError, match="yolo_export holds 'cars'"):
+        YoloExportDataset(path="data/exports", label_set="cars").save(build_for(project))
+    with pytest.raises(DatasetError, match="needs a local folder"):
+        YoloExportDataset(path="s3://bucket/exports", label_set="demo")
+
+    # Kedro wraps what a dataset raises in a DatasetError with a traceback, unless it is one.
+    with pytest.raises(DatasetError, match="demo_v7 does not exist"):
+        YoloExportDataset(path="data/exports", label_set="demo", export_version=7).load()
+    preview = yaml.safe_load(pinned.preview())
+    assert (preview["export"], preview["export_version"], preview["counts"]) == ("demo_v1", "1", v1.info["counts"])
+    assert YoloExportDataset(path="nowhere", label_set="demo").preview()  # no export yet: a hint, not an error
+
+
+def test_yolo_export_finds_the_version_holding_the_same_content_and_writes_nothing(project):
+    rows = ingest(project, small_images(6))
+    for row in rows.values():
+        label(project, row, [("star", 2, 2, 20, 20)])
+    YoloExportDataset(path="data/exports", label_set="demo").save(build_for(project))
+    dataset = YoloExportDataset(path="data/exports", label_set="demo")
+    dataset.save(build_for(project))
+
+    found = dataset.load()
+    assert (found.name, found.written) == ("demo_v1", False)
+    assert sorted(p.name for p in (project / "data/exports").iterdir()) == [".demo.export.lock", "demo_v1"]
+    summary = summarize_export(found)
+    assert (summary["path"], summary["written"], summary["version"]) == ("data/exports/demo_v1", False, 1)
+
+
+def test_the_sample_is_drawn_from_the_exports_own_files_in_both_formats(project):
+    rows = ingest(project, small_images(10))
+    for i, row in enumerate(rows.values()):
+        label(project, row, [("ring", 2, 2, 20, 20)] * (i % 2) + [("star", 22, 22, 40, 40)] * (i % 3 == 0))
+    for fmt in ("yolo", "coco"):
+        dataset = YoloExportDataset(path=f"data/exports_{fmt}", label_set="demo", format=fmt)
+        dataset.save(build_for(project))
+        figure = draw_export_sample(dataset.load())
+        titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+        assert len(titles) == 8 and figure.texts[0].get_text() == "demo_v1: 8 of 10 images"
+        boxes = [int(title.split(" · ")[2].split()[0]) for title in titles]
+        assert boxes[:5] == [b for b in boxes[:5] if b > 0] and sum(boxes) >= 5  # images with boxes first
+
+
+def test_export_summary_is_a_report_and_yolo_export_the_edge_to_training(project):
+    from kedro.framework.project import find_pipelines
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    pipelines = find_pipelines(raise_errors=True)
+    export = pipelines["export"]
+    assert "yolo_export" in export.all_outputs() and "export_summary" in export.all_outputs()
+    readers = {node.name for node in export.nodes if "yolo_export" in node.inputs}
+    assert readers == {"summarize_export", "draw_export_sample"}
+    assert not any("export_summary" in pipeline.inputs() for pipeline in pipelines.values())
