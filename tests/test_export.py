@@ -652,6 +652,13 @@ def test_the_sample_is_drawn_from_the_exports_own_files_in_both_formats(project)
         assert boxes[:5] == [b for b in boxes[:5] if b > 0] and sum(boxes) >= 5  # images with boxes first
 
 
+def test_the_export_folder_is_the_catalogs_not_a_parameter():
+    from cv_pipelines.config.parameters import ExportParams
+
+    with pytest.raises(ValueError, match="output_dir"):
+        ExportParams.model_validate(export_params(output_dir="data/exports"))
+
+
 def test_export_summary_is_a_report_and_yolo_export_the_edge_to_training(project):
     from kedro.framework.project import find_pipelines
     from kedro.framework.startup import bootstrap_project
