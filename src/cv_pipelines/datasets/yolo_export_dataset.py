@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset
@@ -25,7 +26,7 @@ from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.checks import check_export
 from cv_pipelines.exports.errors import ExportCheckError, ExportLockedError, ExportSelectionError
 from cv_pipelines.exports.versions import INFO_FILE, ExportRef, find_export, latest_export
-from cv_pipelines.exports.writing import ExportBuild, write_export
+from cv_pipelines.exports.writing import ExportBuild, ExportFormat, write_export
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
         self._path = local
         self._label_set = str(label_set)
         self._version = _version_number(export_version)
-        self._format = format
+        self._format: ExportFormat = "coco" if format == "coco" else "yolo"
         self._lock_timeout_s = float(lock_timeout_s)
         self._saved: ExportRef | None = None
         self.metadata = metadata
@@ -127,7 +128,7 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
         if plan.label_set != self._label_set:
             raise ExportDatasetError(
                 f"the export selected label set {plan.label_set!r} but yolo_export holds {self._label_set!r}; set "
-                "export.label_set in conf/base/globals.yml (or both with --params export.label_set=...)"
+                "label_set in conf/base/globals.yml, which both read (or --params export.label_set=..., which reaches both)"
             )
         root = project_root()
         ensure_images_present(root, plan.images["path"].tolist(), data.source_rev)
@@ -136,7 +137,7 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
                 plan,
                 project_root=root,
                 exports_dir=self._exports_dir(),
-                fmt=self._format,  # type: ignore[arg-type]
+                fmt=self._format,
                 lineage=data.lineage,
                 check=partial(check_export, plan=plan, fmt=self._format, project_root=root),
                 reports=data.health_files,
@@ -172,7 +173,7 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
         shown |= {"classes": info.get("classes"), "counts": info.get("counts"), "problems": info.get("problems")}
         return JSONPreview(json.dumps(shown, default=str))
 
-    def _exports_dir(self):
+    def _exports_dir(self) -> Path:
         from cv_pipelines.config.resolvers import in_project, project_root
 
         return in_project(project_root(), self._path)
