@@ -78,10 +78,9 @@ class LabelingParams(_Strict):
 
 
 class ExportParams(_Strict):
-    """``export.*``: which label set is exported, in which format, and the train/val/test split (ratios add up to 1)."""
+    """``export.*``: what the export selects and how it splits; its folder is the catalog's ``yolo_export``."""
 
     label_set: str = Field(min_length=1)
-    output_dir: str
     format: Literal["yolo", "coco"] = "yolo"
     split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     split_seed: int = 0

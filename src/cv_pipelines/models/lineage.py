@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cv_pipelines.models.training import ExportRef
+    from cv_pipelines.exports.versions import ExportRef
 
 #: Tag keys marking a run that trained (``cv_pipelines.training``) or evaluated
 #: (``cv_pipelines.evaluation``) a model, value "true". Two keys, not one: ``kedro run

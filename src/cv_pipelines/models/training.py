@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, write_data_yaml
 from cv_pipelines.files.atomic import write_text_atomically
 from cv_pipelines.files.run_folders import RunFolders
-from cv_pipelines.exports.yolo import INFO_FILE, latest_export, version_folders
 
 logger = logging.getLogger(__name__)
 
@@ -35,80 +35,7 @@ SUMMARY_FILE = "training_summary.yaml"
 DATA_FILE = "data.yaml"
 
 
-# --- the export a run trains on ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExportRef:
-    """A complete export version: its folder and its ``export_info.yaml``."""
-
-    path: Path
-    version: int
-    info: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def lineage(self) -> dict[str, str]:
-        """Where the data came from, as flat strings (MLflow tags and params want strings)."""
-        info = self.info
-        return {
-            "export_name": self.name,
-            "export_version": str(self.version),
-            "export_content_hash": str(info.get("content_hash", "")),
-            "label_set": str(info.get("label_set", "")),
-            "dataset_version": str(info.get("dataset_version", "")),
-            "dataset_commit": str(info.get("dataset_commit") or ""),
-            "registries_hash": str(info.get("registries_hash") or ""),
-        }
-
-
-def find_export(exports_dir: Path, label_set: str, version: int | None) -> ExportRef:
-    """The given export version of ``label_set``, or its latest; a clear error otherwise."""
-    exports_dir = Path(exports_dir)
-    if version is None:
-        latest = latest_export(exports_dir, label_set)
-        if latest is None:
-            raise ConfigurationError(
-                f"there is no export of label set {label_set!r} in {exports_dir}; run "
-                "`kedro run --pipelines export` first"
-            )
-        found = ExportRef(latest[1], latest[0], latest[2])
-    else:
-        folder = exports_dir / f"{label_set}_v{version}"
-        if not (folder / INFO_FILE).is_file():
-            known = [v for v, path in version_folders(exports_dir, label_set) if (path / INFO_FILE).is_file()]
-            raise ConfigurationError(
-                f"export {folder.name} does not exist in {exports_dir} (complete versions: "
-                f"{', '.join(map(str, known)) or 'none'}); set training.export_version to one of them, or null "
-                "for the latest"
-            )
-        found = ExportRef(folder, version, yaml.safe_load((folder / INFO_FILE).read_text(encoding="utf-8")) or {})
-    if found.info.get("format", "yolo") != "yolo":
-        raise ConfigurationError(
-            f"export {found.name} is in {found.info.get('format')!r} format and Ultralytics trains on YOLO exports; "
-            "run the export with export.format: yolo"
-        )
-    return found
-
-
-def write_data_yaml(export: ExportRef, target: Path) -> Path:
-    """A data set YAML pointing at the export where it is now.
-
-    The export's own ``dataset.yaml`` holds the absolute path it was written at, which
-    is wrong once the project is moved or cloned elsewhere.
-    """
-    classes = list(export.info["classes"])
-    document = {
-        "path": str(export.path.resolve()),
-        "train": "images/train",
-        "val": "images/val",
-        "test": "images/test",
-        "names": dict(enumerate(classes)),
-    }
-    target.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return target
+# --- the parameters a run trains with -----------------------------------------------------
 
 
 def parameters_hash(training: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, find_export, write_data_yaml
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.evaluation import (
     HEADLINE,
@@ -30,7 +31,7 @@ from cv_pipelines.models.evaluation import (
 )
 from cv_pipelines.models.lineage import EVALUATION_TAG, log_export_input
 from cv_pipelines.models.runs import TrackedModel, active_run
-from cv_pipelines.models.training import DATA_FILE, ExportRef, check_device, find_export, write_data_yaml
+from cv_pipelines.models.training import DATA_FILE, check_device
 
 logger = logging.getLogger(__name__)
 

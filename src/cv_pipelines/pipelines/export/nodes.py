@@ -1,41 +1,36 @@
-"""Nodes of the ``export`` pipeline: select, report health, write the versioned export.
+"""Nodes of the ``export`` pipeline: select, report health, build the export, summarise it.
 
 The registries come in as DataFrames (catalog entries ``*_registry``, read as of
-``dataset_version`` when one is given), so where they are loaded from never matters here.
+``dataset_version`` when one is given), so where they are loaded from never matters
+here; the export itself is written by the catalog's ``yolo_export`` dataset
+(``cv_pipelines.datasets.yolo_export_dataset``) from the ``ExportBuild`` these nodes
+hand it, and read back from it.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cv_pipelines.config.resolvers import in_project, project_relative, project_root
+from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.exports.yolo import (
+from cv_pipelines.exports.errors import ExportSelectionError
+from cv_pipelines.exports.health import (
     ALL_CLASSES,
     HUGE_BOX_AREA,
     TINY_BOX_AREA,
-    ExportCheckError,
-    ExportLockedError,
-    ExportPlan,
-    ExportSelectionError,
-    check_coco_export,
-    check_with_ultralytics,
     health_figure,
     health_report_files,
     health_table,
-    plan_export,
-    write_export,
+    sample_figure,
 )
+from cv_pipelines.exports.selection import ExportPlan, plan_export
+from cv_pipelines.exports.versions import ExportRef
+from cv_pipelines.exports.writing import ExportBuild
 
 logger = logging.getLogger(__name__)
-
-#: How many images the sample picture shows: enough to see the boxes fit, cheap to draw.
-SAMPLE_IMAGES = 8
 
 
 def select_export_images(
@@ -102,28 +97,16 @@ def report_export_health(selection: ExportPlan) -> tuple[pd.DataFrame, Any, dict
 
 
 def export_yolo_dataset(
-    selection: ExportPlan,
-    health_files: dict[str, bytes],
-    export: dict[str, Any],
-    dataset_version: str | None,
-) -> dict[str, Any]:
-    """Write the next export version, checked, or name the version that already holds it.
+    selection: ExportPlan, health_files: dict[str, bytes], dataset_version: str | None
+) -> ExportBuild:
+    """The ``ExportBuild`` the ``yolo_export`` dataset writes: selection, health files and lineage.
 
-    The Ultralytics check (``export.format: yolo``; pycocotools for ``coco``) runs on the
-    staging folder before it is renamed into place: a separate node after this one
-    could only run once the version already exists under its name. Returns the
-    version's ``export_info`` plus its ``path`` and whether this run ``written`` it.
+    The lineage names the dataset version (or "working tree") and its commit, the code
+    commit that made the export, and a hash of the registry rows it was made from.
     """
-    from cv_pipelines.versioning.dataset_versions import (
-        current_commit,
-        ensure_images_present,
-        resolve_version,
-    )
+    from cv_pipelines.versioning.dataset_versions import current_commit, resolve_version
 
     root = project_root()
-    exports_dir = in_project(root, export["output_dir"])
-    fmt = export["format"]
-    fetched = ensure_images_present(root, selection.images["path"].tolist(), dataset_version)
     version = resolve_version(root, dataset_version, selection.inputs)
     lineage = {
         "dataset_version": version.dataset_version or "working tree",
@@ -131,106 +114,37 @@ def export_yolo_dataset(
         "code_commit": current_commit(root, "HEAD"),  # the code that made this export
         "registries_hash": version.registries_hash,  # the registry rows it was made from
     }
+    return ExportBuild(plan=selection, health_files=health_files, lineage=lineage, source_rev=dataset_version)
 
-    def check(folder: Path) -> dict[str, int]:
-        if fmt == "coco":
-            return check_coco_export(folder)
-        logger.info("Checking %d images with Ultralytics' data set check and label loader ...", len(selection.images))
-        return check_with_ultralytics(
-            folder, classes=selection.classes, expected_shapes=selection.expected_shapes(), project_root=root
-        )
 
-    try:
-        result = write_export(
-            selection,
-            project_root=root,
-            exports_dir=exports_dir,
-            fmt=fmt,
-            lineage=lineage,
-            check=check,
-            reports=health_files,
-        )
-    except (ExportCheckError, ExportSelectionError, ExportLockedError) as exc:
-        raise ConfigurationError(f"{exc} (nothing was written)") from None
-    name = project_relative(result.path, root)
-    if result.written:
-        counts = result.info["counts"]["images"]
+def summarize_export(export: ExportRef) -> dict[str, Any]:
+    """The ``export_info`` of the version ``yolo_export`` gives, plus its ``path`` and whether this run ``written`` it."""
+    name = project_relative(export.path, project_root())
+    if export.written:
+        counts = export.info["counts"]["images"]
         logger.info(
-            "Export %s written: %d images (train %d, val %d, test %d), content %s%s",
+            "Export %s written: %d images (train %d, val %d, test %d), content %s",
             name,
             sum(counts.values()),
             counts["train"],
             counts["val"],
             counts["test"],
-            result.content_hash[:12],
-            f"; fetched {fetched} missing image(s) from DVC" if fetched else "",
+            str(export.info.get("content_hash", ""))[:12],
         )
     else:
         logger.info(
             "Export: nothing written, version %d (%s) already holds this content (%s)",
-            result.version,
+            export.version,
             name,
-            result.content_hash[:12],
+            str(export.info.get("content_hash", ""))[:12],
         )
-    return dict(result.info) | {"path": name, "written": result.written}
+    return dict(export.info) | {"path": name, "written": export.written}
 
 
-def draw_export_sample(selection: ExportPlan, export_summary: dict[str, Any]) -> Any:
-    """A matplotlib Figure of a few exported images with their boxes, for kedro-viz and humans.
+def draw_export_sample(export: ExportRef) -> Any:
+    """A matplotlib Figure of a few images of the export with their boxes, for kedro-viz and humans.
 
-    The sample is the first images in image-id order (a content hash, so an arbitrary
-    but stable pick that does not move between runs of the same export), preferring
-    images that have boxes. It takes ``export_summary`` only to run after the export
-    node, which has fetched any image a dataset version needs from DVC by then. Boxes
-    are the exported ones (clipped, duplicates dropped), drawn in pixel coordinates of
-    the image as stored, after EXIF orientation, the frame the registry measures.
+    Drawn from the export's own files (see ``cv_pipelines.exports.health.sample_figure``):
+    the first images in image-id order, preferring images with boxes.
     """
-    from matplotlib.figure import Figure  # no pyplot: no global state, Agg renders the PNG
-    from matplotlib.patches import Rectangle
-    from PIL import Image, ImageOps
-
-    root = project_root()
-    images, boxes = selection.images, selection.boxes
-    boxed = set(boxes["image_id"].tolist())
-    with_boxes = np.fromiter((i in boxed for i in images["image_id"].tolist()), dtype=bool, count=len(images))
-    sample = pd.concat([images[with_boxes], images[~with_boxes]]).head(SAMPLE_IMAGES)
-    # Group only the sample's boxes: an export of many thousand images has as many groups.
-    sampled = set(sample["image_id"].tolist())
-    shown = boxes[np.fromiter((i in sampled for i in boxes["image_id"].tolist()), dtype=bool, count=len(boxes))]
-    by_image = {image_id: group for image_id, group in shown.groupby("image_id")}
-    columns = 4
-    rows = max(1, -(-len(sample) // columns))
-    figure = Figure(figsize=(3 * columns, 3.2 * rows), dpi=80)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    colours = {name: f"C{i % 10}" for i, name in enumerate(selection.classes)}
-    for axis, image in zip(axes, sample.itertuples(index=False)):
-        with Image.open(in_project(root, image.path)) as opened:
-            axis.imshow(ImageOps.exif_transpose(opened).convert("RGB"))
-        own = by_image.get(image.image_id, boxes.iloc[:0])
-        for box in own.itertuples(index=False):
-            colour = colours.get(box.label, "white")
-            axis.add_patch(
-                Rectangle(
-                    (box.x_min, box.y_min),
-                    box.x_max - box.x_min,
-                    box.y_max - box.y_min,
-                    fill=False,
-                    edgecolor=colour,
-                    linewidth=1.5,
-                )
-            )
-            axis.text(
-                box.x_min,
-                box.y_min,
-                box.label,
-                color="white",
-                fontsize=7,
-                va="bottom",
-                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
-            )
-        axis.set_title(f"{image.split} · {image.image_id[:10]} · {len(own)} box(es)", fontsize=8)
-    for axis in axes:
-        axis.set_axis_off()
-    figure.suptitle(f"{export_summary.get('path', selection.label_set)}: {len(sample)} of {len(images)} images")
-    figure.tight_layout()
-    return figure
+    return sample_figure(export)

@@ -1,11 +1,12 @@
-"""Wiring of the ``export`` pipeline: registries -> selection -> health report -> export -> sample picture."""
+"""Wiring of the ``export`` pipeline: registries -> selection -> health -> ``yolo_export`` -> summary, sample."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import draw_export_sample, export_yolo_dataset, report_export_health, select_export_images
+from .nodes import draw_export_sample, export_yolo_dataset, report_export_health, select_export_images, summarize_export
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The export pipeline; its ``yolo_export`` output is what training and evaluation read."""
     return Pipeline(
         [
             Node(
@@ -29,15 +30,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 export_yolo_dataset,
-                inputs=["export_selection", "export_health_files", "params:export", "params:dataset_version"],
-                outputs="export_summary",
+                inputs=["export_selection", "export_health_files", "params:dataset_version"],
+                outputs="yolo_export",
                 name="export_yolo_dataset",
             ),
-            Node(
-                draw_export_sample,
-                inputs=["export_selection", "export_summary"],
-                outputs="export_sample_images",
-                name="draw_export_sample",
-            ),
+            Node(summarize_export, inputs="yolo_export", outputs="export_summary", name="summarize_export"),
+            Node(draw_export_sample, inputs="yolo_export", outputs="export_sample_images", name="draw_export_sample"),
         ]
     )

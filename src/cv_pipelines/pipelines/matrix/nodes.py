@@ -22,6 +22,7 @@ import pandas as pd
 
 from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.lineage import (
     EVALUATION_TAG,
@@ -33,9 +34,7 @@ from cv_pipelines.models.matrix import candidate_parameters, namespace_of
 from cv_pipelines.models.trainers import TrainedModel, load_trainer
 from cv_pipelines.models.training import (
     DATA_FILE,
-    ExportRef,
     check_device,
-    find_export,
     finish_run_folder,
     start_run_folder,
 )

@@ -16,14 +16,13 @@ from typing import Any
 
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import lineage
 from cv_pipelines.models.runs import TrackedModel, active_run
 from cv_pipelines.models.training import (
     DATA_FILE,
-    ExportRef,
     check_device,
-    find_export,
     finish_run_folder,
     interrupted_run,
     metrics_history,
