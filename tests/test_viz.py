@@ -321,7 +321,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     assert set(api["layers"]) == LAYERS, api["layers"]
     datasets = {n["name"]: n for n in api["nodes"] if n["type"] == "data"}
     for name, layer in (("images_registry", "registries"), ("export_summary", "exports"),
-                        ("export_sample_images", "reporting"), ("training_summary", "models"),
+                        ("export_sample_images", "reporting"), ("trained_model", "models"),
                         ("evaluation_confusion_matrix", "reporting"), ("demo_dataset_summary", "raw")):
         assert datasets[name]["layer"] == layer, (name, datasets[name]["layer"])
     assert "circular dependency" not in "".join(server_output)
@@ -416,7 +416,7 @@ def test_viz_build_writes_a_static_site_that_renders_offline(viz_project, tmp_pa
         try:
             page = open_page(browser, f"http://127.0.0.1:{server.server_address[1]}/")
             choose_pipeline(page, "training")
-            assert {"train_model", "training_summary"} <= node_labels(page)
+            assert {"train_model", "trained_model"} <= node_labels(page)
             screenshot(page, "viz-build-static-site.png")
             assert outside_requests(page) <= KEDRO_VIZ_PAGE_FONTS, outside_requests(page)
         finally:

@@ -39,7 +39,8 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
         # A local path matches two equivalent local source types; MLflow warns and picks one.
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(export_ref.path.resolve().as_uri())
-    dataset = MetaDataset(
+    # MetaDataset leaves `profile` abstract in its type hints only; MLflow itself builds it this way.
+    dataset = MetaDataset(  # type: ignore[abstract]
         source=source,
         name=export_ref.name,
         # MLflow's dataset digest column holds 36 characters; the full hash is a tag.

@@ -196,6 +196,8 @@ def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
 
 @dataclass
 class TrainingResult:
+    """One finished (or resumed) Ultralytics training: its folder, weights, epochs, time and last metrics."""
+
     run_dir: Path
     best: Path
     last: Path

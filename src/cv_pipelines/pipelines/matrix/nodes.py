@@ -281,7 +281,10 @@ def _log_training(trained: TrainedModel, run_dir) -> None:
         for point in points
     ]
     client = mlflow.MlflowClient()
-    run_id = mlflow.active_run().info.run_id
+    active = mlflow.active_run()
+    if active is None:  # called inside the candidate's `with mlflow.start_run()`
+        raise RuntimeError("no active MLflow run to log the candidate's training into")
+    run_id = active.info.run_id
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
     mlflow.set_tag(FAMILY_TAG, trained.family)
