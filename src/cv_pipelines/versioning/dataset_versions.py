@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cv_pipelines.files.atomic import write_text_atomically
+from cv_pipelines.files.atomic import write_atomically_with, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class SnapshotError(RuntimeError):
 
 @dataclass
 class SnapshotResult:
+    """What a snapshot did: whether it committed, its tag and commit, the pointer files it changed."""
+
     committed: bool
     tag: str | None = None
     commit: str | None = None
@@ -53,6 +55,7 @@ class SnapshotResult:
     message: str = ""
 
     def summary(self) -> str:
+        """One line for the log and the report."""
         if not self.committed:
             return self.message or "nothing changed since the last snapshot; no commit, no tag"
         return f"{self.tag} at {self.commit[:10]}: {len(self.changed_targets)} pointer file(s) updated"
@@ -102,11 +105,13 @@ def check_can_commit(root: Path) -> None:
 
 
 def current_commit(root: Path, rev: str = "HEAD") -> str | None:
+    """The commit ``rev`` names in the git repository at ``root``, or None when it names none."""
     out = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
     return out or None
 
 
 def next_version_tag(root: Path, label_set: str) -> str:
+    """The next free dataset version tag of ``label_set``: ``data/<label_set>/v<N+1>``."""
     tags = _git(root, "tag", "--list", f"data/{label_set}/v*").splitlines()
     numbers = [int(m.group(1)) for t in tags if (m := re.fullmatch(rf"data/{re.escape(label_set)}/v(\d+)", t))]
     return f"data/{label_set}/v{max(numbers, default=0) + 1}"
@@ -289,7 +294,7 @@ def snapshot_dataset(
     """DVC-track what changed, push it, commit only the pointer files, tag the commit."""
     from dvc.repo import Repo
 
-    from cv_pipelines.images.ingestion import writer_lock
+    from cv_pipelines.registries.writer_lock import writer_lock
 
     root = Path(root).resolve()
     check_can_commit(root)
@@ -309,7 +314,7 @@ def snapshot_dataset(
             try:
                 before = [pointed_object(p) for p in pointer_files]
                 add_paths = []
-                for change, old in zip(changes, before):
+                for change, old in zip(changes, before, strict=True):
                     # A granular add splices sub-folders into the previous listing, which
                     # must be in the cache (DVC would otherwise try to pull it).
                     in_cache = old is not None and repo.cache.local.exists(old.value)
@@ -317,7 +322,7 @@ def snapshot_dataset(
                 repo.add([str(path) for path in add_paths])
                 if push:
                     after = [pointed_object(p) for p in pointer_files]
-                    push_new_objects(repo, pointer_files, list(zip(before, after)), remote=remote)
+                    push_new_objects(repo, pointer_files, list(zip(before, after, strict=True)), remote=remote)
             finally:
                 repo.close()
             # Stamped after `dvc add`: with a link cache it re-links the files it added,
@@ -382,6 +387,7 @@ def registries_content_hash(frames: dict[str, pd.DataFrame]) -> str:
 
 
 def resolve_version(root: Path, rev: str | None, frames: dict[str, pd.DataFrame]) -> ResolvedVersion:
+    """The dataset version ``rev`` (None: the working tree) with its commit and the registries' content hash."""
     return ResolvedVersion(
         dataset_version=rev,
         commit=current_commit(Path(root), rev or "HEAD"),
@@ -399,9 +405,14 @@ def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
     for path in missing:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".fetching")
-        fs.get_file(path, str(tmp))
-        os.replace(tmp, target)
+        write_atomically_with(target, _fetcher(fs, path), durable=False, suffix=".fetching")
         os.chmod(target, 0o444)
     logger.info("Fetched %d image(s) missing from the store from DVC", len(missing))
     return len(missing)
+
+
+def _fetcher(fs, path: str):
+    def fetch(tmp: Path) -> None:
+        fs.get_file(path, str(tmp))
+
+    return fetch
