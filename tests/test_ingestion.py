@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +12,33 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.config.parameters import IngestionParams
 from cv_pipelines.images.ingestion import (
+    IngestionJob,
     IngestionLockedError,
-    IngestionSettings,
+    StoreLayout,
     ingest_images,
     read_images_registry,
     writer_lock,
 )
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import project_env, run_kedro, run_pipeline
 from tests.support.images import image_bytes, png_with_declared_size, write
 
 
-def settings_for(root: Path, **overrides) -> IngestionSettings:
-    values = dict(
+def layout_for(root: Path) -> StoreLayout:
+    return StoreLayout(
         project_root=root,
-        source_dir=Path("data/incoming"),
         store_dir=Path("data/store/images"),
         registry_dir=Path("data/registry"),
         quarantine_dir=Path("data/quarantine"),
-        workers=2,
-        show_progress=False,
-        lock_timeout_s=5,
     )
-    values.update(overrides)
-    return IngestionSettings(**values)
+
+
+def settings_for(root: Path, *, consume_source: bool = True, **overrides) -> IngestionJob:
+    """The project's folders, as the catalog names them, and ``ingestion`` parameters for tests."""
+    params = IngestionParams(**{"workers": 2, "show_progress": False, "lock_timeout_s": 5, **overrides})
+    return IngestionJob(layout_for(root), Path("data/incoming"), params, consume_source=consume_source)
 
 
 def sha(data: bytes) -> str:
@@ -166,7 +169,9 @@ def test_two_ingestions_at_once_register_every_image_exactly_once(project):
         "from cv_pipelines.images.ingestion import ingest_images;"
         "print(ingest_images(settings_for(Path(sys.argv[1]), workers=1)).new)"
     )
-    env = project_env(project, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # The checkout first, then the caller's path (a worktree's src/ over an installed copy).
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = project_env(project, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(project)], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -1,14 +1,24 @@
+"""Wiring of the ``snapshot`` pipeline: the store and registries -> a tagged dataset version."""
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import snapshot_dataset_version
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """Version ``image_store`` with the registries ingestion and the COCO import write."""
     return Pipeline(
         [
             Node(
                 snapshot_dataset_version,
-                inputs=["params:snapshot", "params:labeling", "params:ingestion"],
+                inputs=[
+                    "image_store",
+                    "images_registry",
+                    "labels_registry",
+                    "params:snapshot",
+                    "params:labeling",
+                    "params:ingestion",
+                ],
                 outputs="snapshot_report",
                 name="snapshot_dataset_version",
             )
