@@ -198,3 +198,20 @@ def test_parameter_models_default_to_what_the_yml_documents():
             default = field.get_default(call_default_factory=True)
             value = default.model_dump() if hasattr(default, "model_dump") else default
             assert documented[name] == value, f"{key}.{name}: yml {documented[name]!r}, model {value!r}"
+
+
+def test_ingestion_import_labeling_and_snapshot_join_one_graph():
+    """Each reads datasets another pipeline writes (not only parameters), and every registry has one writer."""
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(REPO_ROOT)
+    from cv_pipelines.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert "images_registry" in pipelines["ingestion"].all_outputs()
+    assert {"annotations_registry", "labels_registry"} <= pipelines["import_coco"].all_outputs()
+    assert {"images_registry", "labels_registry"} <= pipelines["labeling"].inputs()
+    assert {"images_registry", "labels_registry"} <= pipelines["snapshot"].inputs()
+    assert "new_images" in pipelines["ingestion"].inputs() and "demo_dataset" in pipelines["demo_data"].inputs()
+    for name in ("ingestion", "import_coco", "labeling", "snapshot", "demo_data"):
+        assert not any(i.startswith("params:") and "registry" in i for i in pipelines[name].inputs())
