@@ -311,3 +311,20 @@ def test_registry_dataset_appends_and_replaces_by_key(project):
     exclusions.save(rows.tail(1))  # a DataFrame appends a part
     assert sorted(exclusions.load()["image_id"]) == ["a", "b"]
     assert len(registry_parts.list_parts(project / "data/registry/exclusions")) == 2
+
+
+def test_a_copy_still_there_is_stored_when_the_planned_first_one_vanished(project):
+    from cv_pipelines.images.ingestion import check_new_images, commit_ingestion, list_new_images, plan_ingestion
+
+    data = image_bytes(61)
+    write(project / "data/incoming/a.jpg", data)
+    write(project / "data/incoming/b.jpg", data)
+    params = settings_for(project).params
+    plan = plan_ingestion(check_new_images(list_new_images(project / "data/incoming"), params), params)
+    (project / "data/incoming/a.jpg").unlink()  # gone before the commit, stored by nobody
+
+    result = commit_ingestion(plan, layout_for(project))
+
+    assert (result.new, result.duplicates) == (1, 0)
+    assert read_images_registry(project / "data/registry")["original_path"].tolist() == ["b.jpg"]
+    assert drop_files(project) == [] and len(store_files(project)) == 1

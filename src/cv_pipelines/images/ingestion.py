@@ -324,7 +324,9 @@ def _commit_locked(
         result.add(IngestionOutcome(path, "skipped_in_progress", detail="still being written; left for the next run"))
     entries = plan.entries
     if recheck_sources:
-        entries = tuple(e for e in entries if os.path.exists(e.file.source))
+        # Inputs a recovery or another writer removed since the plan was made are done;
+        # a copy of one of them that is still there becomes the one to store.
+        entries = _planned([e.file for e in entries if os.path.exists(e.file.source)])
     if entries:
         journal = _journal_for(replace(plan, entries=entries), layout, result)
         _write_journal(layout.journal_dir, journal)
@@ -383,16 +385,6 @@ def check_new_images(waiting: NewImages, params: IngestionParams, *, started_at:
 
 def plan_ingestion(checked: CheckedImages, params: IngestionParams, *, consume_source: bool = True) -> IngestionPlan:
     """Decide each checked file's fate: a candidate for the store, a duplicate in this drop, a reject."""
-    first_seen: dict[str, str] = {}
-    entries = []
-    for item in checked.files:
-        if item.error:
-            entries.append(PlannedFile(item, "rejected"))
-        elif item.sha256 in first_seen:
-            entries.append(PlannedFile(item, "duplicate_in_drop", first_seen[item.sha256]))
-        else:
-            first_seen[item.sha256] = item.original_path
-            entries.append(PlannedFile(item, "candidate"))
     return IngestionPlan(
         run_id=checked.run_id,
         started_at=checked.started_at,
@@ -400,9 +392,24 @@ def plan_ingestion(checked: CheckedImages, params: IngestionParams, *, consume_s
         source_id=params.source_id,
         consume_source=consume_source,
         lock_timeout_s=params.lock_timeout_s,
-        entries=tuple(entries),
+        entries=_planned(checked.files),
         in_progress=checked.in_progress,
     )
+
+
+def _planned(files: Iterable[CheckedFile]) -> tuple[PlannedFile, ...]:
+    """Each file's fate, in input order: the first file of some bytes is the candidate, later ones duplicates."""
+    first_seen: dict[str, str] = {}
+    entries = []
+    for item in files:
+        if item.error:
+            entries.append(PlannedFile(item, "rejected"))
+        elif item.sha256 in first_seen:
+            entries.append(PlannedFile(item, "duplicate_in_drop", first_seen[item.sha256]))
+        else:
+            first_seen[item.sha256] = item.original_path
+            entries.append(PlannedFile(item, "candidate"))
+    return tuple(entries)
 
 
 def _inspect_all(files: list[tuple[str, str]], params: IngestionParams) -> Iterator[CheckedFile]:
