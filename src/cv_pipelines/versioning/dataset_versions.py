@@ -15,6 +15,7 @@ store is fetched from the DVC remote.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -240,10 +241,9 @@ def objects_to_push(cache, remote_odb, changes) -> list:
         if new.isdir:
             files = {oid for _, _, oid in Tree.load(cache, new)}
             if old is not None and old.value in on_remote:
-                try:
+                # No longer in the local cache: push the whole listing.
+                with contextlib.suppress(FileNotFoundError):
                     files -= {oid for _, _, oid in Tree.load(cache, old)}
-                except FileNotFoundError:  # no longer in the local cache: push the whole listing
-                    pass
             objects += sorted(files, key=lambda h: h.value)
         objects.append(new)  # after its files: a listing is uploaded last
     return objects
