@@ -34,12 +34,13 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from cv_pipelines.config.parameters import IngestionParams
 from cv_pipelines.exports.checks import check_with_ultralytics
 from cv_pipelines.exports.health import health_figure, health_report_files, health_table, sample_figure
 from cv_pipelines.exports.selection import plan_export
 from cv_pipelines.exports.versions import read_export
 from cv_pipelines.exports.writing import write_export
-from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionSettings, ingest_images
+from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionJob, StoreLayout, ingest_images
 from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, EXCLUSIONS_SCHEMA, LABELS_SCHEMA
 
@@ -132,17 +133,8 @@ def main() -> None:
         apply_offline_defaults(root)  # Ultralytics' settings inside the throwaway project
         started = time.perf_counter()
         make_images(root / "data/incoming", args.images, size)
-        ingest_images(
-            IngestionSettings(
-                project_root=root,
-                source_dir=Path("data/incoming"),
-                store_dir=Path("data/store/images"),
-                registry_dir=Path("data/registry"),
-                quarantine_dir=Path("data/quarantine"),
-                workers=2,
-                show_progress=False,
-            )
-        )
+        layout = StoreLayout(root, Path("data/store/images"), Path("data/registry"), Path("data/quarantine"))
+        ingest_images(IngestionJob(layout, Path("data/incoming"), IngestionParams(workers=2, show_progress=False)))
         images = registry_parts.read_registry(root / "data/registry/images", schema=IMAGES_SCHEMA)
         annotations, labels, exclusions = synthetic_registries(images)
         print(f"Made and ingested {len(images):,} JPEGs in {time.perf_counter() - started:.1f} s", flush=True)

@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionJob, StoreLayout, ingest_images
 from cv_pipelines.registries import parts as registry_parts
-from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionSettings, ingest_images
 
 
 def make_jpegs(folder: Path, count: int, seed: int = 0) -> int:
@@ -73,12 +74,14 @@ def clone_drop(master: Path, drop: Path) -> None:
             os.link(os.path.join(root, name), target / name)
 
 
-def settings(project: Path, drop: Path, **kw) -> IngestionSettings:
-    return IngestionSettings(
-        project_root=project, source_dir=drop, store_dir=Path("data/store/images"),
-        registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"),
-        show_progress=False, **kw,
+def settings(project: Path, drop: Path, **kw) -> IngestionJob:
+    layout = StoreLayout(
+        project_root=project,
+        store_dir=Path("data/store/images"),
+        registry_dir=Path("data/registry"),
+        quarantine_dir=Path("data/quarantine"),
     )
+    return IngestionJob(layout, drop, IngestionParams(show_progress=False, **kw))
 
 
 def bench_throughput(work: Path, images: int, workers: int) -> None:
@@ -115,12 +118,18 @@ def bench_throughput(work: Path, images: int, workers: int) -> None:
 
     print("\nIngestion throughput (same files, warm page cache, same run)")
     print(f"  floor: read + SHA-256 in one process        : {floor_s:6.2f} s {count / floor_s:7.0f} images/s")
-    print(f"  ingestion, empty store ({workers} processes)        : {ingest_s:6.2f} s {images / ingest_s:7.0f} images/s"
-          f"  ratio {ingest_s / floor_s:.2f}x")
-    print(f"  ingestion, store with its shard folders ({workers}p) : {warm.seconds:6.2f} s {images / warm.seconds:7.0f} images/s"
-          f"  ratio {warm.seconds / floor_s:.2f}x  (goal <= 1.5x)")
-    print(f"  ingestion, empty store, 1 process           : {one.seconds:6.2f} s {images / one.seconds:7.0f} images/s"
-          f"  ratio {one.seconds / floor_s:.2f}x")
+    print(
+        f"  ingestion, empty store ({workers} processes)        : {ingest_s:6.2f} s {images / ingest_s:7.0f} images/s"
+        f"  ratio {ingest_s / floor_s:.2f}x"
+    )
+    print(
+        f"  ingestion, store with its shard folders ({workers}p) : {warm.seconds:6.2f} s {images / warm.seconds:7.0f} images/s"
+        f"  ratio {warm.seconds / floor_s:.2f}x  (goal <= 1.5x)"
+    )
+    print(
+        f"  ingestion, empty store, 1 process           : {one.seconds:6.2f} s {images / one.seconds:7.0f} images/s"
+        f"  ratio {one.seconds / floor_s:.2f}x"
+    )
 
 
 def bench_append(work: Path, rows: int) -> None:

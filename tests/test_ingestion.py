@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +12,33 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.config.parameters import IngestionParams
 from cv_pipelines.images.ingestion import (
+    IngestionJob,
     IngestionLockedError,
-    IngestionSettings,
+    StoreLayout,
     ingest_images,
     read_images_registry,
     writer_lock,
 )
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import project_env, run_kedro, run_pipeline
 from tests.support.images import image_bytes, png_with_declared_size, write
 
 
-def settings_for(root: Path, **overrides) -> IngestionSettings:
-    values = dict(
+def layout_for(root: Path) -> StoreLayout:
+    return StoreLayout(
         project_root=root,
-        source_dir=Path("data/incoming"),
         store_dir=Path("data/store/images"),
         registry_dir=Path("data/registry"),
         quarantine_dir=Path("data/quarantine"),
-        workers=2,
-        show_progress=False,
-        lock_timeout_s=5,
     )
-    values.update(overrides)
-    return IngestionSettings(**values)
+
+
+def settings_for(root: Path, *, consume_source: bool = True, **overrides) -> IngestionJob:
+    """The project's folders, as the catalog names them, and ``ingestion`` parameters for tests."""
+    params = IngestionParams(**{"workers": 2, "show_progress": False, "lock_timeout_s": 5, **overrides})
+    return IngestionJob(layout_for(root), Path("data/incoming"), params, consume_source=consume_source)
 
 
 def sha(data: bytes) -> str:
@@ -150,9 +153,11 @@ def test_a_second_writer_waits_then_says_why_it_stopped(project):
     write(project / "data/incoming/a.jpg", image_bytes(13))
     registry = project / "data/registry"
     registry.mkdir(parents=True)
-    with writer_lock(registry, timeout_s=1):
-        with pytest.raises(IngestionLockedError, match=r"lock file .*\.writer\.lock.*lock_timeout_s"):
-            ingest_images(settings_for(project, lock_timeout_s=0.2))
+    with (
+        writer_lock(registry, timeout_s=1),
+        pytest.raises(IngestionLockedError, match=r"lock file .*\.writer\.lock.*lock_timeout_s"),
+    ):
+        ingest_images(settings_for(project, lock_timeout_s=0.2))
     assert drop_files(project)  # untouched while locked
     assert ingest_images(settings_for(project)).new == 1
 
@@ -166,7 +171,9 @@ def test_two_ingestions_at_once_register_every_image_exactly_once(project):
         "from cv_pipelines.images.ingestion import ingest_images;"
         "print(ingest_images(settings_for(Path(sys.argv[1]), workers=1)).new)"
     )
-    env = project_env(project, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # The checkout first, then the caller's path (a worktree's src/ over an installed copy).
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = project_env(project, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(project)], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -250,3 +257,74 @@ def test_kedro_run_prints_a_one_line_summary(project, mixed_drop):
     again = run_kedro(project, "run", "--pipelines", "ingestion", "--env", "test")
     assert again.returncode == 0, again.stderr
     assert "the drop zone is empty; nothing changed" in again.stderr
+
+
+def test_drop_zone_dataset_loads_what_is_waiting_and_previews_it(project):
+    from cv_pipelines.datasets.drop_zone_dataset import DropZoneDataset
+
+    write(project / "data/incoming/nested/a.jpg", image_bytes(51))
+    write(project / "data/incoming/.hidden.jpg", image_bytes(52))
+    write(project / "data/incoming/b.jpg.part", b"half")
+    dataset = DropZoneDataset(path="data/incoming")
+    waiting = dataset.load()
+    assert [relative for _, relative in waiting.files] == ["nested/a.jpg"]
+    assert waiting.in_progress == ("b.jpg.part",)
+    assert dataset.preview()["data"] == [["nested/a.jpg", "ready"], ["b.jpg.part", "still being written"]]
+    with pytest.raises(Exception, match="local folder"):
+        DropZoneDataset(path="s3://bucket/incoming")
+
+
+def test_image_store_dataset_commits_a_plan_made_before_the_lock(project, mixed_drop):
+    """The pipeline's path: load, check and plan outside the lock; the save commits under it."""
+    from cv_pipelines.datasets.drop_zone_dataset import DropZoneDataset
+    from cv_pipelines.datasets.image_store_dataset import ImageStoreDataset
+    from cv_pipelines.images.ingestion import check_new_images, describe_committed_plan, plan_ingestion
+
+    params = settings_for(project).params
+    plan = plan_ingestion(check_new_images(DropZoneDataset(path="data/incoming").load(), params), params)
+    ingest_images(settings_for(project))  # another writer stores the same drop first
+    store = ImageStoreDataset(store="data/store/images", registry="data/registry", quarantine="data/quarantine")
+
+    store.save(plan)  # its inputs are gone: nothing is registered or quarantined twice
+
+    registry = store.load()
+    assert len(registry) == len(mixed_drop["good"])
+    assert len(registry_parts.read_registry(project / "data/registry/rejections")) == len(mixed_drop["bad"])
+    outcomes = describe_committed_plan(plan, registry).report().set_index("original_path")["outcome"]
+    assert outcomes["a.jpg"] == "duplicate_of_stored" and outcomes["copies/a_again.jpg"] == "duplicate_in_drop"
+
+
+def test_registry_dataset_appends_and_replaces_by_key(project):
+    from cv_pipelines.datasets.parquet_registry_dataset import KeyedRows, ParquetRegistryDataset
+
+    exclusions = ParquetRegistryDataset(path="data/registry/exclusions")
+    assert list(exclusions.load().columns)[:2] == ["image_id", "label_set"]  # empty, with its schema
+    now = pd.Timestamp.now(tz="UTC")
+    rows = pd.DataFrame({"image_id": ["a", "b"], "label_set": "demo", "reason": "r", "source": "s", "excluded_at": now})
+    exclusions.save(KeyedRows({"demo-batch_1": rows}))
+    part = registry_parts.keyed_part_path(project / "data/registry/exclusions", "demo-batch_1")
+    written = part.stat().st_mtime_ns
+    exclusions.save(KeyedRows({"demo-batch_1": rows.assign(excluded_at=now + pd.Timedelta("1s"))},
+                              unchanged_if=("excluded_at",)))
+    assert part.stat().st_mtime_ns == written  # same rows: the part is left as it is
+    exclusions.save(KeyedRows({"demo-batch_1": rows.head(1)}))
+    exclusions.save(rows.tail(1))  # a DataFrame appends a part
+    assert sorted(exclusions.load()["image_id"]) == ["a", "b"]
+    assert len(registry_parts.list_parts(project / "data/registry/exclusions")) == 2
+
+
+def test_a_copy_still_there_is_stored_when_the_planned_first_one_vanished(project):
+    from cv_pipelines.images.ingestion import check_new_images, commit_ingestion, list_new_images, plan_ingestion
+
+    data = image_bytes(61)
+    write(project / "data/incoming/a.jpg", data)
+    write(project / "data/incoming/b.jpg", data)
+    params = settings_for(project).params
+    plan = plan_ingestion(check_new_images(list_new_images(project / "data/incoming"), params), params)
+    (project / "data/incoming/a.jpg").unlink()  # gone before the commit, stored by nobody
+
+    result = commit_ingestion(plan, layout_for(project))
+
+    assert (result.new, result.duplicates) == (1, 0)
+    assert read_images_registry(project / "data/registry")["original_path"].tolist() == ["b.jpg"]
+    assert drop_files(project) == [] and len(store_files(project)) == 1

@@ -12,21 +12,23 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.images.ingestion import read_images_registry
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import project_env
 from tests.support.images import image_bytes, write
 
 RUN_INGESTION = """
 import sys
 from pathlib import Path
-from cv_pipelines.images.ingestion import IngestionSettings, ingest_images
+from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.images.ingestion import IngestionJob, StoreLayout, ingest_images
 root = Path(sys.argv[1])
-result = ingest_images(IngestionSettings(
-    project_root=root, source_dir=Path("data/incoming"), store_dir=Path("data/store/images"),
+layout = StoreLayout(
+    project_root=root, store_dir=Path("data/store/images"),
     registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"),
-    workers=1, show_progress=False, lock_timeout_s=60,
-))
+)
+params = IngestionParams(workers=1, show_progress=False, lock_timeout_s=60)
+result = ingest_images(IngestionJob(layout, Path("data/incoming"), params))
 print("DONE", result.new, result.duplicates, result.rejected, flush=True)
 """
 
@@ -44,8 +46,11 @@ def _drop(root: Path, seed: int) -> dict[str, bytes]:
 
 def _start(root: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_INGESTION, str(root)], env=project_env(root),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", RUN_INGESTION, str(root)],
+        env=project_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

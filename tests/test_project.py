@@ -180,3 +180,38 @@ def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, tm
     client = mlflow.MlflowClient(f"sqlite:///{project}/data/mlflow/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("cv_pipelines").experiment_id])
     assert run.info.status == "FINISHED"
+
+
+def test_parameter_models_default_to_what_the_yml_documents():
+    """Defaults live in conf/base/parameters_*.yml; the models' defaults are the same values."""
+    import yaml
+
+    from cv_pipelines.config import parameters as models
+
+    for key, model in (("ingestion", models.IngestionParams), ("labeling", models.LabelingParams),
+                       ("snapshot", models.SnapshotParams), ("import_coco", models.ImportCocoParams),
+                       ("demo_data", models.DemoDataParams)):
+        documented = yaml.safe_load((REPO_ROOT / f"conf/base/parameters_{key}.yml").read_text())[key]
+        for name, field in model.model_fields.items():
+            if field.is_required() or name not in documented:
+                continue
+            default = field.get_default(call_default_factory=True)
+            value = default.model_dump() if hasattr(default, "model_dump") else default
+            assert documented[name] == value, f"{key}.{name}: yml {documented[name]!r}, model {value!r}"
+
+
+def test_ingestion_import_labeling_and_snapshot_join_one_graph():
+    """Each reads datasets another pipeline writes (not only parameters), and every registry has one writer."""
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(REPO_ROOT)
+    from cv_pipelines.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert "images_registry" in pipelines["ingestion"].all_outputs()
+    assert {"annotations_registry", "labels_registry"} <= pipelines["import_coco"].all_outputs()
+    assert {"images_registry", "labels_registry"} <= pipelines["labeling"].inputs()
+    assert {"images_registry", "labels_registry"} <= pipelines["snapshot"].inputs()
+    assert "new_images" in pipelines["ingestion"].inputs() and "demo_dataset" in pipelines["demo_data"].inputs()
+    for name in ("ingestion", "import_coco", "labeling", "snapshot", "demo_data"):
+        assert not any(i.startswith("params:") and "registry" in i for i in pipelines[name].inputs())

@@ -2,7 +2,15 @@
 
 Images go through ingestion itself (same checks, store, registry, quarantine and
 lock; the folder is copied from, never emptied), then the boxes become annotations of
-the label set. Re-importing the same folder replaces its annotation rows.
+the label set, keyed by the import's name: re-importing the same folder replaces its
+rows. The steps, each a function the ``import_coco`` pipeline runs as a node:
+
+1. :func:`read_coco_source`: find the folder's COCO file and read it (a broken file
+   stops here, before anything is stored).
+2. ``check_new_images`` / ``plan_ingestion`` (``images/ingestion.py``) on the images
+   folder, committed by the image store's save.
+3. :func:`coco_labeled_rows`: once the images are committed, the annotations and
+   labels rows of the frames whose image is in the store.
 """
 
 from __future__ import annotations
@@ -12,21 +20,50 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
 import pyarrow as pa
 
-from cv_pipelines.annotations.coco import CocoImportProblems, frames_to_rows, load_coco_frames
-from cv_pipelines.errors import ConfigurationError
-from cv_pipelines.images.ingestion import IngestionSettings, ingest_images, writer_lock
-from cv_pipelines.registries import parts as registry_parts
-from cv_pipelines.registries.schemas import ANNOTATIONS_SCHEMA, LABELS_SCHEMA
+from cv_pipelines.annotations.coco import CocoFrame, CocoImportProblems, frames_to_rows, load_coco_frames
+from cv_pipelines.annotations.labeled_rows import labeled_rows_tables
+from cv_pipelines.images.ingestion import IngestionPlan, describe_committed_plan
 
 logger = logging.getLogger(__name__)
 
 _COCO_CANDIDATES = ("annotations/instances_default.json", "annotations.json", "instances_default.json")
 
+#: When, not what: a re-import that only differs in these keeps its parts as they are.
+UNCHANGED_IF = ("pulled_at", "labeled_at")
+
+
+class CocoSourceError(ValueError):
+    """The folder to import, or its COCO file, cannot be used; ``parameter`` is the key that fixes it."""
+
+    def __init__(self, message: str, parameter: str) -> None:
+        """Say what is wrong (``message``) and which ``import_coco`` parameter fixes it."""
+        super().__init__(message)
+        self.parameter = parameter
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    """A labeled folder ready to import: where its images are and its COCO frames, read."""
+
+    name: str
+    folder: Path
+    images_dir: Path
+    coco_file: Path
+    frames: tuple[CocoFrame, ...]
+
+    @property
+    def source_task(self) -> str:
+        """How the rows of this import are keyed and recorded: ``coco:<name>``."""
+        return f"coco:{self.name}"
+
 
 @dataclass
 class CocoImportResult:
+    """What an import did: images stored or found, boxes registered, records left out."""
+
     name: str
     images_new: int = 0
     images_already_stored: int = 0
@@ -36,6 +73,7 @@ class CocoImportResult:
     problems: CocoImportProblems = field(default_factory=CocoImportProblems)
 
     def summary(self) -> str:
+        """One line for the log."""
         left_out = len(self.problems.sentences())
         return (
             f"COCO import {self.name!r}: {self.labeled_images} labeled images "
@@ -45,14 +83,26 @@ class CocoImportResult:
         )
 
 
+@dataclass(frozen=True)
+class CocoLabeledRows:
+    """The rows an import registers, and what it did."""
+
+    annotations: pa.Table
+    labels: pa.Table
+    result: CocoImportResult
+
+
 def find_coco_file(source: Path, annotations: str | None) -> Path:
+    """The COCO instances file of ``source``: ``annotations`` when given, else the usual names or the only JSON.
+
+    Raises:
+        CocoSourceError: the file given does not exist, or no single candidate was found.
+    """
     if annotations:
         path = Path(annotations)
         path = path if path.is_absolute() else source / path
         if not path.is_file():
-            raise ConfigurationError(
-                f"COCO file {path} does not exist: set import_coco.annotations to the instances JSON."
-            )
+            raise CocoSourceError(f"COCO file {path} does not exist", "annotations")
         return path
     for candidate in _COCO_CANDIDATES:
         if (source / candidate).is_file():
@@ -60,119 +110,86 @@ def find_coco_file(source: Path, annotations: str | None) -> Path:
     found = sorted(source.glob("*.json")) + sorted(source.glob("annotations/*.json"))
     if len(found) == 1:
         return found[0]
-    raise ConfigurationError(
-        f"No single COCO instances file found in {source} (looked for {', '.join(_COCO_CANDIDATES)}); "
-        "set import_coco.annotations to its path."
+    raise CocoSourceError(
+        f"No single COCO instances file found in {source} (looked for {', '.join(_COCO_CANDIDATES)})", "annotations"
     )
 
 
-def import_coco_dataset(
-    *,
-    project_root: Path,
-    source: Path,
-    labels: list[str],
-    label_set: str,
-    store_dir: Path,
-    registry_dir: Path,
-    quarantine_dir: Path,
-    annotations: str | None = None,
-    images_dir: str | None = None,
-    name: str | None = None,
-    annotator: str = "coco_import",
-    lock_timeout_s: float = 600.0,
-    workers: int = 4,
-) -> CocoImportResult:
-    """Store the folder's images and register its boxes as annotations of ``label_set``."""
-    source = source if source.is_absolute() else project_root / source
+def read_coco_source(
+    source: Path, *, annotations: str | None = None, images_dir: str | None = None, name: str | None = None
+) -> CocoSource:
+    """Find and read the COCO file of the folder ``source`` (absolute); nothing is stored yet.
+
+    Raises:
+        CocoSourceError: ``source`` is not a folder, its COCO file is missing or broken.
+    """
     if not source.is_dir():
-        raise ConfigurationError(
-            f"COCO import source {source} is not a folder: set import_coco.source to the data set's folder."
-        )
+        raise CocoSourceError(f"COCO import source {source} is not a folder", "source")
     coco_file = find_coco_file(source, annotations)
     images_root = source / images_dir if images_dir else (source / "images" if (source / "images").is_dir() else source)
-    name = name or source.name
-    result = CocoImportResult(name=name)
     try:
-        frames = load_coco_frames(coco_file)  # a broken file stops before anything is stored
+        frames = load_coco_frames(coco_file)
     except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+        raise CocoSourceError(str(exc), "annotations") from None
+    return CocoSource(name or source.name, source, images_root, coco_file, tuple(frames))
 
-    ingestion = ingest_images(
-        IngestionSettings(
-            project_root=project_root,
-            source_dir=images_root,
-            store_dir=store_dir,
-            registry_dir=registry_dir,
-            quarantine_dir=quarantine_dir,
-            source_id=f"coco:{name}",
-            consume_source=False,
-            lock_timeout_s=lock_timeout_s,
-            workers=workers,
-            show_progress=True,
-        )
-    )
+
+def coco_labeled_rows(
+    source: CocoSource,
+    plan: IngestionPlan,
+    images: pd.DataFrame,
+    *,
+    labels: list[str],
+    label_set: str,
+    annotator: str,
+) -> CocoLabeledRows:
+    """The annotations and labels rows of ``source``'s frames whose image the committed ``plan`` stored.
+
+    ``images`` is the images registry after the commit: a frame counts only when its
+    image is registered (new, or stored before by any source).
+    """
+    committed = describe_committed_plan(plan, images)
+    result = CocoImportResult(name=source.name)
     stored: dict[str, tuple[str, int, int]] = {}
-    for outcome in ingestion.outcomes:
+    for outcome in committed.outcomes:
         if outcome.outcome == "rejected":
             result.images_rejected += 1
-        elif outcome.outcome != "skipped_in_progress":
+        elif outcome.outcome in ("new", "duplicate_of_stored", "duplicate_in_drop"):
             stored[outcome.original_path] = (outcome.image_id, outcome.width, outcome.height)
-            if outcome.outcome == "new":
-                result.images_new += 1
-            else:
-                result.images_already_stored += 1
+            result.images_new += outcome.outcome == "new"
+            result.images_already_stored += outcome.outcome != "new"
+    annotation_rows, labeled_rows, problems = frames_to_rows(
+        source.frames, image_for_frame=_frame_lookup(stored), labels=labels, source=source.coco_file.name
+    )
+    result.problems = problems
+    for sentence in problems.sentences():
+        logger.warning(sentence)
+    annotations, labels_table = labeled_rows_tables(
+        annotation_rows,
+        labeled_rows,
+        label_set=label_set,
+        source_task=source.source_task,
+        batch_id=source.source_task,
+        annotator=annotator,
+        now=datetime.now(UTC),
+    )
+    result.labeled_images, result.boxes = labels_table.num_rows, annotations.num_rows
+    return CocoLabeledRows(annotations, labels_table, result)
+
+
+def _frame_lookup(stored: dict[str, tuple[str, int, int]]):
+    """A COCO ``file_name`` -> (image id, width, height): by path, by path below its first folder, by unique name."""
     by_basename: dict[str, list[tuple[str, int, int]]] = {}
     for relative, value in stored.items():
         by_basename.setdefault(PurePosixPath(relative).name, []).append(value)
 
     def image_for_frame(file_name: str) -> tuple[str, int, int] | None:
         relative = PurePosixPath(file_name.replace("\\", "/"))
-        for candidate in (str(relative), str(PurePosixPath(*relative.parts[1:])) if len(relative.parts) > 1 else None):
+        below_first = str(PurePosixPath(*relative.parts[1:])) if len(relative.parts) > 1 else None
+        for candidate in (str(relative), below_first):
             if candidate and candidate in stored:
                 return stored[candidate]
         same_name = by_basename.get(relative.name, [])
         return same_name[0] if len(same_name) == 1 else None
 
-    source_task = f"coco:{name}"
-    annotation_rows, labeled_rows, problems = frames_to_rows(
-        frames, image_for_frame=image_for_frame, labels=labels, source=f"{coco_file.name}"
-    )
-    result.problems = problems
-    for sentence in problems.sentences():
-        logger.warning(sentence)
-    now = datetime.now(UTC)
-    annotations_table = pa.Table.from_pylist(
-        [
-            row | {"label_set": label_set, "source_task": source_task, "batch_id": source_task, "pulled_at": now}
-            for row in annotation_rows
-        ],
-        schema=ANNOTATIONS_SCHEMA,
-    )
-    labels_table = pa.Table.from_pylist(
-        [
-            row
-            | {
-                "label_set": label_set,
-                "annotator": annotator,
-                "active": True,
-                "source_task": source_task,
-                "batch_id": source_task,
-                "labeled_at": now,
-            }
-            for row in labeled_rows
-        ],
-        schema=LABELS_SCHEMA,
-    )
-    registry = project_root / registry_dir if not Path(registry_dir).is_absolute() else Path(registry_dir)
-    with writer_lock(registry, timeout_s=lock_timeout_s):
-        # Labels last: an image counts as labeled only once its boxes are in place.
-        unchanged_if = ("pulled_at", "labeled_at")  # when, not what: a re-import keeps the part
-        registry_parts.replace_keyed_part(
-            registry / "annotations", f"{label_set}-{source_task}", annotations_table, ignore_columns=unchanged_if
-        )
-        registry_parts.replace_keyed_part(
-            registry / "labels", f"{label_set}-{source_task}", labels_table, ignore_columns=unchanged_if
-        )
-    result.labeled_images = labels_table.num_rows
-    result.boxes = annotations_table.num_rows
-    return result
+    return image_for_frame

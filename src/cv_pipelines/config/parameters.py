@@ -15,11 +15,14 @@ from cv_pipelines.errors import ConfigurationError
 
 
 class _Strict(BaseModel):
+    """A frozen model that rejects unknown keys, so a typo stops the run."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DemoDataParams(_Strict):
-    output_dir: str
+    """``demo_data``: the synthetic data set's size and seed (its folder is the ``demo_dataset`` entry)."""
+
     num_images: int = Field(300, ge=1)
     image_size: int = Field(256, ge=32, le=4096)
     seed: int = 0
@@ -28,10 +31,13 @@ class DemoDataParams(_Strict):
 
 
 class IngestionParams(_Strict):
-    drop_zone: str
-    store: str
-    registry: str
-    quarantine: str
+    """``ingestion``: how files are checked and how long a writer waits for the lock.
+
+    The folders are the catalog's: ``new_images`` (the drop zone) and ``images_registry``
+    (the store, the registries and the quarantine). The defaults are those of
+    ``conf/base/parameters_ingestion.yml``, which documents them.
+    """
+
     source_id: str = Field("manual_upload", min_length=1)
     validation: Literal["header", "decode"] = "header"
     max_pixels: int = Field(89_478_485, gt=0)
@@ -41,6 +47,8 @@ class IngestionParams(_Strict):
 
 
 class CvatParams(_Strict):
+    """``labeling.cvat``: the CVAT project, task settings, and how CVAT calls are retried."""
+
     project_name: str = "cv_pipelines"
     segment_size: int = Field(100, ge=1)
     image_quality: int = Field(95, ge=1, le=100)
@@ -54,6 +62,8 @@ class CvatParams(_Strict):
 
 
 class LabelingParams(_Strict):
+    """``labeling``: the label set, batch selection and the loop's pace (batches folder: the catalog's)."""
+
     label_set: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
     batch_size: int = Field(100, ge=1)
@@ -63,10 +73,9 @@ class LabelingParams(_Strict):
     blocking: bool = False
     poll_interval_s: float = Field(60.0, gt=0)
     wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
-    batches_dir: str = "data/batches"
     snapshot_after_pull: bool = True
     exclusions_csv: str | None = None
-    cvat: CvatParams = CvatParams()
+    cvat: CvatParams = Field(default_factory=lambda: CvatParams.model_validate({}))
 
     @field_validator("labels")
     @classmethod
@@ -248,12 +257,16 @@ class MatrixParams(_Strict):
 
 
 class SnapshotParams(_Strict):
+    """``snapshot``: whether and where to push, and the commit message (folders: the catalog's)."""
+
     push: bool = True
     remote: str | None = None
     message: str | None = None
 
 
 class ImportCocoParams(_Strict):
+    """``import_coco``: the labeled folder to import (a run-time choice, so a parameter) and how."""
+
     source: str | None = None
     annotations: str | None = None
     images_dir: str | None = None
@@ -275,7 +288,7 @@ class ProjectParams(_Strict):
     training: TrainingParams
     evaluation: EvaluationParams
     deployment: DeploymentParams
-    matrix: MatrixParams = MatrixParams()
+    matrix: MatrixParams = Field(default_factory=lambda: MatrixParams.model_validate({}))
 
 
 #: Model YAMLs that Ultralytics builds from scratch without downloading anything.

@@ -1,23 +1,35 @@
 """Move images from a folder into the content-addressed store and the images registry.
 
-One ingestion is a small transaction that survives ``kill -9`` at any instant:
+Ingestion comes in three steps, each a function of its own, so the Kedro pipeline can
+run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the result:
 
-1. Under the registry's writer lock, finish any ingestion a crash interrupted.
-2. Read, hash and check every file (threads: hashing and decoding release the GIL).
-3. Write a journal of what this run will do (atomic rename).
-4. Commit the registry part (atomic rename): from here on, the run has happened.
-5. Hard-link each new image at its store path (no data copied), quarantine the
-   rejects, commit the rejections part, and remove the inputs from the drop zone.
-6. Delete the journal.
+1. :func:`list_new_images`: the files waiting in a folder (nested folders included,
+   dotfiles skipped, files still being uploaded left for the next run).
+2. :func:`check_new_images`: read, hash and check every file (processes: hashing and
+   decoding hold the GIL in PIL), and :func:`plan_ingestion`: decide each file's fate
+   (a candidate for the store, a duplicate within the drop, or a reject).
+3. :func:`commit_ingestion`: a small transaction that survives ``kill -9`` at any
+   instant:
+
+   a. Under the registries' writer lock, finish any ingestion a crash interrupted.
+   b. Resolve the plan against the store (a candidate already stored is a duplicate)
+      and write a journal of what this run will do (atomic rename).
+   c. Commit the registry part (atomic rename): from here on, the run has happened.
+   d. Hard-link each new image at its store path (no data copied), quarantine the
+      rejects, commit the rejections part, and remove the inputs from the drop zone.
+   e. Delete the journal.
+
+:func:`ingest_images` runs all three under one lock, recovery first.
 
 Invariant: an image at its store path is registered (it is linked there only after
 its registry part is committed), so "already stored?" is one ``stat`` and never a
-scan of the registry. Recovery replays steps 4-6 from the journal; each step is
-idempotent, and inputs are removed last, so a replay always finds them.
+scan of the registry. Recovery replays c-e from the journal; each step is idempotent,
+and inputs are removed last, so a replay always finds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -25,105 +37,103 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
-from filelock import FileLock, Timeout
 
+from cv_pipelines.config.parameters import IngestionParams
 from cv_pipelines.files.atomic import copy_atomically, write_text_atomically
-from cv_pipelines.images.checks import (
-    CANDIDATE_EXTENSIONS,
-    InvalidImageError,
-    ValidationMode,
-    inspect_image,
-)
+from cv_pipelines.files.stamps import utc_stamp
+from cv_pipelines.images.checks import CANDIDATE_EXTENSIONS, InvalidImageError, inspect_image
 from cv_pipelines.images.store import link_or_copy, sha256_bytes, sha256_file
 from cv_pipelines.registries import parts as registry_parts
+from cv_pipelines.registries.schemas import IMAGES_SCHEMA, REJECTIONS_SCHEMA
+from cv_pipelines.registries.writer_lock import RegistryLockedError, writer_lock
+
+__all__ = [
+    "IMAGES_SCHEMA",
+    "REJECTIONS_SCHEMA",
+    "CheckedFile",
+    "CheckedImages",
+    "IngestionJob",
+    "IngestionLockedError",
+    "IngestionOutcome",
+    "IngestionPlan",
+    "IngestionResult",
+    "NewImages",
+    "StoreLayout",
+    "check_new_images",
+    "commit_ingestion",
+    "describe_committed_plan",
+    "ingest_images",
+    "list_new_images",
+    "plan_ingestion",
+    "read_images_registry",
+    "recover_interrupted_ingestions",
+    "writer_lock",
+]
 
 logger = logging.getLogger(__name__)
-
-IMAGES_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("path", pa.string()),  # relative to the project root
-        ("source_id", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-        ("width", pa.int32()),  # after EXIF orientation
-        ("height", pa.int32()),
-        ("format", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("original_name", pa.string()),
-        ("original_path", pa.string()),  # relative to the folder it was ingested from
-        ("exif_orientation", pa.int8()),
-        ("ingest_run_id", pa.string()),
-    ]
-)
-
-REJECTIONS_SCHEMA = pa.schema(
-    [
-        ("content_sha256", pa.string()),  # empty when the file could not be read
-        ("original_name", pa.string()),
-        ("original_path", pa.string()),
-        ("quarantine_path", pa.string()),  # relative to the project root
-        ("reason", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("source_id", pa.string()),
-        ("rejected_at", pa.timestamp("us", tz="UTC")),
-        ("ingest_run_id", pa.string()),
-    ]
-)
 
 #: Names that uploaders use while a file is still being written; left for the next run.
 _IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
 _JOURNAL_DIR = "_journal"
-_LOCK_NAME = ".writer.lock"
+_PROCESS_POOL_MIN_FILES = 400
 
-
-class IngestionLockedError(RuntimeError):
-    """Another process holds the registry's writer lock for longer than we may wait."""
+#: The writer lock timed out (the registries' error, under the name ingestion callers know).
+IngestionLockedError = RegistryLockedError
 
 
 @dataclass(frozen=True)
-class IngestionSettings:
-    """Where to read from and write to; paths may be relative to ``project_root``."""
+class StoreLayout:
+    """Where the image store, its registries and its quarantine are.
+
+    Paths may be relative to ``project_root``; registry rows record paths relative to it.
+    """
 
     project_root: Path
-    source_dir: Path
     store_dir: Path
     registry_dir: Path
     quarantine_dir: Path
-    source_id: str = "manual_upload"
-    #: Remove inputs once stored (the drop zone); False copies from a folder the user keeps.
-    consume_source: bool = True
-    validation: ValidationMode = "header"
-    max_pixels: int = 89_478_485
-    workers: int = 4
-    lock_timeout_s: float = 600.0
-    show_progress: bool = True
 
-    def resolve(self, path: Path) -> Path:
+    def resolve(self, path: Path | str) -> Path:
+        """``path`` anchored to the project root unless it is absolute."""
         path = Path(path)
         return path if path.is_absolute() else self.project_root / path
 
     @property
+    def store(self) -> Path:
+        """The store's folder, resolved."""
+        return self.resolve(self.store_dir)
+
+    @property
+    def registry(self) -> Path:
+        """The folder of the registries (and of the writer lock), resolved."""
+        return self.resolve(self.registry_dir)
+
+    @property
     def images_registry(self) -> Path:
-        return self.resolve(self.registry_dir) / "images"
+        """The images registry's folder."""
+        return self.registry / "images"
 
     @property
     def rejections_registry(self) -> Path:
-        return self.resolve(self.registry_dir) / "rejections"
+        """The rejections registry's folder."""
+        return self.registry / "rejections"
 
     @property
     def journal_dir(self) -> Path:
-        return self.resolve(self.registry_dir) / _JOURNAL_DIR
+        """Where the journals of runs in progress are kept."""
+        return self.registry / _JOURNAL_DIR
 
-    def relative_to_root(self, path: Path) -> str:
+    def relative_to_root(self, path: Path | str) -> str:
+        """``path`` relative to the project root, as registry rows record it (absolute when outside)."""
         try:
             return Path(path).resolve().relative_to(self.project_root.resolve()).as_posix()
         except ValueError:
@@ -131,12 +141,91 @@ class IngestionSettings:
             return Path(path).resolve().as_posix()
 
 
+@dataclass(frozen=True)
+class IngestionJob:
+    """One whole ingestion for :func:`ingest_images`: a folder into a store, with its parameters.
+
+    ``consume_source``: remove inputs once stored (the drop zone); False copies from a
+    folder the user keeps (the COCO import).
+    """
+
+    layout: StoreLayout
+    source_dir: Path
+    params: IngestionParams
+    consume_source: bool = True
+
+
+@dataclass(frozen=True)
+class NewImages:
+    """What waits in a drop zone: files to ingest and files still being written."""
+
+    folder: Path
+    files: tuple[tuple[str, str], ...] = ()  # (absolute path, path relative to ``folder``)
+    in_progress: tuple[str, ...] = ()  # relative paths
+
+    def __len__(self) -> int:
+        """How many files are ready to ingest."""
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """One input after reading, hashing and checking it; ``error`` says why it is rejected."""
+
+    source: str
+    original_path: str  # relative to the source folder
+    size_bytes: int
+    sha256: str = ""
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    exif_orientation: int = 1
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CheckedImages:
+    """Every input of one run, checked, in input order; ``run_id`` names the run."""
+
+    run_id: str
+    started_at: float  # time.time() when the run started
+    folder: Path
+    files: tuple[CheckedFile, ...]
+    in_progress: tuple[str, ...] = ()
+
+
+Fate = Literal["candidate", "duplicate_in_drop", "rejected"]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A checked input and what the plan does with it (``first``: the file whose bytes it repeats)."""
+
+    file: CheckedFile
+    fate: Fate
+    first: str = ""
+
+
+@dataclass(frozen=True)
+class IngestionPlan:
+    """What one run will do, decided before touching anything; the store resolves candidates."""
+
+    run_id: str
+    started_at: float
+    folder: Path
+    source_id: str
+    consume_source: bool
+    lock_timeout_s: float
+    entries: tuple[PlannedFile, ...]
+    in_progress: tuple[str, ...] = ()
+
+
 @dataclass
 class IngestionOutcome:
     """One line of the ingestion report: what happened to one input file."""
 
     original_path: str
-    outcome: str  # new | duplicate_of_stored | duplicate_in_drop | rejected | skipped_in_progress
+    outcome: str  # new | duplicate_of_stored | duplicate_in_drop | rejected | skipped_in_progress | vanished
     image_id: str = ""
     detail: str = ""
     width: int = 0  # after EXIF orientation; 0 when rejected
@@ -145,6 +234,8 @@ class IngestionOutcome:
 
 @dataclass
 class IngestionResult:
+    """What a run did: counts, the interrupted runs it finished first, one outcome per file."""
+
     run_id: str
     new: int = 0
     duplicates: int = 0
@@ -155,10 +246,22 @@ class IngestionResult:
 
     @property
     def images_per_second(self) -> float:
+        """Files handled per second of the run."""
         handled = self.new + self.duplicates + self.rejected
         return handled / self.seconds if self.seconds > 0 else 0.0
 
+    def add(self, outcome: IngestionOutcome) -> None:
+        """Record one file's outcome and count it."""
+        self.outcomes.append(outcome)
+        if outcome.outcome == "new":
+            self.new += 1
+        elif outcome.outcome.startswith("duplicate"):
+            self.duplicates += 1
+        elif outcome.outcome == "rejected":
+            self.rejected += 1
+
     def summary(self) -> str:
+        """One line for the log: counts, time and throughput, or that nothing changed."""
         if not (self.new or self.duplicates or self.rejected):
             prefix = "nothing to ingest: the drop zone is empty; nothing changed"
             if self.recovered_runs:
@@ -173,69 +276,84 @@ class IngestionResult:
         return text
 
     def report(self) -> pd.DataFrame:
+        """One row per input file: its path, outcome, image id, detail and size."""
         columns = ["original_path", "outcome", "image_id", "detail", "width", "height"]
         return pd.DataFrame([asdict(o) for o in self.outcomes], columns=columns)
 
 
-@dataclass
-class _Inspected:
-    source: str
-    original_path: str  # relative to the source folder
-    size_bytes: int
-    sha256: str = ""
-    format: str = ""
-    width: int = 0
-    height: int = 0
-    exif_orientation: int = 1
-    error: str = ""
+# --- the whole run -----------------------------------------------------------------------
 
 
-def ingest_images(settings: IngestionSettings) -> IngestionResult:
-    """Run one ingestion of ``settings.source_dir``; safe to re-run after any crash."""
-    started = time.perf_counter()
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    result = IngestionResult(run_id=run_id)
-    registry = settings.resolve(settings.registry_dir)
-    registry.mkdir(parents=True, exist_ok=True)
-    with writer_lock(registry, timeout_s=settings.lock_timeout_s):
-        result.recovered_runs = recover_interrupted_ingestions(settings)
-        files, skipped = _list_inputs(settings)
-        result.outcomes.extend(
-            IngestionOutcome(p, "skipped_in_progress", detail="still being written; left for the next run")
-            for p in skipped
-        )
-        if files:
-            # Planning consumes results while the workers are still reading and hashing.
-            journal = _plan(settings, run_id, _inspect_all(settings, files), result)
-            _apply(settings, journal)
-    result.seconds = time.perf_counter() - started
+def ingest_images(job: IngestionJob) -> IngestionResult:
+    """Run one ingestion of ``job.source_dir`` under the writer lock; safe to re-run after any crash.
+
+    Raises:
+        IngestionLockedError: another writer held the lock for ``params.lock_timeout_s``.
+    """
+    started = time.time()
+    layout, params = job.layout, job.params
+    layout.registry.mkdir(parents=True, exist_ok=True)
+    with writer_lock(layout.registry, timeout_s=params.lock_timeout_s):
+        recovered = recover_interrupted_ingestions(layout)
+        waiting = list_new_images(layout.resolve(job.source_dir))
+        checked = check_new_images(waiting, params, started_at=started)
+        plan = plan_ingestion(checked, params, consume_source=job.consume_source)
+        return _commit_locked(plan, layout, recovered, recheck_sources=False)
+
+
+def commit_ingestion(plan: IngestionPlan, layout: StoreLayout) -> IngestionResult:
+    """Commit ``plan`` into the store and registries: steps a-e of the module docstring.
+
+    The plan may have been made before the lock was taken; inputs that another writer
+    or a recovery removed since are left out, so nothing is registered twice.
+
+    Raises:
+        IngestionLockedError: another writer held the lock for ``plan.lock_timeout_s``.
+    """
+    layout.registry.mkdir(parents=True, exist_ok=True)
+    with writer_lock(layout.registry, timeout_s=plan.lock_timeout_s):
+        recovered = recover_interrupted_ingestions(layout)
+        return _commit_locked(plan, layout, recovered, recheck_sources=True)
+
+
+def _commit_locked(
+    plan: IngestionPlan, layout: StoreLayout, recovered: list[str], *, recheck_sources: bool
+) -> IngestionResult:
+    result = IngestionResult(run_id=plan.run_id, recovered_runs=recovered)
+    for path in plan.in_progress:
+        result.add(IngestionOutcome(path, "skipped_in_progress", detail="still being written; left for the next run"))
+    entries = plan.entries
+    if recheck_sources:
+        # Inputs a recovery or another writer removed since the plan was made are done;
+        # a copy of one of them that is still there becomes the one to store.
+        entries = _planned([e.file for e in entries if os.path.exists(e.file.source)])
+    if entries:
+        journal = _journal_for(replace(plan, entries=entries), layout, result)
+        _write_journal(layout.journal_dir, journal)
+        for line in _duplicate_lines(result.outcomes):
+            logger.info(line)
+        for rejection in journal["rejections"]:
+            logger.warning("Rejected %s", rejection["reason"])
+        _apply(layout, journal)
+    result.seconds = time.time() - plan.started_at
     return result
 
 
-@contextmanager
-def writer_lock(registry_dir: Path, *, timeout_s: float) -> Iterator[None]:
-    """Hold the lock every writer of the store and registries takes.
-
-    An OS-level lock (``flock``): the kernel releases it when its holder dies, so a
-    ``kill -9`` never leaves a stale lock behind.
-    """
-    lock_path = Path(registry_dir) / _LOCK_NAME
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise IngestionLockedError(
-            f"Another ingestion or import is writing to {registry_dir} (lock file {lock_path}) "
-            f"and did not finish within {timeout_s:.0f} s; run again once it is done, or raise "
-            "ingestion.lock_timeout_s."
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+# --- step 1: what is waiting ---------------------------------------------------------------
 
 
-# --- steps ---------------------------------------------------------------------------
+def list_new_images(folder: Path | str) -> NewImages:
+    """The files waiting in ``folder`` (sorted, nested folders included, dotfiles skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return NewImages(folder=folder)
+    files, in_progress = [], []
+    for path, relative in _iter_source_files(str(folder)):
+        if path.lower().endswith(_IN_PROGRESS_SUFFIXES):
+            in_progress.append(relative)
+        else:
+            files.append((path, relative))
+    return NewImages(folder=folder, files=tuple(files), in_progress=tuple(in_progress))
 
 
 def _iter_source_files(source_dir: str) -> Iterator[tuple[str, str]]:
@@ -249,29 +367,58 @@ def _iter_source_files(source_dir: str) -> Iterator[tuple[str, str]]:
                 yield path, path[prefix_len:].replace(os.sep, "/")
 
 
-def _list_inputs(settings: IngestionSettings) -> tuple[list[tuple[str, str]], list[str]]:
-    """Files to ingest as (path, relative path), and files still being written."""
-    source_dir = str(settings.resolve(settings.source_dir))
-    if not os.path.isdir(source_dir):
-        return [], []
-    files, skipped = [], []
-    for path, relative in _iter_source_files(source_dir):
-        if path.lower().endswith(_IN_PROGRESS_SUFFIXES):
-            skipped.append(relative)
+# --- step 2: check and plan ----------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time and is unique: ``<UTC stamp>-<8 hex>``."""
+    return f"{utc_stamp()}-{uuid.uuid4().hex[:8]}"
+
+
+def check_new_images(waiting: NewImages, params: IngestionParams, *, started_at: float | None = None) -> CheckedImages:
+    """Read, hash and check every waiting file, in input order, in parallel when it pays."""
+    started = time.time() if started_at is None else started_at
+    files = list(waiting.files)
+    checked = tuple(_inspect_all(files, params)) if files else ()
+    return CheckedImages(new_run_id(), started, waiting.folder, checked, waiting.in_progress)
+
+
+def plan_ingestion(checked: CheckedImages, params: IngestionParams, *, consume_source: bool = True) -> IngestionPlan:
+    """Decide each checked file's fate: a candidate for the store, a duplicate in this drop, a reject."""
+    return IngestionPlan(
+        run_id=checked.run_id,
+        started_at=checked.started_at,
+        folder=checked.folder,
+        source_id=params.source_id,
+        consume_source=consume_source,
+        lock_timeout_s=params.lock_timeout_s,
+        entries=_planned(checked.files),
+        in_progress=checked.in_progress,
+    )
+
+
+def _planned(files: Iterable[CheckedFile]) -> tuple[PlannedFile, ...]:
+    """Each file's fate, in input order: the first file of some bytes is the candidate, later ones duplicates."""
+    first_seen: dict[str, str] = {}
+    entries = []
+    for item in files:
+        if item.error:
+            entries.append(PlannedFile(item, "rejected"))
+        elif item.sha256 in first_seen:
+            entries.append(PlannedFile(item, "duplicate_in_drop", first_seen[item.sha256]))
         else:
-            files.append((path, relative))
-    return files, skipped
+            first_seen[item.sha256] = item.original_path
+            entries.append(PlannedFile(item, "candidate"))
+    return tuple(entries)
 
 
-def _inspect_all(settings: IngestionSettings, files: list[tuple[str, str]]) -> Iterator[_Inspected]:
-    """Read, hash and check every file, in input order, in parallel when it pays."""
-    store = str(settings.resolve(settings.store_dir))
-    options = (store, settings.max_pixels, settings.validation)
-    workers = min(max(1, settings.workers), os.cpu_count() or 1)
+def _inspect_all(files: list[tuple[str, str]], params: IngestionParams) -> Iterator[CheckedFile]:
+    options = (params.max_pixels, params.validation)
+    workers = min(max(1, params.workers), os.cpu_count() or 1)
     # Chunks, not one task per file: a task costs about as much as hashing a small image.
     size = max(1, min(256, len(files) // (workers * 8) or 1))
     chunks = [(files[i : i + size], options) for i in range(0, len(files), size)]
-    show = settings.show_progress and len(files) >= 200
+    show = params.show_progress and len(files) >= 200
     if workers == 1 or len(files) < _PROCESS_POOL_MIN_FILES:
         for done in _with_progress(map(_inspect_chunk, chunks), len(chunks), show, "Checking images"):
             yield from done
@@ -285,51 +432,33 @@ def _inspect_all(settings: IngestionSettings, files: list[tuple[str, str]]) -> I
             yield from done
 
 
-_PROCESS_POOL_MIN_FILES = 400
+def _inspect_chunk(args: tuple[list[tuple[str, str]], tuple[int, str]]) -> list[CheckedFile]:
+    chunk, (max_pixels, validation) = args
+    return [_inspect_file(path, relative, max_pixels, validation) for path, relative in chunk]
 
 
-def _inspect_chunk(args: tuple[list[tuple[str, str]], tuple[str, int, str]]) -> list[_Inspected]:
-    chunk, (store, max_pixels, validation) = args
-    return [_inspect_file(path, relative, store, max_pixels, validation) for path, relative in chunk]
-
-
-def _inspect_file(path: str, relative: str, store: str, max_pixels: int, validation: str) -> _Inspected:
+def _inspect_file(path: str, relative: str, max_pixels: int, validation: str) -> CheckedFile:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        return _Inspected(path, relative, 0, error=f"cannot be read: {exc.strerror or exc}")
-    found = _Inspected(path, relative, len(data), sha256=sha256_bytes(data))
+        return CheckedFile(path, relative, 0, error=f"cannot be read: {exc.strerror or exc}")
+    digest = sha256_bytes(data)
     suffix = os.path.splitext(path)[1]
     if suffix.lower() not in CANDIDATE_EXTENSIONS:
-        found.error = f"unsupported file type {suffix or '(no extension)'!r}; accepted: " + ", ".join(
-            sorted(CANDIDATE_EXTENSIONS)
-        )
-        return found
+        accepted = ", ".join(sorted(CANDIDATE_EXTENSIONS))
+        error = f"unsupported file type {suffix or '(no extension)'!r}; accepted: {accepted}"
+        return CheckedFile(path, relative, len(data), sha256=digest, error=error)
     try:
-        facts = inspect_image(data, max_pixels=max_pixels, mode=validation)
+        facts = inspect_image(data, max_pixels=max_pixels, mode=validation)  # type: ignore[arg-type]
     except InvalidImageError as exc:
-        found.error = str(exc)
-        return found
-    found.format, found.width, found.height = facts.format, facts.width, facts.height
-    found.exif_orientation = facts.exif_orientation
-    # Shard folders are created here, in parallel: an empty folder is no state, and
-    # creating ~10,000 of them one by one later would cost more than the hashing.
-    _make_shard_dir(store, found.sha256)
-    return found
+        return CheckedFile(path, relative, len(data), sha256=digest, error=str(exc))
+    return CheckedFile(
+        path, relative, len(data), digest, facts.format, facts.width, facts.height, facts.exif_orientation
+    )
 
 
-def _make_shard_dir(store: str, image_id: str) -> None:
-    shard = f"{store}/{image_id[0:2]}/{image_id[2:4]}"
-    try:
-        os.mkdir(shard)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(shard, exist_ok=True)
-
-
-def _with_progress(items, total: int, enabled: bool, label: str):
+def _with_progress(items: Iterable[Any], total: int, enabled: bool, label: str) -> Iterator[Any]:
     if not enabled:
         yield from items
         return
@@ -348,100 +477,119 @@ def _with_progress(items, total: int, enabled: bool, label: str):
             progress.advance(task)
 
 
-def _plan(settings: IngestionSettings, run_id: str, inspected: Iterator[_Inspected], result: IngestionResult) -> dict:
-    """Decide each file's fate and write it to the journal before touching anything."""
-    store = str(settings.resolve(settings.store_dir))
-    store_relative = settings.relative_to_root(Path(store))
-    quarantine = settings.resolve(settings.quarantine_dir) / run_id
+# --- step 3: the journal of one run --------------------------------------------------------
+
+
+def _journal_for(plan: IngestionPlan, layout: StoreLayout, result: IngestionResult) -> dict:
+    """Resolve the plan against the store (under the lock) into the journal; records outcomes."""
+    store = str(layout.store)
+    store_relative = layout.relative_to_root(layout.store)
+    quarantine = layout.resolve(layout.quarantine_dir) / plan.run_id
     now = datetime.now(UTC).isoformat()
-    first_seen: dict[str, str] = {}
     new_sources: list[str] = []
     new_finals: list[str] = []
     rows: dict[str, list] = {name: [] for name in IMAGES_SCHEMA.names}
     rejections: list[dict] = []
-    remove_sources: list[str] = []
-    remove_hashes: list[str] = []
-    outcomes = result.outcomes
-    for item in inspected:
-        if item.error:
-            reason = (
-                f"{item.original_path}: {item.error}; fix or re-export the file and drop it again (kept in quarantine)"
-            )
-            target = quarantine / item.original_path
-            rejections.append(
-                {
-                    "source": item.source,
-                    "content_sha256": item.sha256,
-                    "original_name": os.path.basename(item.source),
-                    "original_path": item.original_path,
-                    "quarantine_path": settings.relative_to_root(target),
-                    "quarantine_abs": str(target),
-                    "reason": reason,
-                    "size_bytes": item.size_bytes,
-                }
-            )
-            result.rejected += 1
-            outcomes.append(IngestionOutcome(item.original_path, "rejected", item.sha256, reason))
+    removals: list[CheckedFile] = []
+    for entry in plan.entries:
+        item = entry.file
+        if entry.fate == "rejected":
+            rejection = _rejection_entry(item, quarantine / item.original_path, layout)
+            rejections.append(rejection)
+            result.add(IngestionOutcome(item.original_path, "rejected", item.sha256, rejection["reason"]))
             continue
-        image_id = item.sha256
-        shard = f"{image_id[0:2]}/{image_id[2:4]}/{image_id}.{item.format}"
-        final = f"{store}/{shard}"
-        remove_sources.append(item.source)
-        remove_hashes.append(image_id)
-        if image_id in first_seen:
-            result.duplicates += 1
-            detail = f"same bytes as {first_seen[image_id]} in this drop; stored once"
-            outcomes.append(
-                IngestionOutcome(item.original_path, "duplicate_in_drop", image_id, detail, item.width, item.height)
-            )
-            continue
-        first_seen[image_id] = item.original_path
-        if os.path.exists(final):
-            result.duplicates += 1
-            detail = f"already stored as {store_relative}/{shard}"
-            outcomes.append(
-                IngestionOutcome(item.original_path, "duplicate_of_stored", image_id, detail, item.width, item.height)
-            )
-            continue
-        result.new += 1
-        outcomes.append(IngestionOutcome(item.original_path, "new", image_id, "", item.width, item.height))
-        new_sources.append(item.source)
-        new_finals.append(final)
-        for name, value in (
-            ("image_id", image_id),
-            ("path", f"{store_relative}/{shard}"),
-            ("source_id", settings.source_id),
-            ("ingested_at", now),
-            ("width", item.width),
-            ("height", item.height),
-            ("format", item.format),
-            ("size_bytes", item.size_bytes),
-            ("original_name", os.path.basename(item.source)),
-            ("original_path", item.original_path),
-            ("exif_orientation", item.exif_orientation),
-            ("ingest_run_id", run_id),
-        ):
-            rows[name].append(value)
-    journal = {
-        "run_id": run_id,
+        removals.append(item)
+        shard = f"{item.sha256[0:2]}/{item.sha256[2:4]}/{item.sha256}.{item.format}"
+        if entry.fate == "duplicate_in_drop":
+            detail = f"same bytes as {entry.first} in this drop; stored once"
+            result.add(_outcome(item, "duplicate_in_drop", detail))
+        elif os.path.exists(f"{store}/{shard}"):
+            result.add(_outcome(item, "duplicate_of_stored", f"already stored as {store_relative}/{shard}"))
+        else:
+            result.add(_outcome(item, "new", ""))
+            new_sources.append(item.source)
+            new_finals.append(f"{store}/{shard}")
+            for name, value in _registry_row(item, f"{store_relative}/{shard}", plan, now).items():
+                rows[name].append(value)
+    consumed = removals if plan.consume_source else []
+    return {
+        "run_id": plan.run_id,
         "created_at": now,
-        "source_id": settings.source_id,
-        "consume_source": settings.consume_source,
-        "source_dir": str(settings.resolve(settings.source_dir)),
+        "source_id": plan.source_id,
+        "consume_source": plan.consume_source,
+        "source_dir": str(plan.folder),
         # Columnar, so writing the journal of a large drop stays cheap.
         "new_images": {"source": new_sources, "final": new_finals, "rows": rows},
         "rejections": rejections,
-        "remove_sources": {
-            "source": remove_sources if settings.consume_source else [],
-            "sha256": remove_hashes if settings.consume_source else [],
-        },
+        "remove_sources": {"source": [i.source for i in consumed], "sha256": [i.sha256 for i in consumed]},
     }
-    _write_journal(settings.journal_dir, journal)
-    for line in _duplicate_lines(result.outcomes):
-        logger.info(line)
-    for rejection in rejections:
-        logger.warning("Rejected %s", rejection["reason"])
-    return journal
+
+
+def _outcome(item: CheckedFile, outcome: str, detail: str) -> IngestionOutcome:
+    return IngestionOutcome(item.original_path, outcome, item.sha256, detail, item.width, item.height)
+
+
+def _rejection_reason(item: CheckedFile) -> str:
+    return f"{item.original_path}: {item.error}; fix or re-export the file and drop it again (kept in quarantine)"
+
+
+def _rejection_entry(item: CheckedFile, target: Path, layout: StoreLayout) -> dict:
+    reason = _rejection_reason(item)
+    return {
+        "source": item.source,
+        "content_sha256": item.sha256,
+        "original_name": os.path.basename(item.source),
+        "original_path": item.original_path,
+        "quarantine_path": layout.relative_to_root(target),
+        "quarantine_abs": str(target),
+        "reason": reason,
+        "size_bytes": item.size_bytes,
+    }
+
+
+def _registry_row(item: CheckedFile, path: str, plan: IngestionPlan, now: str) -> dict[str, Any]:
+    return {
+        "image_id": item.sha256,
+        "path": path,
+        "source_id": plan.source_id,
+        "ingested_at": now,
+        "width": item.width,
+        "height": item.height,
+        "format": item.format,
+        "size_bytes": item.size_bytes,
+        "original_name": os.path.basename(item.source),
+        "original_path": item.original_path,
+        "exif_orientation": item.exif_orientation,
+        "ingest_run_id": plan.run_id,
+    }
+
+
+def describe_committed_plan(plan: IngestionPlan, images: pd.DataFrame) -> IngestionResult:
+    """What a committed plan did, read back from the images registry (``images``) after the commit.
+
+    A candidate registered by this run is new; one registered by an earlier run is a
+    duplicate of a stored image; one registered by nobody was removed from the drop
+    zone before the commit could store it.
+    """
+    result = IngestionResult(run_id=plan.run_id)
+    for path in plan.in_progress:
+        result.add(IngestionOutcome(path, "skipped_in_progress", detail="still being written; left for the next run"))
+    runs = dict(zip(images["image_id"], images["ingest_run_id"], strict=True)) if not images.empty else {}
+    paths = dict(zip(images["image_id"], images["path"], strict=True)) if not images.empty else {}
+    for entry in plan.entries:
+        item = entry.file
+        if entry.fate == "rejected":
+            result.add(IngestionOutcome(item.original_path, "rejected", item.sha256, _rejection_reason(item)))
+        elif entry.fate == "duplicate_in_drop":
+            result.add(_outcome(item, "duplicate_in_drop", f"same bytes as {entry.first} in this drop; stored once"))
+        elif runs.get(item.sha256) == plan.run_id:
+            result.add(_outcome(item, "new", ""))
+        elif item.sha256 in runs:
+            result.add(_outcome(item, "duplicate_of_stored", f"already stored as {paths[item.sha256]}"))
+        else:
+            result.add(_outcome(item, "vanished", "removed from the folder before it could be stored"))
+    result.seconds = time.time() - plan.started_at
+    return result
 
 
 def _duplicate_lines(outcomes: list[IngestionOutcome], limit: int = 20) -> list[str]:
@@ -452,25 +600,28 @@ def _duplicate_lines(outcomes: list[IngestionOutcome], limit: int = 20) -> list[
     return lines
 
 
-def _apply(settings: IngestionSettings, journal: dict, *, recovering: bool = False) -> None:
-    """Steps 4-6; every step is idempotent so recovery can replay it from the journal."""
+# --- steps c-e: applying a journal ----------------------------------------------------------
+
+
+def _apply(layout: StoreLayout, journal: dict, *, recovering: bool = False) -> None:
+    """Steps c-e; every step is idempotent so recovery can replay it from the journal."""
     run_id = journal["run_id"]
     consume = journal["consume_source"]
     new = journal["new_images"]
-    if new["source"] and registry_parts.find_part(settings.images_registry, run_id) is None:
+    if new["source"] and registry_parts.find_part(layout.images_registry, run_id) is None:
         columns = dict(new["rows"])
         stamp = datetime.fromisoformat(journal["created_at"])
         columns["ingested_at"] = [stamp] * len(new["source"])
         table = pa.Table.from_pydict(columns, schema=IMAGES_SCHEMA)
-        registry_parts.append_part(settings.images_registry, table, run_id=run_id)
-    for source, final in zip(new["source"], new["final"]):
+        registry_parts.append_part(layout.images_registry, table, run_id=run_id)
+    for source, final in zip(new["source"], new["final"], strict=True):
         _place(source, final, consume=consume)
-    _quarantine(settings, journal)
+    _quarantine(layout, journal)
     remove = journal["remove_sources"]
-    for source, sha256 in zip(remove["source"], remove["sha256"]):
+    for source, sha256 in zip(remove["source"], remove["sha256"], strict=True):
         _remove_source(source, sha256, verify=recovering)
     _remove_empty_dirs(Path(journal["source_dir"]))
-    (settings.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
+    (layout.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
 
 
 def _place(source: str, final: str, *, consume: bool) -> None:
@@ -503,43 +654,39 @@ def _place(source: str, final: str, *, consume: bool) -> None:
     os.chmod(final, 0o444)
 
 
-def _quarantine(settings: IngestionSettings, journal: dict) -> None:
+def _quarantine(layout: StoreLayout, journal: dict) -> None:
     rejections = journal["rejections"]
     if not rejections:
         return
-    run_id = journal["run_id"]
     for item in rejections:
-        source, target = Path(item["source"]), Path(item["quarantine_abs"])
-        if target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if journal["consume_source"] and source.exists():
-            try:
-                os.replace(source, target)
-            except OSError:
-                shutil.copy2(source, target)
-                source.unlink()
-        elif source.exists():
-            shutil.copy2(source, target)
-    if registry_parts.find_part(settings.rejections_registry, run_id) is None:
+        _move_to_quarantine(Path(item["source"]), Path(item["quarantine_abs"]), consume=journal["consume_source"])
+    run_id = journal["run_id"]
+    if registry_parts.find_part(layout.rejections_registry, run_id) is None:
         rows = pd.DataFrame(
             [
                 {key: item[key] for key in REJECTIONS_SCHEMA.names if key in item}
-                | {
-                    "source_id": journal["source_id"],
-                    "rejected_at": journal["created_at"],
-                    "ingest_run_id": run_id,
-                }
+                | {"source_id": journal["source_id"], "rejected_at": journal["created_at"], "ingest_run_id": run_id}
                 for item in rejections
             ]
         )
         rows["rejected_at"] = pd.to_datetime(rows["rejected_at"], utc=True)
         registry_parts.append_part(
-            settings.rejections_registry,
-            rows[REJECTIONS_SCHEMA.names],
-            run_id=run_id,
-            schema=REJECTIONS_SCHEMA,
+            layout.rejections_registry, rows[REJECTIONS_SCHEMA.names], run_id=run_id, schema=REJECTIONS_SCHEMA
         )
+
+
+def _move_to_quarantine(source: Path, target: Path, *, consume: bool) -> None:
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if consume and source.exists():
+        try:
+            os.replace(source, target)  # a move, not a write: the bytes are already whole
+        except OSError:
+            shutil.copy2(source, target)
+            source.unlink()
+    elif source.exists():
+        shutil.copy2(source, target)
 
 
 def _remove_source(source: str, sha256: str, *, verify: bool) -> None:
@@ -547,10 +694,8 @@ def _remove_source(source: str, sha256: str, *, verify: bool) -> None:
     # recovery only removes what the interrupted run stored.
     if verify and os.path.exists(source) and sha256_file(Path(source)) != sha256:
         return
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(source)
-    except FileNotFoundError:
-        pass
 
 
 def _remove_empty_dirs(source_dir: Path) -> None:
@@ -558,10 +703,8 @@ def _remove_empty_dirs(source_dir: Path) -> None:
         return
     for root, dirs, files in os.walk(source_dir, topdown=False):
         if Path(root) != source_dir and not dirs and not files:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(root)
-            except OSError:
-                pass
 
 
 # --- journal -------------------------------------------------------------------------
@@ -573,13 +716,13 @@ def _write_journal(journal_dir: Path, journal: dict) -> None:
     write_text_atomically(journal_dir / f"{journal['run_id']}.json", json.dumps(journal))
 
 
-def recover_interrupted_ingestions(settings: IngestionSettings) -> list[str]:
-    """Finish every ingestion a crash interrupted (call under the writer lock)."""
-    for registry in (settings.images_registry, settings.rejections_registry):
+def recover_interrupted_ingestions(layout: StoreLayout) -> list[str]:
+    """Finish every ingestion a crash interrupted (call under the writer lock); returns their run ids."""
+    for registry in (layout.images_registry, layout.rejections_registry):
         registry_parts.recover_compaction(registry)
         for stray in registry.glob(".part-*.tmp"):
             stray.unlink(missing_ok=True)  # a part never renamed into place holds nothing committed
-    journal_dir = settings.journal_dir
+    journal_dir = layout.journal_dir
     if not journal_dir.exists():
         return []
     for stray in journal_dir.glob(".*.tmp"):
@@ -588,10 +731,11 @@ def recover_interrupted_ingestions(settings: IngestionSettings) -> list[str]:
     for path in sorted(journal_dir.glob("*.json")):
         journal = json.loads(path.read_text(encoding="utf-8"))
         logger.warning("Finishing ingestion run %s that was interrupted", journal["run_id"])
-        _apply(settings, journal, recovering=True)
+        _apply(layout, journal, recovering=True)
         recovered.append(journal["run_id"])
     return recovered
 
 
 def read_images_registry(registry_dir: Path) -> pd.DataFrame:
+    """The images registry under ``registry_dir`` as one DataFrame (empty, with its columns, if none)."""
     return registry_parts.read_registry(Path(registry_dir) / "images", schema=IMAGES_SCHEMA)

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from cv_pipelines.files.atomic import write_text_atomically
-from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.registries.schemas import BATCHES_SCHEMA
 
 BatchStatus = Literal["open", "pulled"]
@@ -32,6 +31,8 @@ _PENDING_PREFIX = ".pending_"
 
 @dataclass
 class BatchInfo:
+    """A batch's ``info.yaml``: what it holds, its CVAT task and its status."""
+
     batch_id: str
     label_set: str
     created_at: str  # ISO 8601, UTC
@@ -43,14 +44,17 @@ class BatchInfo:
     jobs_total: int = 0
 
     def to_yaml(self) -> str:
+        """The ``info.yaml`` text."""
         return yaml.safe_dump(asdict(self), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> BatchInfo:
+        """Read an ``info.yaml`` text."""
         return cls(**yaml.safe_load(text))
 
 
 def new_batch_id(now: datetime | None = None) -> str:
+    """``batch_<UTC time to the millisecond>Z``: sorts by creation time."""
     now = now or datetime.now(UTC)
     return f"batch_{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
 
@@ -110,23 +114,27 @@ def pending_batch_folders(batches_dir: Path) -> list[Path]:
 
 
 def pending_batch_id(pending: Path) -> str:
+    """The batch id of a staged folder."""
     return pending.name.removeprefix(_PENDING_PREFIX)
 
 
 def read_batch_info(batch_dir: Path) -> BatchInfo:
+    """A batch folder's ``info.yaml``."""
     return BatchInfo.from_yaml((batch_dir / "info.yaml").read_text(encoding="utf-8"))
 
 
 def update_batch_info(batch_dir: Path, info: BatchInfo) -> None:
+    """Replace a batch folder's ``info.yaml`` (atomic rename)."""
     write_text_atomically(batch_dir / "info.yaml", info.to_yaml())
 
 
 def read_manifest(batch_dir: Path) -> pd.DataFrame:
+    """A batch folder's images (``manifest.parquet``)."""
     return pq.read_table(batch_dir / "manifest.parquet").to_pandas()
 
 
-def write_batch_registry_row(registry_dir: Path, info: BatchInfo, batch_path: str) -> None:
-    """The batches registry holds one part per batch, replaced when its status changes."""
+def batch_registry_row(info: BatchInfo, batch_path: str) -> pa.Table:
+    """The batches registry's row of one batch; saved by key (the batch id), so it is replaced as its status changes."""
     row = {
         "batch_id": info.batch_id,
         "label_set": info.label_set,
@@ -136,4 +144,4 @@ def write_batch_registry_row(registry_dir: Path, info: BatchInfo, batch_path: st
         "status": info.status,
         "path": batch_path,
     }
-    registry_parts.replace_keyed_part(registry_dir, info.batch_id, pa.Table.from_pylist([row], schema=BATCHES_SCHEMA))
+    return pa.Table.from_pylist([row], schema=BATCHES_SCHEMA)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cv_pipelines.config.parameters import CvatParams
 from cv_pipelines.labeling.cvat_connection import CvatConnection
 
 if TYPE_CHECKING:  # the SDK is imported only when CVAT is actually used
@@ -46,23 +47,20 @@ class CvatRequestTimeout(CvatError):
     """A background request (task data, export) did not finish before the deadline."""
 
 
-@dataclass(frozen=True)
-class CvatSettings:
-    request_timeout_s: float = 600.0
-    status_check_period_s: float = 5.0
-    max_retries: int = 5
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    cache_dir: Path | None = None
+#: The longest back-off between two retries, however many came before.
+BACKOFF_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
 class JobProgress:
+    """How many of a task's jobs are completed, of how many."""
+
     completed: int
     total: int
 
     @property
     def done(self) -> bool:
+        """Every job of the task is completed (and it has some)."""
         return self.total > 0 and self.completed == self.total
 
 
@@ -101,9 +99,16 @@ def _deadline_client_class():
 class CvatAdapter:
     """A connected, authenticated CVAT client with the project's error handling."""
 
-    def __init__(self, connection: CvatConnection, settings: CvatSettings | None = None) -> None:
+    def __init__(
+        self, connection: CvatConnection, params: CvatParams | None = None, *, cache_dir: Path | None = None
+    ) -> None:
+        """Connect and log in to ``connection``'s server, with ``labeling.cvat``'s timeouts and retries.
+
+        ``cache_dir``: where the SDK keeps its cache (None: the SDK's default).
+        """
         self.connection = connection
-        self.settings = settings or CvatSettings()
+        self.params = params or CvatParams.model_validate({})
+        self.cache_dir = cache_dir
         self.client: Client = self._retrying(self._connect, "connect")
 
     # --- connection -------------------------------------------------------------
@@ -113,11 +118,11 @@ class CvatAdapter:
         from cvat_sdk.core.exceptions import IncompatibleVersionException
 
         config_kwargs: dict[str, Any] = {
-            "status_check_period": self.settings.status_check_period_s,
+            "status_check_period": self.params.status_check_period_s,
             "allow_unsupported_server": False,
         }
-        if self.settings.cache_dir is not None:
-            config_kwargs["cache_dir"] = self.settings.cache_dir
+        if self.cache_dir is not None:
+            config_kwargs["cache_dir"] = self.cache_dir
         client_class = _deadline_client_class()
         host = self.connection.host
         try:
@@ -129,7 +134,7 @@ class CvatAdapter:
             ) from None
         except ValueError as exc:  # a version string that is not PEP 440 crashes the SDK
             raise CvatError(f"CVAT at {host} reported a server version the SDK cannot read ({exc}).") from None
-        client.request_timeout_s = self.settings.request_timeout_s
+        client.request_timeout_s = self.params.request_timeout_s
         client.logger.setLevel(logging.WARNING)
         if self.connection.access_token is not None:
             client.login(AccessTokenCredentials(self.connection.access_token.get_secret_value()))
@@ -143,14 +148,14 @@ class CvatAdapter:
 
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.settings.max_retries + 1),
-            wait=wait_exponential(multiplier=self.settings.backoff_initial_s, max=self.settings.backoff_max_s),
+            stop=stop_after_attempt(self.params.max_retries + 1),
+            wait=wait_exponential(multiplier=self.params.retry_backoff_s, max=BACKOFF_MAX_S),
             before_sleep=lambda state: logger.warning(
                 "CVAT %s failed (%s); retry %d of %d",
                 what,
                 _describe(state.outcome.exception()),
                 state.attempt_number,
-                self.settings.max_retries,
+                self.params.max_retries,
             ),
             reraise=False,
         )
@@ -166,7 +171,7 @@ class CvatAdapter:
     def _explain(self, exc: BaseException | None, what: str, *, retried: bool) -> CvatError:
         host = self.connection.host
         status = _status_of(exc)
-        after = f" after {self.settings.max_retries} retries" if retried else ""
+        after = f" after {self.params.max_retries} retries" if retried else ""
         if status == 401 or (status == 400 and what == "connect"):
             return CvatAuthError(
                 f"CVAT at {host} refused the credentials ({status}) during {what}; check 'cvat' in "
@@ -212,6 +217,8 @@ class CvatAdapter:
         return self._retrying(find_or_create, f"finding or creating project {name!r}")
 
     def find_task(self, name: str, project_id: int) -> int | None:
+        """The id of the task named ``name`` in the project, or None."""
+
         def find() -> int | None:
             for task in self.client.tasks.list(name=name, project_id=project_id):
                 if task.name == name and int(task.project_id or 0) == project_id:
@@ -254,9 +261,12 @@ class CvatAdapter:
         return self._retrying(create, f"creating task {name!r}")
 
     def delete_task(self, task_id: int) -> None:
+        """Delete the task ``task_id``."""
         self._retrying(lambda: self.client.tasks.retrieve(task_id).remove(), f"deleting task {task_id}")
 
     def job_progress(self, task_id: int) -> JobProgress:
+        """How far the annotators are with the task's jobs."""
+
         def progress() -> JobProgress:
             jobs = self.client.tasks.retrieve(task_id).get_jobs()
             completed = sum(1 for job in jobs if str(job.state) == "completed")

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cv_pipelines.files.atomic import fsync_dir, write_atomically_with
+
 PART_GLOB = "part-*.parquet"
 _COMPACTING_SUFFIX = ".compacting"
 _REPLACED_SUFFIX = ".replaced"
@@ -39,16 +41,7 @@ def find_part(registry_dir: Path, run_id: str) -> Path | None:
 def write_atomically(table: pa.Table, target: Path) -> Path:
     """Write ``table`` to ``target`` through a temporary sibling and an atomic rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-    return target
+    return write_atomically_with(target, lambda tmp: pq.write_table(table, tmp))
 
 
 def append_part(
@@ -151,7 +144,7 @@ def compact_registry(registry_dir: Path) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     write_atomically(table, staging / parts[-1].name)
     (staging / "COMPLETE").touch()
-    _fsync_dir(staging)
+    fsync_dir(staging)
     replaced = registry_dir.with_name(registry_dir.name + _REPLACED_SUFFIX)
     os.replace(registry_dir, replaced)
     os.replace(staging, registry_dir)
@@ -174,14 +167,3 @@ def recover_compaction(registry_dir: Path) -> None:
     (registry_dir / "COMPLETE").unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(replaced, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

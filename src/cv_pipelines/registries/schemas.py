@@ -1,4 +1,4 @@
-"""Column schemas of the registries that labeling writes and export reads.
+"""Column schemas of the registries: what ingestion, imports and labeling write, and export reads.
 
 Boxes are in pixels of the image as a model sees it: after EXIF orientation, the same
 frame of reference as the ``width``/``height`` columns of the images registry.
@@ -7,6 +7,39 @@ frame of reference as the ``width``/``height`` columns of the images registry.
 from __future__ import annotations
 
 import pyarrow as pa
+
+#: One row per stored image; ``path`` is relative to the project root.
+IMAGES_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),  # relative to the project root
+        ("source_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("width", pa.int32()),  # after EXIF orientation
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("original_name", pa.string()),
+        ("original_path", pa.string()),  # relative to the folder it was ingested from
+        ("exif_orientation", pa.int8()),
+        ("ingest_run_id", pa.string()),
+    ]
+)
+
+#: One row per input that ingestion set aside, with the reason and where it is kept.
+REJECTIONS_SCHEMA = pa.schema(
+    [
+        ("content_sha256", pa.string()),  # empty when the file could not be read
+        ("original_name", pa.string()),
+        ("original_path", pa.string()),
+        ("quarantine_path", pa.string()),  # relative to the project root
+        ("reason", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("source_id", pa.string()),
+        ("rejected_at", pa.timestamp("us", tz="UTC")),
+        ("ingest_run_id", pa.string()),
+    ]
+)
 
 #: One row per box. Re-pulling a batch replaces that batch's part, never appends to it.
 ANNOTATIONS_SCHEMA = pa.schema(
@@ -62,3 +95,13 @@ BATCHES_SCHEMA = pa.schema(
         ("path", pa.string()),  # batch folder, relative to the project root
     ]
 )
+
+#: Each registry's schema by its folder name (``data/registry/<name>``).
+SCHEMAS = {
+    "images": IMAGES_SCHEMA,
+    "rejections": REJECTIONS_SCHEMA,
+    "annotations": ANNOTATIONS_SCHEMA,
+    "labels": LABELS_SCHEMA,
+    "exclusions": EXCLUSIONS_SCHEMA,
+    "batches": BATCHES_SCHEMA,
+}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cv_pipelines.files.atomic import write_text_atomically
+from cv_pipelines.files.atomic import write_atomically_with, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def snapshot_dataset(
     """DVC-track what changed, push it, commit only the pointer files, tag the commit."""
     from dvc.repo import Repo
 
-    from cv_pipelines.images.ingestion import writer_lock
+    from cv_pipelines.registries.writer_lock import writer_lock
 
     root = Path(root).resolve()
     check_can_commit(root)
@@ -406,9 +406,14 @@ def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
     for path in missing:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".fetching")
-        fs.get_file(path, str(tmp))
-        os.replace(tmp, target)
+        write_atomically_with(target, _fetcher(fs, path), durable=False, suffix=".fetching")
         os.chmod(target, 0o444)
     logger.info("Fetched %d image(s) missing from the store from DVC", len(missing))
     return len(missing)
+
+
+def _fetcher(fs, path: str):
+    def fetch(tmp: Path) -> None:
+        fs.get_file(path, str(tmp))
+
+    return fetch

@@ -8,12 +8,12 @@ from .nodes import generate_demo_data
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The pipeline: ``params:demo_data`` in, the generated data set's summary (``demo_dataset_summary``) out."""
+    """The pipeline: the ``demo_dataset`` folder and ``params:demo_data`` in, the data set's summary out."""
     return Pipeline(
         [
             Node(
                 generate_demo_data,
-                inputs="params:demo_data",
+                inputs=["demo_dataset", "params:demo_data"],
                 outputs="demo_dataset_summary",
                 name="generate_demo_data",
             )

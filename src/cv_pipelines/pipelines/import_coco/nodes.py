@@ -1,52 +1,101 @@
-"""Nodes of the ``import_coco`` pipeline."""
+"""Nodes of the ``import_coco`` pipeline: a labeled folder's images into the store, its boxes into the registries."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from cv_pipelines.annotations.coco_import import import_coco_dataset
-from cv_pipelines.config.resolvers import project_root
+import pandas as pd
+
+from cv_pipelines.annotations.coco_import import (
+    UNCHANGED_IF,
+    CocoSource,
+    CocoSourceError,
+    coco_labeled_rows,
+    read_coco_source,
+)
+from cv_pipelines.config.parameters import ImportCocoParams, IngestionParams, LabelingParams
+from cv_pipelines.config.resolvers import in_project, project_root
+from cv_pipelines.datasets.parquet_registry_dataset import KeyedRows
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.images.ingestion import IngestionPlan, check_new_images, list_new_images, plan_ingestion
 
 logger = logging.getLogger(__name__)
 
+_HOW_TO_RUN = "kedro run --pipelines import_coco --params import_coco.source=<folder>"
 
-def import_labeled_coco_folder(
-    import_params: dict[str, Any], labeling: dict[str, Any], ingestion: dict[str, Any]
-) -> dict[str, Any]:
-    """Store the folder's images (through ingestion) and register its boxes; returns a summary."""
-    if not import_params.get("source"):
+
+def read_coco_folder(import_coco: dict[str, Any], labeling: dict[str, Any]) -> CocoSource:
+    """Find and read the COCO file of ``import_coco.source``; a broken file stops the run here.
+
+    Raises:
+        ConfigurationError: no source, a label set other than ``labeling.label_set``, or a
+            folder or COCO file that cannot be used (naming the ``import_coco`` key to fix).
+    """
+    params = ImportCocoParams.model_validate(import_coco)
+    label_set = LabelingParams.model_validate(labeling).label_set
+    if not params.source:
         raise ConfigurationError(
-            "No folder to import: run `kedro run --pipelines import_coco --params import_coco.source=<folder>` "
-            "with a folder holding images and a COCO instances JSON."
+            f"No folder to import: run `{_HOW_TO_RUN}` with a folder holding images and a COCO instances JSON."
         )
-    label_set = import_params.get("label_set") or labeling["label_set"]
-    if label_set != labeling["label_set"]:
+    if (params.label_set or label_set) != label_set:
         raise ConfigurationError(
-            f"import_coco.label_set {label_set!r} differs from labeling.label_set {labeling['label_set']!r}; "
+            f"import_coco.label_set {params.label_set!r} differs from labeling.label_set {label_set!r}; "
             "the label order comes from labeling.labels, so import into the configured label set."
         )
-    result = import_coco_dataset(
-        project_root=project_root(),
-        source=Path(import_params["source"]),
-        labels=list(labeling["labels"]),
-        label_set=label_set,
-        store_dir=Path(ingestion["store"]),
-        registry_dir=Path(ingestion["registry"]),
-        quarantine_dir=Path(ingestion["quarantine"]),
-        annotations=import_params.get("annotations"),
-        images_dir=import_params.get("images_dir"),
-        name=import_params.get("name"),
-        annotator=import_params["annotator"],
-        lock_timeout_s=ingestion["lock_timeout_s"],
-        workers=ingestion["workers"],
+    try:
+        return read_coco_source(
+            in_project(project_root(), params.source),
+            annotations=params.annotations,
+            images_dir=params.images_dir,
+            name=params.name,
+        )
+    except CocoSourceError as exc:
+        raise ConfigurationError(f"{exc}: set import_coco.{exc.parameter} to fix it.") from None
+
+
+def plan_coco_images(coco_source: CocoSource, ingestion: dict[str, Any]) -> tuple[IngestionPlan, IngestionPlan]:
+    """Check the folder's images and plan their ingestion (copied from, never removed).
+
+    Returns:
+        The plan twice: for ``coco_images``, whose save commits it into the store, and
+        for the rows step, which needs to know which file became which image.
+    """
+    params = IngestionParams.model_validate(ingestion).model_copy(update={"source_id": coco_source.source_task})
+    checked = check_new_images(list_new_images(coco_source.images_dir), params)
+    plan = plan_ingestion(checked, params, consume_source=False)
+    return plan, plan
+
+
+def register_coco_boxes(
+    coco_source: CocoSource,
+    coco_plan: IngestionPlan,
+    coco_images: pd.DataFrame,
+    import_coco: dict[str, Any],
+    labeling: dict[str, Any],
+) -> tuple[KeyedRows, KeyedRows, dict[str, Any]]:
+    """The import's boxes and labeled images, keyed by the import, and its summary.
+
+    ``coco_images`` is the images registry after the folder's images were committed.
+    Saved in this order, annotations before labels: an image counts as labeled only
+    once its boxes are in place.
+    """
+    params = ImportCocoParams.model_validate(import_coco)
+    labels = LabelingParams.model_validate(labeling)
+    rows = coco_labeled_rows(
+        coco_source,
+        coco_plan,
+        coco_images,
+        labels=list(labels.labels),
+        label_set=labels.label_set,
+        annotator=params.annotator,
     )
+    result = rows.result
     logger.info(result.summary())
-    return {
+    key = f"{labels.label_set}-{coco_source.source_task}"
+    summary = {
         "name": result.name,
-        "label_set": label_set,
+        "label_set": labels.label_set,
         "labeled_images": result.labeled_images,
         "boxes": result.boxes,
         "images_new": result.images_new,
@@ -55,3 +104,8 @@ def import_labeled_coco_folder(
         "left_out": result.problems.sentences(),
         "clipped_boxes": result.problems.clipped_boxes,
     }
+    return (
+        KeyedRows({key: rows.annotations}, unchanged_if=UNCHANGED_IF),
+        KeyedRows({key: rows.labels}, unchanged_if=UNCHANGED_IF),
+        summary,
+    )

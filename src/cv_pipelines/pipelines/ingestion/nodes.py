@@ -1,39 +1,54 @@
-"""Nodes of the ``ingestion`` pipeline."""
+"""Nodes of the ``ingestion`` pipeline: check what is new, plan it, report what was stored."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cv_pipelines.config.resolvers import project_root
-from cv_pipelines.images.ingestion import IngestionSettings, ingest_images
+from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.images.ingestion import (
+    CheckedImages,
+    IngestionPlan,
+    NewImages,
+    check_new_images,
+    describe_committed_plan,
+    plan_ingestion,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def ingest_incoming_images(params: dict[str, Any]) -> pd.DataFrame:
-    """Store every image of the drop zone once and register it; returns one row per file.
+def check_incoming_images(new_images: NewImages, ingestion: dict[str, Any]) -> CheckedImages:
+    """Read, hash and check every file waiting in the drop zone (nothing is written).
 
-    The registry and store writes happen inside one crash-safe transaction (see
-    ``cv_pipelines.images.ingestion``), which is why they are not separate catalog saves.
+    Args:
+        new_images: the drop zone's waiting files (``new_images``).
+        ingestion: the ``ingestion`` parameters.
+
+    Returns:
+        Every file with its content hash, format and size, or why it is rejected.
     """
-    settings = IngestionSettings(
-        project_root=project_root(),
-        source_dir=Path(params["drop_zone"]),
-        store_dir=Path(params["store"]),
-        registry_dir=Path(params["registry"]),
-        quarantine_dir=Path(params["quarantine"]),
-        source_id=params["source_id"],
-        consume_source=True,
-        validation=params["validation"],
-        max_pixels=params["max_pixels"],
-        workers=params["workers"],
-        lock_timeout_s=params["lock_timeout_s"],
-        show_progress=params["show_progress"],
-    )
-    result = ingest_images(settings)
-    logger.info("Ingestion of %s: %s", params["drop_zone"], result.summary())
-    return result.report()
+    params = IngestionParams.model_validate(ingestion)
+    if not len(new_images) and not new_images.in_progress:
+        logger.info("The drop zone %s is empty", new_images.folder)
+    return check_new_images(new_images, params)
+
+
+def plan_incoming_images(
+    checked_images: CheckedImages, ingestion: dict[str, Any]
+) -> tuple[IngestionPlan, IngestionPlan]:
+    """Decide each checked file's fate: a candidate for the store, a duplicate in the drop, a reject.
+
+    Returns:
+        The plan twice: for ``images_registry``, whose save commits it (the drop zone is
+        consumed: each input is removed once stored or quarantined), and for the report.
+    """
+    plan = plan_ingestion(checked_images, IngestionParams.model_validate(ingestion), consume_source=True)
+    return plan, plan
+
+
+def report_ingestion(plan: IngestionPlan, images_registry: pd.DataFrame) -> pd.DataFrame:
+    """One row per input file of the committed plan: new, duplicate, rejected or skipped, and why."""
+    return describe_committed_plan(plan, images_registry).report()

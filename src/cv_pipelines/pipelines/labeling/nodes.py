@@ -1,4 +1,4 @@
-"""Nodes of the ``labeling`` pipeline."""
+"""Nodes of the ``labeling`` pipeline: CSV exclusions, one cycle against CVAT, then its bookkeeping."""
 
 from __future__ import annotations
 
@@ -6,103 +6,123 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cv_pipelines.config.resolvers import project_root
-from cv_pipelines.errors import ConfigurationError
+import pandas as pd
+
+from cv_pipelines.config.parameters import IngestionParams, LabelingParams, SnapshotParams
+from cv_pipelines.config.resolvers import in_project
+from cv_pipelines.datasets.parquet_registry_dataset import KeyedRows
+from cv_pipelines.errors import ConfigurationError, ExternalServiceError
+from cv_pipelines.images.ingestion import StoreLayout
 from cv_pipelines.labeling.cvat_connection import CvatConnection
 
 logger = logging.getLogger(__name__)
 
 
-def add_exclusions_from_csv(labeling: dict[str, Any], ingestion: dict[str, Any]) -> dict[str, Any]:
-    """Exclude the images a CSV lists (``labeling.exclusions_csv``); nothing when unset."""
-    from cv_pipelines.labeling.cycle import add_exclusions_from_csv as add
+def exclude_images_from_csv(
+    labeling: dict[str, Any], images_registry: pd.DataFrame, image_store: StoreLayout
+) -> tuple[KeyedRows, dict[str, Any]]:
+    """The exclusions ``labeling.exclusions_csv`` lists (nothing when unset), keyed by the CSV, and a summary.
 
-    csv_name = labeling.get("exclusions_csv")
-    if not csv_name:
-        return {"csv": None, "added": 0, "problems": []}
-    csv_file = Path(csv_name)
-    csv_file = csv_file if csv_file.is_absolute() else project_root() / csv_file
+    Raises:
+        ConfigurationError: the CSV does not exist or cannot be read (naming ``labeling.exclusions_csv``).
+    """
+    from cv_pipelines.labeling.cycle import exclusions_from_csv
+
+    params = LabelingParams.model_validate(labeling)
+    if not params.exclusions_csv:
+        return KeyedRows({}), {"csv": None, "added": 0, "problems": []}
+    csv_file = in_project(image_store.project_root, params.exclusions_csv)
     if not csv_file.is_file():
         raise ConfigurationError(
             f"labeling.exclusions_csv {csv_file} does not exist: give the path of a CSV with columns image_id,reason."
         )
     try:
-        added, problems = add(
-            csv_file,
-            registry=project_root() / ingestion["registry"],
-            label_set=labeling["label_set"],
-            lock_timeout_s=ingestion["lock_timeout_s"],
-        )
+        rows, problems = exclusions_from_csv(csv_file, images=images_registry, label_set=params.label_set)
     except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+        raise ConfigurationError(f"labeling.exclusions_csv: {exc}.") from None
     for problem in problems:
         logger.warning(problem)
+    added = sum(table.num_rows for table in rows.values())
     logger.info("Exclusions from %s: %d image(s) excluded, %d row(s) skipped", csv_file.name, added, len(problems))
-    return {"csv": csv_file.name, "added": added, "problems": problems}
+    return KeyedRows(rows), {"csv": csv_file.name, "added": added, "problems": problems}
 
 
 def run_labeling_cycle(
     labeling: dict[str, Any],
     ingestion: dict[str, Any],
-    snapshot: dict[str, Any],
+    images_registry: pd.DataFrame,
+    labels_registry: pd.DataFrame,
+    exclusions_registry: pd.DataFrame,
+    image_store: StoreLayout,
+    labeling_batches: Path,
+    cvat_cache: Path,
     cvat_connection: CvatConnection,
-    exclusions: dict[str, Any],
-) -> dict[str, Any]:
+) -> tuple[KeyedRows, KeyedRows, KeyedRows, Any]:
     """Pull finished batches from CVAT, report the others, and open the next batch.
 
-    ``exclusions`` is the CSV step's summary: taking it as input runs that step first,
-    so images it excludes are never selected. A cycle that pulled annotations ends with
-    a dataset snapshot unless ``labeling.snapshot_after_pull`` is off.
+    ``exclusions_registry`` is read after the CSV step saved its exclusions, so images
+    it excludes are never selected.
+
+    Returns:
+        The pulled annotations, exclusions and labels (saved in that order, by batch),
+        and the cycle (report and batches) for the bookkeeping step.
+
+    Raises:
+        ExternalServiceError: CVAT failed, or another cycle is running; nothing was written.
     """
-    from cv_pipelines.labeling.cvat import CvatAdapter, CvatSettings
-    from cv_pipelines.labeling.cycle import LabelingSettings
+    from cv_pipelines.labeling.cvat import CvatAdapter, CvatError
+    from cv_pipelines.labeling.cycle import LabelingBusyError, LabelingRegistries
     from cv_pipelines.labeling.cycle import run_labeling_cycle as run_cycle
 
-    cvat = labeling["cvat"]
-    root = project_root()
-    settings = LabelingSettings(
-        project_root=root,
-        store_dir=Path(ingestion["store"]),
-        registry_dir=Path(ingestion["registry"]),
-        batches_dir=Path(labeling["batches_dir"]),
-        label_set=labeling["label_set"],
-        labels=tuple(labeling["labels"]),
-        batch_size=labeling["batch_size"],
-        selection=labeling["selection"],
-        selection_seed=labeling["selection_seed"],
-        max_open_batches=labeling["max_open_batches"],
-        blocking=labeling["blocking"],
-        poll_interval_s=labeling["poll_interval_s"],
-        wait_timeout_s=labeling["wait_timeout_s"],
-        cvat_project=cvat["project_name"],
-        segment_size=cvat["segment_size"],
-        image_quality=cvat["image_quality"],
-        upload=cvat["upload"],
-        share_root=cvat["share_root"],
-        exclude_tag=cvat["exclude_tag"],
-        lock_timeout_s=ingestion["lock_timeout_s"],
-    )
-    cvat_settings = CvatSettings(
-        request_timeout_s=cvat["request_timeout_s"],
-        status_check_period_s=cvat["status_check_period_s"],
-        max_retries=cvat["max_retries"],
-        backoff_initial_s=cvat["retry_backoff_s"],
-        cache_dir=root / "data/cache/cvat",
-    )
-    from cv_pipelines.errors import ExternalServiceError
-    from cv_pipelines.labeling.cvat import CvatError
-    from cv_pipelines.labeling.cycle import LabelingBusyError
-
+    params = LabelingParams.model_validate(labeling)
+    registries = LabelingRegistries(images_registry, labels_registry, exclusions_registry)
     try:
-        report = run_cycle(settings, lambda: CvatAdapter(cvat_connection, cvat_settings))
+        report, writes = run_cycle(
+            params,
+            registries,
+            layout=image_store,
+            batches_dir=labeling_batches,
+            connect=lambda: CvatAdapter(cvat_connection, params.cvat, cache_dir=cvat_cache),
+            lock_timeout_s=IngestionParams.model_validate(ingestion).lock_timeout_s,
+        )
     except (CvatError, LabelingBusyError) as exc:
         raise ExternalServiceError(str(exc)) from exc
     logger.info("Labeling cycle: %s", report.summary())
-    result = report.to_dict()
-    if report.pulled and labeling["snapshot_after_pull"]:
-        from cv_pipelines.pipelines.snapshot.nodes import snapshot_dataset_version
+    return KeyedRows(writes.annotations), KeyedRows(writes.exclusions), KeyedRows(writes.labels), (report, writes)
 
-        result["snapshot"] = snapshot_dataset_version(
-            snapshot, labeling, ingestion, reason="pulled " + ", ".join(sorted(report.pulled))
-        )
+
+def record_labeling_cycle(labeling_cycle: Any, pulled_labels: pd.DataFrame, image_store: StoreLayout) -> tuple:
+    """Mark the pulled batches pulled, now that their rows are saved (``pulled_labels``), and list every batch touched.
+
+    Returns:
+        The batches registry's rows (by batch id), and the cycle's report.
+    """
+    from cv_pipelines.labeling.cycle import mark_batches_pulled
+
+    report, writes = labeling_cycle
+    return KeyedRows(mark_batches_pulled(writes, project_root=image_store.project_root)), report
+
+
+def snapshot_after_pull(
+    labeling_cycle_recorded: Any,
+    batches_registry: pd.DataFrame,
+    image_store: StoreLayout,
+    snapshot: dict[str, Any],
+    labeling: dict[str, Any],
+    ingestion: dict[str, Any],
+) -> dict[str, Any]:
+    """The cycle's report; a cycle that pulled annotations ends with a dataset snapshot.
+
+    Runs once the batches registry (``batches_registry``) lists the pulled batches, so
+    the snapshot holds them; ``labeling.snapshot_after_pull`` false skips it.
+    """
+    from cv_pipelines.pipelines.snapshot.nodes import take_snapshot
+
+    report = labeling_cycle_recorded
+    result = report.to_dict()
+    params = LabelingParams.model_validate(labeling)
+    if report.pulled and params.snapshot_after_pull:
+        reason = "pulled " + ", ".join(sorted(report.pulled))
+        snapshot_params = SnapshotParams.model_validate(snapshot)
+        result["snapshot"] = take_snapshot(image_store, snapshot_params, params.label_set, ingestion, reason=reason)
     return result

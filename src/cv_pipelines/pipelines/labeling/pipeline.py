@@ -1,31 +1,57 @@
+"""Wiring of the ``labeling`` pipeline: CSV exclusions -> one cycle with CVAT -> bookkeeping -> snapshot."""
+
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import add_exclusions_from_csv, run_labeling_cycle
+from .nodes import exclude_images_from_csv, record_labeling_cycle, run_labeling_cycle, snapshot_after_pull
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """Read ``images_registry``, ``labels_registry`` and ``exclusions_registry``; write the pulled rows by batch."""
     # `cvat_connection` is provided by the project's hooks from conf/local/credentials.yml
     # or CVAT_HOST/CVAT_ACCESS_TOKEN; nodes tagged "cvat" make the hooks check it first.
     return Pipeline(
         [
             Node(
-                add_exclusions_from_csv,
-                inputs=["params:labeling", "params:ingestion"],
-                outputs="exclusions_csv_summary",
-                name="add_exclusions_from_csv",
+                exclude_images_from_csv,
+                inputs=["params:labeling", "images_registry", "image_store"],
+                outputs=["exclusions_registry", "exclusions_csv_summary"],
+                name="exclude_images_from_csv",
             ),
             Node(
                 run_labeling_cycle,
                 inputs=[
                     "params:labeling",
                     "params:ingestion",
-                    "params:snapshot",
+                    "images_registry",
+                    "labels_registry",
+                    "exclusions_registry",
+                    "image_store",
+                    "labeling_batches",
+                    "cvat_cache",
                     "cvat_connection",
-                    "exclusions_csv_summary",
                 ],
-                outputs="labeling_cycle_report",
+                outputs=["pulled_annotations", "pulled_exclusions", "pulled_labels", "labeling_cycle"],
                 name="run_labeling_cycle",
                 tags=["cvat"],
+            ),
+            Node(
+                record_labeling_cycle,
+                inputs=["labeling_cycle", "pulled_labels", "image_store"],
+                outputs=["batches_registry", "labeling_cycle_recorded"],
+                name="record_labeling_cycle",
+            ),
+            Node(
+                snapshot_after_pull,
+                inputs=[
+                    "labeling_cycle_recorded",
+                    "batches_registry",
+                    "image_store",
+                    "params:snapshot",
+                    "params:labeling",
+                    "params:ingestion",
+                ],
+                outputs="labeling_cycle_report",
+                name="snapshot_after_pull",
             ),
         ]
     )

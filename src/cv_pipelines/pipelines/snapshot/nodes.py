@@ -1,34 +1,71 @@
-"""Nodes of the ``snapshot`` pipeline."""
+"""Nodes of the ``snapshot`` pipeline: version the store and registries as a tagged dataset version."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from cv_pipelines.config.resolvers import project_root
+import pandas as pd
+
+from cv_pipelines.config.parameters import IngestionParams, LabelingParams, SnapshotParams
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.images.ingestion import StoreLayout
 
 logger = logging.getLogger(__name__)
 
 
 def snapshot_dataset_version(
-    snapshot: dict[str, Any], labeling: dict[str, Any], ingestion: dict[str, Any], reason: str | None = None
+    image_store: StoreLayout,
+    images_registry: pd.DataFrame,
+    labels_registry: pd.DataFrame,
+    snapshot: dict[str, Any],
+    labeling: dict[str, Any],
+    ingestion: dict[str, Any],
 ) -> dict[str, Any]:
-    """Track the store and registries with DVC, push, commit the pointers, tag the version."""
+    """Track the store and registries with DVC, push, commit the pointers, tag the version.
+
+    Args:
+        image_store: the store's folders (the ``image_store`` handle).
+        images_registry: the images registry being versioned (counted in the report).
+        labels_registry: the labels registry being versioned (counted in the report).
+        snapshot: the ``snapshot`` parameters.
+        labeling: the ``labeling`` parameters (the label set names the tag).
+        ingestion: the ``ingestion`` parameters (how long to wait for the writer lock).
+
+    Returns:
+        The report: committed, tag, commit, the pointer files changed, and a summary.
+    """
+    label_set = LabelingParams.model_validate(labeling).label_set
+    labeled = labels_registry.loc[labels_registry["label_set"] == label_set] if not labels_registry.empty else []
+    report = take_snapshot(image_store, SnapshotParams.model_validate(snapshot), label_set, ingestion)
+    return report | {"images": len(images_registry), "labeled_images": len(labeled)}
+
+
+def take_snapshot(
+    image_store: StoreLayout,
+    params: SnapshotParams,
+    label_set: str,
+    ingestion: dict[str, Any],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The snapshot itself, for this pipeline and for a labeling cycle that pulled annotations.
+
+    Raises:
+        ConfigurationError: git or DVC refused (the sentence says why and what to do).
+    """
     from cv_pipelines.versioning.dataset_versions import SnapshotError, snapshot_dataset
 
-    label_set = labeling["label_set"]
-    message = snapshot.get("message") or f"Dataset snapshot of {label_set}" + (f": {reason}" if reason else "")
+    message = params.message or f"Dataset snapshot of {label_set}" + (f": {reason}" if reason else "")
     try:
         result = snapshot_dataset(
-            project_root(),
-            store_dir=Path(ingestion["store"]),
-            registry_dir=Path(ingestion["registry"]),
+            image_store.project_root,
+            store_dir=image_store.store,
+            registry_dir=image_store.registry,
             label_set=label_set,
             message=message,
-            push=snapshot["push"],
-            remote=snapshot.get("remote"),
+            push=params.push,
+            remote=params.remote,
+            lock_timeout_s=IngestionParams.model_validate(ingestion).lock_timeout_s,
         )
     except SnapshotError as exc:
         raise ConfigurationError(str(exc)) from None

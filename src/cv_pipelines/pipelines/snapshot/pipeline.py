@@ -1,4 +1,4 @@
-"""The ``snapshot`` pipeline: one node that commits and tags a DVC dataset version of the store and registries."""
+"""The ``snapshot`` pipeline: the store and registries -> a tagged DVC dataset version."""
 
 from typing import Any
 
@@ -8,12 +8,19 @@ from .nodes import snapshot_dataset_version
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The pipeline: the snapshot, labeling and ingestion parameters in, the version's report (``snapshot_report``) out."""
+    """Version ``image_store`` with the registries ingestion and the COCO import write; ``snapshot_report`` out."""
     return Pipeline(
         [
             Node(
                 snapshot_dataset_version,
-                inputs=["params:snapshot", "params:labeling", "params:ingestion"],
+                inputs=[
+                    "image_store",
+                    "images_registry",
+                    "labels_registry",
+                    "params:snapshot",
+                    "params:labeling",
+                    "params:ingestion",
+                ],
                 outputs="snapshot_report",
                 name="snapshot_dataset_version",
             )
