@@ -322,7 +322,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     datasets = {n["name"]: n for n in api["nodes"] if n["type"] == "data"}
     for name, layer in (("images_registry", "registries"), ("export_summary", "exports"),
                         ("export_sample_images", "reporting"), ("trained_model", "models"),
-                        ("evaluation_confusion_matrix", "reporting"), ("demo_dataset_summary", "raw")):
+                        ("evaluation_confusion_matrix", "reporting"), ("labeled_folder", "raw")):
         assert datasets[name]["layer"] == layer, (name, datasets[name]["layer"])
     assert "circular dependency" not in "".join(server_output)
 

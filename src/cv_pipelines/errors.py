@@ -23,4 +23,3 @@ class ExternalServiceError(click.ClickException):
     """
 
     exit_code = 3
-

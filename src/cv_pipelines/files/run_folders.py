@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-#: The UTC timestamp that starts every run folder's name (sorts in time order).
-STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-
-
-def utc_stamp() -> str:
-    """Now, in UTC, as run folders and batch folders name it (``20261201T201500Z``)."""
-    return datetime.now(UTC).strftime(STAMP_FORMAT)
+from cv_pipelines.files.stamps import utc_stamp
 
 
 @dataclass(frozen=True)

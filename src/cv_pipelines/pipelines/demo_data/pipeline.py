@@ -8,13 +8,13 @@ from .nodes import generate_demo_data
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The pipeline: the ``demo_dataset`` folder and ``params:demo_data`` in, the data set's summary out."""
+    """The pipeline: the ``demo_dataset`` folder and ``params:demo_data`` in, the labeled folder (its record) out."""
     return Pipeline(
         [
             Node(
                 generate_demo_data,
                 inputs=["demo_dataset", "params:demo_data"],
-                outputs="demo_dataset_summary",
+                outputs="labeled_folder",
                 name="generate_demo_data",
             )
         ]

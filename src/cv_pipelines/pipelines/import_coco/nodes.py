@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,18 +16,15 @@ from cv_pipelines.annotations.coco_import import (
     read_coco_source,
 )
 from cv_pipelines.config.parameters import ImportCocoParams, IngestionParams, LabelingParams
-from cv_pipelines.config.resolvers import in_project, project_root
 from cv_pipelines.datasets.parquet_registry_dataset import KeyedRows
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.images.ingestion import IngestionPlan, check_new_images, list_new_images, plan_ingestion
 
 logger = logging.getLogger(__name__)
 
-_HOW_TO_RUN = "kedro run --pipelines import_coco --params import_coco.source=<folder>"
 
-
-def read_coco_folder(import_coco: dict[str, Any], labeling: dict[str, Any]) -> CocoSource:
-    """Find and read the COCO file of ``import_coco.source``; a broken file stops the run here.
+def read_coco_folder(folder: Path, import_coco: dict[str, Any], labeling: dict[str, Any]) -> CocoSource:
+    """Find and read the COCO file of ``folder`` (``labeled_folder``); a broken file stops the run here.
 
     Raises:
         ConfigurationError: no source, a label set other than ``labeling.label_set``, or a
@@ -34,10 +32,6 @@ def read_coco_folder(import_coco: dict[str, Any], labeling: dict[str, Any]) -> C
     """
     params = ImportCocoParams.model_validate(import_coco)
     label_set = LabelingParams.model_validate(labeling).label_set
-    if not params.source:
-        raise ConfigurationError(
-            f"No folder to import: run `{_HOW_TO_RUN}` with a folder holding images and a COCO instances JSON."
-        )
     if (params.label_set or label_set) != label_set:
         raise ConfigurationError(
             f"import_coco.label_set {params.label_set!r} differs from labeling.label_set {label_set!r}; "
@@ -45,7 +39,7 @@ def read_coco_folder(import_coco: dict[str, Any], labeling: dict[str, Any]) -> C
         )
     try:
         return read_coco_source(
-            in_project(project_root(), params.source),
+            folder,
             annotations=params.annotations,
             images_dir=params.images_dir,
             name=params.name,

@@ -6,12 +6,12 @@ from .nodes import plan_coco_images, read_coco_folder, register_coco_boxes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``import_coco.source`` into ``coco_images`` (the store), ``annotations_registry`` and ``labels_registry``."""
+    """``labeled_folder`` (``import_coco.source``, else the demo data set) into ``coco_images`` (the store), ``annotations_registry`` and ``labels_registry``."""
     return Pipeline(
         [
             Node(
                 read_coco_folder,
-                inputs=["params:import_coco", "params:labeling"],
+                inputs=["labeled_folder", "params:import_coco", "params:labeling"],
                 outputs="coco_source",
                 name="read_coco_folder",
             ),
