@@ -86,7 +86,7 @@ def lifecycle(tmp_path_factory):
         try:
             run_pipeline(root, "deployment", params={"deployment": {"action": "rollback"}})
             steps["early_rollback_error"] = None
-        except Exception as exc:  # noqa: BLE001 (asserted by a test)
+        except Exception as exc:
             steps["early_rollback_error"] = exc
         # 4. A model no worse than the champion (within the tolerance) is promoted.
         run_together(root, ["training", "evaluation", "deployment"],

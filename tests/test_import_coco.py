@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.images.ingestion import read_images_registry
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import run_kedro, run_pipeline
 from tests.support.images import image_bytes, write
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.errors import ExternalServiceError
 from cv_pipelines.images.ingestion import ingest_images
+from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import run_pipeline
 from tests.cvat_server import CvatStandIn
 from tests.support.images import image_bytes, write

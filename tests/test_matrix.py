@@ -94,13 +94,13 @@ def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_sele
     assert failed.returncode != 0
     assert "required matrix candidate(s) failed: broken" in failed.stderr and "Traceback" not in failed.stderr
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
-    assert dict(zip(leaderboard["candidate"], leaderboard["status"])) == {"good": "ok", "broken": "failed"}
+    assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "failed"}
 
     # matrix.exclude: the leaderboard lists the excluded candidate as skipped; the run passes.
     excluded = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")
     assert excluded.returncode == 0, excluded.stderr[-3000:]
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
-    assert dict(zip(leaderboard["candidate"], leaderboard["status"])) == {"good": "ok", "broken": "skipped"}
+    assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "skipped"}
 
     # Kedro's own filter: one namespace runs that candidate's nodes only.
     before = len(matrix_runs(root))

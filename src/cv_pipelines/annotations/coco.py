@@ -29,6 +29,7 @@ class CocoImportProblems:
     clipped_boxes: int = 0
 
     def sentences(self) -> list[str]:
+        """Every problem as the sentence that names the record and what is wrong with it."""
         return [*self.unknown_frames, *self.unknown_labels, *self.degenerate_boxes]
 
 

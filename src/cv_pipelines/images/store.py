@@ -18,10 +18,12 @@ _HASH_CHUNK = 1 << 20
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The image id of ``data``: the hex SHA-256 of its bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
+    """The image id of the file at ``path``, read in 1 MiB chunks (constant memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):

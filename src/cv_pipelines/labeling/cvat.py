@@ -138,8 +138,10 @@ class CvatAdapter:
         client.logger.setLevel(logging.WARNING)
         if self.connection.access_token is not None:
             client.login(AccessTokenCredentials(self.connection.access_token.get_secret_value()))
-        else:
+        elif self.connection.username and self.connection.password is not None:
             client.login((self.connection.username, self.connection.password.get_secret_value()))
+        else:  # resolve_cvat_connection never builds one without a secret
+            raise CvatError(f"no CVAT secret is configured for {host}")
         return client
 
     def _retrying(self, action: Callable[[], T], what: str) -> T:
@@ -153,7 +155,7 @@ class CvatAdapter:
             before_sleep=lambda state: logger.warning(
                 "CVAT %s failed (%s); retry %d of %d",
                 what,
-                _describe(state.outcome.exception()),
+                _describe(state.outcome.exception()) if state.outcome is not None else "no outcome",
                 state.attempt_number,
                 self.params.max_retries,
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -37,12 +38,12 @@ def resolve_cvat_connection(
     credentials: dict[str, Any] | None, environ: dict[str, str] | None = None
 ) -> CvatConnection:
     """Merge ``credentials.yml``'s ``cvat`` entry with ``CVAT_HOST``/``CVAT_ACCESS_TOKEN``."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     merged: dict[str, Any] = dict(credentials or {})
-    if environ.get("CVAT_HOST"):
-        merged["host"] = environ["CVAT_HOST"]
-    if environ.get("CVAT_ACCESS_TOKEN"):
-        merged["access_token"] = environ["CVAT_ACCESS_TOKEN"]
+    if env.get("CVAT_HOST"):
+        merged["host"] = env["CVAT_HOST"]
+    if env.get("CVAT_ACCESS_TOKEN"):
+        merged["access_token"] = env["CVAT_ACCESS_TOKEN"]
         merged.pop("username", None)
         merged.pop("password", None)
     if not merged.get("host"):
