@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,109 +37,133 @@ def _run_pipeline(project_path: Path, name: str, env: str | None, params: dict |
         return session.run(pipeline_names=[name])
 
 
+@dataclass
+class _Job:
+    """The project the job runs on, and what earlier steps found (the version tag, the export, the training)."""
+
+    project_path: Path
+    env: str | None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, pipeline: str, params: dict | None = None) -> None:
+        _run_pipeline(self.project_path, pipeline, self.env, params)
+
+    def load(self, name: str) -> Any:
+        return _load(self.project_path, self.env, name)
+
+    def load_if_exists(self, name: str) -> Any:
+        return _load(self.project_path, self.env, name, missing=None)
+
+
 def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]:
     """Run the loop's pipelines on ``project_path`` one Kedro session each, skipping what is up to date."""
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project_path)
+    job = _Job(project_path, env)
     reports: list[StepReport] = []
+    for name, step in _STEPS:
+        started = time.perf_counter()
+        detail = step(job)
+        reports.append(StepReport(name, time.perf_counter() - started, detail))
+    return reports
 
-    started = time.perf_counter()
-    _run_pipeline(project_path, "demo_data", env)
-    reports.append(StepReport("demo_data", time.perf_counter() - started, "data/demo (images + COCO)"))
 
-    started = time.perf_counter()
-    _run_pipeline(project_path, "ingestion", env)
-    reports.append(
-        StepReport("ingestion", time.perf_counter() - started, "data/incoming -> data/store, data/registry/images")
-    )
+def _demo_data(job: _Job) -> str:
+    job.run("demo_data")
+    return "data/demo (images + COCO)"
 
+
+def _ingestion(job: _Job) -> str:
+    job.run("ingestion")
+    return "data/incoming -> data/store, data/registry/images"
+
+
+def _import_coco(job: _Job) -> str:
     # The demo is a labeled data set: its images and boxes enter through the COCO import,
     # which runs the images through the same checks and store as ingestion.
-    started = time.perf_counter()
-    _run_pipeline(project_path, "import_coco", env, {"import_coco": {"source": "data/demo", "name": "demo"}})
-    summary = _load(project_path, env, "coco_import_summary")
-    reports.append(
-        StepReport(
-            "import_coco",
-            time.perf_counter() - started,
-            f"{summary['labeled_images']} labeled images, {summary['boxes']} boxes -> data/registry/{{annotations,labels}}",
-        )
+    job.run("import_coco", {"import_coco": {"source": "data/demo", "name": "demo"}})
+    summary = job.load("coco_import_summary")
+    return (
+        f"{summary['labeled_images']} labeled images, {summary['boxes']} boxes -> data/registry/{{annotations,labels}}"
     )
 
+
+def _snapshot(job: _Job) -> str:
     # The labeled data becomes a dataset version: DVC pointers committed, tagged
     # data/<label_set>/v<N> (no commit when nothing changed), and the export reads the
     # registries as of that tag, so its lineage names the version.
-    started = time.perf_counter()
-    _run_pipeline(project_path, "snapshot", env)
-    snapshot = _load(project_path, env, "snapshot_report")
-    tag = snapshot["tag"] or _latest_dataset_tag(project_path, env)
-    reports.append(
-        StepReport(
-            "snapshot",
-            time.perf_counter() - started,
-            f"{tag} (commit {snapshot['commit'][:12]})"
-            if snapshot["committed"]
-            else f"skipped, nothing changed since {tag}",
-        )
+    job.run("snapshot")
+    snapshot = job.load("snapshot_report")
+    tag = job.state["tag"] = snapshot["tag"] or _latest_dataset_tag(job.project_path, job.env)
+    return (
+        f"{tag} (commit {snapshot['commit'][:12]})"
+        if snapshot["committed"]
+        else f"skipped, nothing changed since {tag}"
     )
 
-    started = time.perf_counter()
-    _run_pipeline(project_path, "export", env, {"dataset_version": tag} if tag else None)
-    export = _load(project_path, env, "export_summary")
+
+def _export(job: _Job) -> str:
+    tag = job.state.get("tag")
+    job.run("export", {"dataset_version": tag} if tag else None)
+    export = job.state["export"] = job.load("export_summary")
     state = "written" if export["written"] else "unchanged, already"
     counts = export["counts"]["images"]
-    reports.append(
-        StepReport(
-            "export",
-            time.perf_counter() - started,
-            f"{export['path']} ({state}; train {counts['train']}, val {counts['val']}, test {counts['test']})",
-        )
-    )
+    return f"{export['path']} ({state}; train {counts['train']}, val {counts['val']}, test {counts['test']})"
 
+
+def _training(job: _Job) -> str:
     # Training is the expensive step: a model already trained on this very export with
     # these parameters is not trained again (deterministic training would repeat it).
-    started = time.perf_counter()
-    trained = _current_training(project_path, env, export["content_hash"])
-    if trained is None:
-        _run_pipeline(project_path, "training", env)
-        trained = _load(project_path, env, "trained_model").summary
-        detail = f"{trained['run_dir']} ({trained['epochs_done']} epochs, MLflow run {trained['mlflow_run_id'][:12]})"
-    else:
-        detail = (
+    export = job.state["export"]
+    trained = _current_training(job.project_path, job.env, export["content_hash"])
+    if trained is not None:
+        job.state["trained"] = trained
+        return (
             f"skipped: run {trained['mlflow_run_id'][:12]} already trained on {export['path']} with these parameters "
             f"({trained['run_dir']})"
         )
-    reports.append(StepReport("training", time.perf_counter() - started, detail))
+    job.run("training")
+    trained = job.state["trained"] = job.load("trained_model").summary
+    return f"{trained['run_dir']} ({trained['epochs_done']} epochs, MLflow run {trained['mlflow_run_id'][:12]})"
 
-    started = time.perf_counter()
-    evaluated = _load(project_path, env, "evaluated_model", missing=None)
-    skipped = evaluated is not None and evaluated.run_id == trained["mlflow_run_id"]
+
+def _evaluation(job: _Job) -> str:
+    evaluated = job.load_if_exists("evaluated_model")
+    skipped = evaluated is not None and evaluated.run_id == job.state["trained"]["mlflow_run_id"]
     if not skipped:
-        _run_pipeline(project_path, "evaluation", env)
-        evaluated = _load(project_path, env, "evaluated_model")
-    evaluated = evaluated.summary
-    metrics = evaluated["metrics"]
-    reports.append(
-        StepReport(
-            "evaluation",
-            time.perf_counter() - started,
-            ("skipped, already evaluated: " if skipped else "")
-            + f"{evaluated['split']} mAP50 {metrics['mAP50']:.3f}, mAP50-95 {metrics['mAP50-95']:.3f}, "
-            f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} -> data/reporting/evaluation/",
-        )
+        job.run("evaluation")
+        evaluated = job.load("evaluated_model")
+    summary = evaluated.summary
+    metrics = summary["metrics"]
+    return ("skipped, already evaluated: " if skipped else "") + (
+        f"{summary['split']} mAP50 {metrics['mAP50']:.3f}, mAP50-95 {metrics['mAP50-95']:.3f}, "
+        f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} -> data/reporting/evaluation/"
     )
 
-    # Deployment skips a training run that is already registered, by itself.
-    started = time.perf_counter()
-    _run_pipeline(project_path, "deployment", env)
-    deployed = _load(project_path, env, "deployment_summary")
-    reports.append(StepReport("deployment", time.perf_counter() - started, _deployment_detail(deployed)))
 
-    started = time.perf_counter()
-    detail = _serve_one_request(project_path, env, export)
-    reports.append(StepReport("serving", time.perf_counter() - started, detail))
-    return reports
+def _deployment(job: _Job) -> str:
+    # Deployment skips a training run that is already registered, by itself.
+    job.run("deployment")
+    return _deployment_detail(job.load("deployment_summary"))
+
+
+def _serving(job: _Job) -> str:
+    return _serve_one_request(job.project_path, job.env, job.state["export"])
+
+
+#: The loop, in the order of the data; each step returns the line the summary prints.
+_STEPS = (
+    ("demo_data", _demo_data),
+    ("ingestion", _ingestion),
+    ("import_coco", _import_coco),
+    ("snapshot", _snapshot),
+    ("export", _export),
+    ("training", _training),
+    ("evaluation", _evaluation),
+    ("deployment", _deployment),
+    ("serving", _serving),
+)
 
 
 def _deployment_detail(deployed: dict) -> str:

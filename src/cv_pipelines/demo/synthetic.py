@@ -103,20 +103,7 @@ def generate_demo_dataset(
     True
     """
     classes = list(classes)
-    unknown = [name for name in classes if name not in _SHAPES]
-    if unknown:
-        raise ValueError(f"no demo shape for class(es) {unknown}; available: {', '.join(DEMO_CLASSES)}")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct, got {classes}")
-    if not classes and max_objects > 0:
-        raise ValueError("classes is empty but max_objects > 0")
-    if num_images < 0 or max_objects < 0:
-        raise ValueError("num_images and max_objects must be >= 0")
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-    if not 0.0 <= empty_fraction <= 1.0:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
-
+    _check_arguments(classes, num_images, image_size, max_objects, empty_fraction)
     root = Path(output_dir)
     images_dir = root / "images"
     annotations_file = root / "annotations" / "instances_default.json"
@@ -140,36 +127,14 @@ def generate_demo_dataset(
         names.add(file_name)
         write_bytes_atomically(images_dir / file_name, _jpeg_bytes(image))
         coco_images.append({"id": index + 1, "file_name": file_name, "width": image_size, "height": image_size})
-        for label, (x1, y1, x2, y2), occluded in objects:
-            w, h = float(x2 - x1), float(y2 - y1)
-            coco_annotations.append(
-                {
-                    "id": len(coco_annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": category_ids[label],
-                    "bbox": [float(x1), float(y1), w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "segmentation": [],
-                    "attributes": {"occluded": occluded, "rotation": 0.0},
-                }
-            )
+        coco_annotations += _coco_boxes(objects, index + 1, category_ids, first_id=len(coco_annotations) + 1)
+        for label, _, _ in objects:
             per_class[label] += 1
     for stale in images_dir.iterdir():
         if _IMAGE_NAME.fullmatch(stale.name) and stale.name not in names:
             stale.unlink()
 
-    coco = {
-        "licenses": [],
-        "info": {
-            "description": f"cv_pipelines synthetic demo data (seed {seed})",
-            "contributor": "cv_pipelines.demo_data",
-            "version": "1.0",
-        },
-        "categories": [{"id": cid, "name": name, "supercategory": ""} for name, cid in category_ids.items()],
-        "images": coco_images,
-        "annotations": coco_annotations,
-    }
+    coco = _coco_document(seed, category_ids, coco_images, coco_annotations)
     write_bytes_atomically(annotations_file, json.dumps(coco, indent=1).encode())
     return DemoDatasetSummary(
         root=root,
@@ -179,6 +144,60 @@ def generate_demo_dataset(
         num_boxes=len(coco_annotations),
         boxes_per_class=per_class,
     )
+
+
+def _check_arguments(
+    classes: list[str], num_images: int, image_size: int, max_objects: int, empty_fraction: float
+) -> None:
+    """``ValueError`` naming the argument that cannot make a data set."""
+    unknown = [name for name in classes if name not in _SHAPES]
+    if unknown:
+        raise ValueError(f"no demo shape for class(es) {unknown}; available: {', '.join(DEMO_CLASSES)}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct, got {classes}")
+    if not classes and max_objects > 0:
+        raise ValueError("classes is empty but max_objects > 0")
+    if num_images < 0 or max_objects < 0:
+        raise ValueError("num_images and max_objects must be >= 0")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+    if not 0.0 <= empty_fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
+
+
+def _coco_boxes(objects, image_id: int, category_ids: dict[str, int], *, first_id: int) -> list[dict]:
+    """The COCO annotations of one image's objects, numbered from ``first_id``."""
+    boxes = []
+    for offset, (label, (x1, y1, x2, y2), occluded) in enumerate(objects):
+        w, h = float(x2 - x1), float(y2 - y1)
+        boxes.append(
+            {
+                "id": first_id + offset,
+                "image_id": image_id,
+                "category_id": category_ids[label],
+                "bbox": [float(x1), float(y1), w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "segmentation": [],
+                "attributes": {"occluded": occluded, "rotation": 0.0},
+            }
+        )
+    return boxes
+
+
+def _coco_document(seed: int, category_ids: dict[str, int], images: list[dict], annotations: list[dict]) -> dict:
+    """The COCO instances document, as CVAT's "COCO 1.0" export lays it out."""
+    return {
+        "licenses": [],
+        "info": {
+            "description": f"cv_pipelines synthetic demo data (seed {seed})",
+            "contributor": "cv_pipelines.demo_data",
+            "version": "1.0",
+        },
+        "categories": [{"id": cid, "name": name, "supercategory": ""} for name, cid in category_ids.items()],
+        "images": images,
+        "annotations": annotations,
+    }
 
 
 def _entropy(seed: int, index: int) -> list[int]:
