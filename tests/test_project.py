@@ -215,3 +215,14 @@ def test_ingestion_import_labeling_and_snapshot_join_one_graph():
     assert "new_images" in pipelines["ingestion"].inputs() and "demo_dataset" in pipelines["demo_data"].inputs()
     for name in ("ingestion", "import_coco", "labeling", "snapshot", "demo_data"):
         assert not any(i.startswith("params:") and "registry" in i for i in pipelines[name].inputs())
+
+
+def test_following_the_readme_credentials_step_breaks_no_kedro_command(project):
+    """`cp conf/local/credentials.yml.example conf/local/credentials.yml` (the README's step) keeps
+    every command working: Kedro loads `credentials*` files, so a loaded example would collide."""
+    example = project / "conf/local/credentials.yml.example"
+    assert example.is_file()
+    (project / "conf/local/credentials.yml").write_text(example.read_text())
+    completed = run_kedro(project, "registry", "list")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Duplicate keys" not in completed.stderr and "- ingestion" in completed.stdout
