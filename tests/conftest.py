@@ -23,7 +23,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: What a project copy is made of: the code and configuration, not data or environments.
 PROJECT_FILES = ("pyproject.toml", ".telemetry", ".gitignore", "dvc.yaml", "README.md")
 PROJECT_DIRS = ("conf", "src", ".dvc")
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "credentials.yml", "*.egg-info", "tmp", "cache")
+_SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "tmp", "cache")
+
+
+def _IGNORED(folder: str, names: list[str]) -> set[str]:
+    """What a copy leaves out: caches, and personal credentials (conf/local), never the committed placeholders."""
+    skipped = set(_SKIPPED(folder, names))
+    if Path(folder).name == "local":
+        skipped |= {name for name in names if name == "credentials.yml"}
+    return skipped
 
 #: Environment every project subprocess gets: offline, quiet, and pointed at the copy.
 OFFLINE_ENV = {**TELEMETRY_OFF, "PYTHONWARNINGS": "ignore"}

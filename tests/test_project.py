@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from kedro.pipeline import Node, Pipeline
 
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
@@ -54,13 +53,13 @@ def test_invalid_value_is_named_with_its_key(project):
 
 
 def test_missing_cvat_credentials_stop_a_cvat_pipeline_before_it_starts(project):
-    from cv_pipelines.hooks import ConfigCheckHooks
-
-    hooks = ConfigCheckHooks()
-    cvat_pipeline = Pipeline([Node(lambda: 1, None, "x", name="talks_to_cvat", tags=["cvat"])])
-    with pytest.raises(ConfigurationError, match=r"No CVAT server is configured: .*conf/local/credentials.yml"):
-        hooks.before_pipeline_run({}, cvat_pipeline, None)
-    hooks.before_pipeline_run({}, Pipeline([Node(lambda: 1, None, "y", name="offline")]), None)
+    completed = run_kedro(project, "run", "--pipelines", "labeling", "--env", "test")
+    assert completed.returncode != 0
+    assert re.search(r"No CVAT server is configured: .*conf/local/credentials.yml", completed.stderr), completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not (project / "data/registry").exists()  # not even the exclusions step ran
+    # A pipeline that does not talk to CVAT needs no credentials.
+    assert run_kedro(project, "run", "--pipelines", "demo_data", "--env", "test").returncode == 0
 
 
 def test_cvat_credentials_from_file_and_environment_never_print_secrets():

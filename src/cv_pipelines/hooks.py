@@ -1,4 +1,4 @@
-"""Project hooks: stop configuration mistakes before any node runs."""
+"""Project hooks: stop configuration mistakes before any node runs; keep sessions' MLflow runs apart."""
 
 from __future__ import annotations
 
@@ -8,44 +8,29 @@ from kedro.framework.hooks import hook_impl
 
 
 class ConfigCheckHooks:
-    """Validate parameters and the credentials a pipeline needs, before it starts."""
-
-    def __init__(self) -> None:
-        self._credentials: dict[str, Any] = {}
-        self._params: dict[str, Any] = {}
+    """Validate parameters, and the inputs a pipeline reads from earlier runs and services, before it starts."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        """Check every parameter against its schema, and read the credentials once."""
+        """Check every parameter against its schema."""
         from cv_pipelines.config.parameters import validate_parameters
 
         validate_parameters(context.params)
-        self._params = context.params
-        try:
-            self._credentials = context.config_loader["credentials"] or {}
-        except Exception:  # no conf/local/credentials.yml is a normal state
-            self._credentials = {}
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        """Resolve CVAT for pipelines that talk to it; let inputs from earlier runs say what is missing."""
-        if any("cvat" in node.tags for node in pipeline.nodes):
-            from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
-
-            connection = resolve_cvat_connection(self._credentials.get("cvat"))
-            if catalog is not None and "cvat_connection" in pipeline.inputs():
-                # A memory dataset, never a file: the secret stays in this process.
-                catalog["cvat_connection"] = connection
+        """Let each input that can tell (a model to evaluate, the CVAT server) say what is missing."""
         if catalog is not None:
             _check_earlier_outputs(pipeline, catalog)
 
 
 def _check_earlier_outputs(pipeline, catalog) -> None:
-    """Let each input a pipeline reads from earlier runs say what to run first, before any node runs.
+    """Let each input a pipeline reads from outside it say what to run or configure first.
 
-    Datasets that can tell (``check_loadable``, e.g. the trained model of evaluation)
-    raise their one-sentence ``ConfigurationError``; Kedro itself would report the
-    failed load only once a node needs it, wrapped in a traceback.
+    Datasets that can tell (``check_loadable``: the trained model of evaluation, the
+    export of training, the CVAT connection of labeling) raise their one-sentence
+    ``ConfigurationError`` before any node runs; Kedro itself would report the failed
+    load only once a node needs it, wrapped in a traceback.
     """
     for name in sorted(pipeline.inputs()):
         if name == "parameters" or name.startswith("params:"):

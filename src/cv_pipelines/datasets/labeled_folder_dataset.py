@@ -38,6 +38,14 @@ class LabeledFolderDataset(AbstractDataset[dict[str, Any], Path]):
 
     def load(self) -> Path:
         """The folder; a one-sentence error naming ``import_coco.source`` when it is not one."""
+        return self._folder()
+
+    def check_loadable(self) -> None:
+        """Fail before any node runs when the folder is missing (the project's hooks call it)."""
+        # Not self.load(): Kedro wraps every load's error in a DatasetError, traceback and all.
+        self._folder()
+
+    def _folder(self) -> Path:
         if not self._path.is_dir():
             raise ConfigurationError(
                 f"No folder to import at {self._path}: run `kedro run --pipelines import_coco --params "
@@ -45,10 +53,6 @@ class LabeledFolderDataset(AbstractDataset[dict[str, Any], Path]):
                 "`kedro run --pipelines demo_data` first to import the demo data set."
             )
         return self._path
-
-    def check_loadable(self) -> None:
-        """Fail before any node runs when the folder is missing (the project's hooks call it)."""
-        self.load()
 
     def save(self, data: dict[str, Any]) -> None:
         """Record what was written into the folder (``summary.yml``, atomically)."""

@@ -125,7 +125,8 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
         Kedro reports a failed load only when a node needs the data, wrapped in a traceback.
         """
         if self._saved is None:
-            self.load()
+            # Not self.load(): Kedro wraps every load's error in a DatasetError, traceback and all.
+            find_export(self._exports_dir(), self._label_set, self._version, fmt=self._format)
 
     def save(self, data: ExportBuild) -> None:
         """Write ``data`` as the next version (staged, checked, renamed), or find the version holding it."""

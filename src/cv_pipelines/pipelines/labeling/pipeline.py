@@ -7,8 +7,8 @@ from .nodes import exclude_images_from_csv, record_labeling_cycle, run_labeling_
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Read ``images_registry``, ``labels_registry`` and ``exclusions_registry``; write the pulled rows by batch."""
-    # `cvat_connection` is provided by the project's hooks from conf/local/credentials.yml
-    # or CVAT_HOST/CVAT_ACCESS_TOKEN; nodes tagged "cvat" make the hooks check it first.
+    # `cvat_connection` is the catalog's (credentials.yml's `cvat`, or CVAT_HOST and
+    # CVAT_ACCESS_TOKEN); the project's hooks check it before the first node runs.
     return Pipeline(
         [
             Node(
