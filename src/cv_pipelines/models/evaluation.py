@@ -202,14 +202,15 @@ def confusion_figure(errors: Errors, classes: list[str], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
     labels = [*classes, "background"]
     counts = errors.confusion
     column_sums = counts.sum(axis=0, keepdims=True)
     normalised = np.divide(counts, column_sums, out=np.zeros_like(counts, dtype=float), where=column_sums > 0)
     size = 1.0 + 0.7 * len(labels)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    figure = Figure(figsize=(size + 1.5, size))
+    axes = figure.subplots()
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
@@ -237,9 +238,10 @@ def pr_figure(evaluation: Evaluation, title: str, champion: Evaluation | None = 
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
-    figure, axes = plt.subplots(figsize=(6.5, 5))
+    figure = Figure(figsize=(6.5, 5))
+    axes = figure.subplots()
     per_class = evaluation.per_class.set_index("class")["mAP50"]
     for name, curve in evaluation.precision_curves.items():
         axes.plot(evaluation.recall_grid, curve, linewidth=1, label=f"{name} {per_class[name]:.3f}")
@@ -278,9 +280,10 @@ def per_class_figure(table: pd.DataFrame, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
-    figure, axes = plt.subplots(figsize=(6.5, 1.2 + 0.45 * len(table)))
+    figure = Figure(figsize=(6.5, 1.2 + 0.45 * len(table)))
+    axes = figure.subplots()
     positions = np.arange(len(table))
     has_champion = "champion_mAP50" in table
     height = 0.4 if has_champion else 0.7

@@ -13,10 +13,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cv_pipelines.models.training import ultralytics_model
+
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
-    from ultralytics.engine.model import Model
 
 PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
 #: What the packaged model imports, pinned to the versions it was logged with, so
@@ -29,18 +30,12 @@ REQUIREMENTS = ("mlflow", "numpy", "pandas", "pillow", "opencv-python", "onnxrun
 FAMILIES = ("yolo", "rtdetr")
 
 
-def _ultralytics_model(weights: Path, family: str) -> Model:
-    from ultralytics import RTDETR, YOLO
-
-    return RTDETR(str(weights)) if family == "rtdetr" else YOLO(str(weights), task="detect")
-
-
 def checkpoint_info(weights: Path, family: str = "yolo") -> dict[str, Any]:
     """Class names (by id) and training image size recorded in an Ultralytics checkpoint."""
     from cv_pipelines.config.offline import ultralytics_settings_offline
 
     ultralytics_settings_offline()
-    model = _ultralytics_model(weights, family)
+    model = ultralytics_model(weights, family)
     names = model.names
     imgsz = (model.ckpt or {}).get("train_args", {}).get("imgsz") or model.overrides.get("imgsz") or 640
     if isinstance(imgsz, (list, tuple)):
@@ -55,7 +50,7 @@ def export_onnx(weights: Path, imgsz: int, project_root: Path | None = None, fam
     ultralytics_settings_offline(project_root)
     with no_font_download():
         # simplify=False: onnxslim is not installed and Ultralytics would pip-install it.
-        exported = _ultralytics_model(weights, family).export(
+        exported = ultralytics_model(weights, family).export(
             format="onnx",
             imgsz=imgsz,
             simplify=False,

@@ -68,7 +68,7 @@ def ultralytics_model(source: str | Path, family: str | None = None):
         return RTDETR(str(source))
     from ultralytics import YOLO  # heavy import kept local
 
-    return YOLO(str(source))
+    return YOLO(str(source), task="detect")  # the project's models are detectors, whatever the file says
 
 
 # --- device ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
+from cv_pipelines.models.evaluation import HEADLINE
 from cv_pipelines.models.lineage import (
     EVALUATION_TAG,
     FAMILY_TAG,
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 MATRIX_TAG = "cv_pipelines.matrix_id"
 CANDIDATE_TAG = "cv_pipelines.candidate"
-HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 
 
 def _selected(name: str, matrix: dict[str, Any]) -> bool:
@@ -295,9 +295,10 @@ def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry to leak into
 
-    figure, axes = plt.subplots(figsize=(7, 1.2 + 0.5 * max(len(frame), 1)))
+    figure = Figure(figsize=(7, 1.2 + 0.5 * max(len(frame), 1)))
+    axes = figure.subplots()
     values = pd.to_numeric(frame[rank_by], errors="coerce").fillna(0.0)
     # The frame lists ranked candidates first, best first.
     colors = [
