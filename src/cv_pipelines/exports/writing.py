@@ -143,20 +143,16 @@ def next_version(exports_dir: Path, label_set: str) -> int:
 @contextmanager
 def export_lock(exports_dir: Path, label_set: str, timeout_s: float) -> Iterator[None]:
     """Hold ``label_set``'s export lock in ``exports_dir``; ``ExportLockedError`` after ``timeout_s``."""
-    from filelock import FileLock, Timeout
+    from cv_pipelines.files.locks import hold_lock
 
-    lock = FileLock(str(exports_dir / f".{label_set}.export.lock"))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise ExportLockedError(
+    def busy(path: Path, timeout: float) -> ExportLockedError:
+        return ExportLockedError(
             f"another export of label set {label_set!r} is writing into {exports_dir} and did not finish "
-            f"within {timeout_s:.0f} s; run again once it is done"
-        ) from None
-    try:
+            f"within {timeout:.0f} s; run again once it is done"
+        )
+
+    with hold_lock(exports_dir / f".{label_set}.export.lock", timeout_s=timeout_s, busy=busy):
         yield
-    finally:
-        lock.release()
 
 
 def write_export(
