@@ -24,14 +24,12 @@ from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
+from cv_pipelines.models import candidate_runs
 from cv_pipelines.models.evaluation import HEADLINE
 from cv_pipelines.models.lineage import (
-    EVALUATION_TAG,
-    FAMILY_TAG,
-    TRAINING_TAG,
     log_export_input,
 )
-from cv_pipelines.models.matrix import candidate_parameters, namespace_of
+from cv_pipelines.models.matrix import candidate_parameters
 from cv_pipelines.models.trainers import TrainedModel, load_trainer
 from cv_pipelines.models.training import (
     DATA_FILE,
@@ -41,9 +39,6 @@ from cv_pipelines.models.training import (
 )
 
 logger = logging.getLogger(__name__)
-
-MATRIX_TAG = "cv_pipelines.matrix_id"
-CANDIDATE_TAG = "cv_pipelines.candidate"
 
 
 def _selected(name: str, matrix: dict[str, Any]) -> bool:
@@ -67,7 +62,7 @@ def train_candidate(
     device = check_device(params["device"])
     if params.get("export_version") is not None and int(params["export_version"]) != export.version:
         export = find_export(export.path.parent, export.info.get("label_set", ""), int(params["export_version"]))
-    parent_id = _parent_run_id()
+    parent_id = candidate_runs.parent_run_id()
     if parent_id is None:
         raise ConfigurationError(
             "the matrix pipeline needs MLflow tracking (each candidate is its own run); remove 'matrix' from "
@@ -88,27 +83,18 @@ def train_candidate(
 
 def _train_attempt(name, attempt, attempts, trainer, export, runs, params, device, parent_id, result) -> bool:
     """One attempt in a new folder and nested run; whether it trained (``result`` is updated either way)."""
-    import mlflow
-    from kedro_mlflow.framework.hooks.utils import _flatten_dict
-
     root = project_root()
-    # Nested under the matrix's run: through the active run in the runner's own thread,
-    # through the explicit parent tag in a ThreadRunner worker (no active run there).
-    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None, tags=_tags(name, parent_id)) as run:
-        result["run_id"] = run.info.run_id
+    with candidate_runs.candidate_run(name, parent_id) as run_id:
+        result["run_id"] = run_id
         record = {
-            "mlflow_run_id": run.info.run_id,
+            "mlflow_run_id": run_id,
             "candidate": name,
             "export_path": project_relative(export.path, root),
             **export.lineage(),
             "model": params["model"],
         }
-        run_dir = start_run_folder(runs, run.info.run_id, export, record)
-        logged = {
-            "training": {k: v for k, v in params.items() if k != "extra_args"},
-            "extra_args": params["extra_args"],
-        }
-        mlflow.log_params(_flatten_dict(logged, recursive=True, sep="."))
+        run_dir = start_run_folder(runs, run_id, export, record)
+        candidate_runs.log_candidate_params(params)
         log_export_input(export, "training", {"cv_pipelines.run_dir": project_relative(run_dir, root)})
         try:
             trained = trainer.train(
@@ -119,14 +105,14 @@ def _train_attempt(name, attempt, attempts, trainer, export, runs, params, devic
         except Exception as exc:  # the candidate's own failure: retried, then reported
             result["error"] = f"{type(exc).__name__}: {exc}"
             logger.warning("Candidate %s, attempt %d of %d failed: %s", name, attempt, attempts, result["error"])
-            mlflow.set_tag("cv_pipelines.error", result["error"][:5000])
+            candidate_runs.tag_failure(result["error"])
             trained = None
         else:
-            _log_training(trained, run_dir)
+            candidate_runs.log_candidate_training(trained, run_dir)
             finish_run_folder(
                 run_dir,
                 {
-                    "mlflow_run_id": run.info.run_id,
+                    "mlflow_run_id": run_id,
                     "candidate": name,
                     "epochs_done": trained.epochs_done,
                     "seconds": round(trained.seconds, 1),
@@ -143,21 +129,19 @@ def _train_attempt(name, attempt, attempts, trainer, export, runs, params, devic
                 "device": device,
             }
     if trained is None:
-        mlflow.MlflowClient().set_terminated(result["run_id"], status="FAILED")
+        candidate_runs.mark_failed(result["run_id"])
         return False
     return True
 
 
 def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str, Any]) -> dict:
     """The candidate's test-split metrics, logged into its own run."""
-    import mlflow
-
     if trained["status"] != "trained":
         return dict(trained)
     root = project_root()
     trainer = load_trainer(trained["trainer"])
     model = TrainedModel(weights=root / trained["weights"], family=trained["family"], epochs_done=0, seconds=0.0)
-    with mlflow.start_run(run_id=trained["run_id"], nested=mlflow.active_run() is not None):
+    with candidate_runs.reopened_run(trained["run_id"]):
         metrics = trainer.evaluate(
             trained=model,
             data_yaml=root / trained["data_yaml"],
@@ -167,8 +151,7 @@ def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str,
             out_dir=root / trained["run_dir"] / f"evaluation_{evaluation['split']}",
             project_root=root,
         )
-        mlflow.log_metrics({f"{evaluation['split']}/{key}": float(value) for key, value in metrics.items()})
-        mlflow.set_tags({EVALUATION_TAG: "true", "evaluated_run_id": trained["run_id"]})
+        candidate_runs.log_candidate_metrics(metrics, evaluation["split"], trained["run_id"])
     headline = {key: float(metrics[key]) for key in HEADLINE}
     logger.info("Candidate %s: %s", name, ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
     return {**trained, "status": "ok", "split": evaluation["split"], **headline}
@@ -205,7 +188,7 @@ def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     winner = frame.iloc[0].to_dict() if len(ranked) else None
     summary = {
-        "matrix_id": _parent_run_id(),
+        "matrix_id": candidate_runs.parent_run_id(),
         "rank_by": rank_by,
         "split": next((r.get("split") for r in results if r.get("split")), None),
         "winner": None
@@ -244,51 +227,6 @@ def check_required(summary: dict[str, Any], matrix: dict[str, Any]) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _parent_run_id() -> str | None:
-    """The matrix's MLflow run: the active run, or kedro-mlflow's run from a worker thread."""
-    import mlflow
-
-    active = mlflow.active_run()
-    if active is not None:
-        return active.info.run_id
-    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook  # the run kedro-mlflow opened
-
-    return getattr(mlflow_hook, "run_id", None)
-
-
-def _tags(name: str, parent_run_id: str) -> dict[str, str]:
-    return {
-        TRAINING_TAG: "true",
-        MATRIX_TAG: parent_run_id,
-        "mlflow.parentRunId": parent_run_id,
-        CANDIDATE_TAG: name,
-        "cv_pipelines.namespace": namespace_of(name),
-    }
-
-
-def _log_training(trained: TrainedModel, run_dir) -> None:
-    import time
-
-    import mlflow
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(key, float(point["value"]), now, int(point["step"]))
-        for key, points in trained.history.items()
-        for point in points
-    ]
-    client = mlflow.MlflowClient()
-    active = mlflow.active_run()
-    if active is None:  # called inside the candidate's `with mlflow.start_run()`
-        raise RuntimeError("no active MLflow run to log the candidate's training into")
-    run_id = active.info.run_id
-    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
-    mlflow.set_tag(FAMILY_TAG, trained.family)
-    mlflow.log_artifacts(str(run_dir))
 
 
 def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):
