@@ -9,6 +9,7 @@ requirements, into the active MLflow run. Heavy imports stay inside the function
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,3 +158,22 @@ def build_package(weights: Path, family: str, work_dir: Path, deployment: dict[s
         **{key: deployment[key] for key in ("conf", "iou", "max_det", "max_image_bytes", "max_image_pixels")},
     }
     return staged, onnx, config
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """The files and config of a packaged detector before it is logged; ``weights`` None: nothing to package.
+
+    ``model_uri`` is set once the model is logged into an MLflow run (``runs:/<run>/model``).
+    """
+
+    weights: Path | None = None
+    onnx: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    example: bytes = b""
+    model_uri: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the deployment packages nothing (a rollback, or a model already registered)."""
+        return self.weights is None

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cv_pipelines.config.parameters import DeploymentParams
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import packaging as model_packaging
 from cv_pipelines.models import registry as model_registry
 from cv_pipelines.models.gate import gate_decision
+from cv_pipelines.models.packaging import PackagedModel
 from cv_pipelines.models.runs import RunLookupError, TrackedModel, active_run, mlflow_client, training_run
 
 logger = logging.getLogger(__name__)
@@ -37,27 +39,19 @@ LINEAGE_KEYS = (
 )
 
 
-def deploy_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str, Any]) -> dict[str, Any]:
-    """Register the evaluated model and gate it (``action: deploy``), or roll back (``action: rollback``)."""
-    from cv_pipelines.config.parameters import DeploymentParams
+def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str, Any]) -> PackagedModel:
+    """The evaluated model's weights and ONNX file, config and input example; empty when nothing is deployed.
 
-    # Normalised (metric names such as map50 -> mAP50) and checked, also when called directly.
+    Nothing is packaged for a rollback (``action: rollback``) or for a training run that
+    is already registered; the ``packaged_model`` dataset logs the rest into this run.
+    """
     deployment = DeploymentParams.model_validate(deployment).model_dump()
-    client = mlflow_client()
-    name = deployment["model_name"]
     if deployment["action"] == "rollback":
-        return _rollback(client, name)
-    active = active_run()
-    if active is None:
-        raise ConfigurationError(
-            "the deployment pipeline needs MLflow tracking (it logs the packaged model into its run); remove "
-            "'deployment' from tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
-        )
-    summary = evaluated.summary
+        return PackagedModel()
+    active = _tracked_run()
     model_registry.tag_deployment_run({DEPLOYMENT_TAG: "true", "deployed_run_id": evaluated.run_id})
-    existing = model_registry.version_of_training_run(client, name, evaluated.run_id)
-    if existing is not None:
-        return _skipped(name, evaluated.run_id, existing)
+    if model_registry.version_of_training_run(mlflow_client(), deployment["model_name"], evaluated.run_id):
+        return PackagedModel()
     if evaluated.family not in model_packaging.FAMILIES:
         raise ConfigurationError(
             f"training run {evaluated.run_id} trained a model of family {evaluated.family!r}, and only Ultralytics "
@@ -67,17 +61,27 @@ def deploy_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str
     weights, onnx, config = model_packaging.build_package(
         evaluated.weights, evaluated.family, runs.new(active.info.run_id), deployment, root
     )
-    export_dir = in_project(root, summary["export_path"]) if summary.get("export_path") else None
-    model_info = model_packaging.log_packaged_model(
-        weights=weights,
-        onnx=onnx,
-        config=config,
-        example=model_packaging.example_image(
-            export_dir if export_dir and export_dir.is_dir() else None, config["imgsz"]
-        ),
-    )
-    tags = _version_tags(client, evaluated, active, config, deployment)
-    version = model_registry.register_challenger(client, name, model_info.model_uri, tags)
+    export_path = evaluated.summary.get("export_path")
+    export_dir = in_project(root, export_path) if export_path else None
+    example = model_packaging.example_image(export_dir if export_dir and export_dir.is_dir() else None, config["imgsz"])
+    return PackagedModel(weights=weights, onnx=onnx, config=config, example=example)
+
+
+def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment: dict[str, Any]) -> dict[str, Any]:
+    """Register the logged model as ``challenger`` and let the gate promote it; or skip, or roll back."""
+    deployment = DeploymentParams.model_validate(deployment).model_dump()
+    client = mlflow_client()
+    name = deployment["model_name"]
+    if deployment["action"] == "rollback":
+        return _rollback(client, name)
+    existing = model_registry.version_of_training_run(client, name, evaluated.run_id)
+    if existing is not None:
+        return _skipped(name, evaluated.run_id, existing)
+    if packaged.model_uri is None:  # package_model packages whatever is not registered yet
+        raise RuntimeError(f"training run {evaluated.run_id} was neither registered nor packaged in this run")
+    summary = evaluated.summary
+    tags = _version_tags(client, evaluated, _tracked_run(), packaged.config, deployment)
+    version = model_registry.register_challenger(client, name, packaged.model_uri, tags)
     champion = model_registry.alias_version(client, name, model_registry.CHAMPION)
     promoted, reason = gate_decision(summary, champion, deployment)
     previous = model_registry.record_gate(client, name, version, promoted, reason)
@@ -94,11 +98,22 @@ def deploy_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str
         "split": summary.get("split", "test"),
         "metrics": summary.get("metrics"),
         "use_onnx": deployment["use_onnx"],
-        "onnx": project_relative(onnx, root),
+        "onnx": project_relative(packaged.onnx, project_root()) if packaged.onnx else None,
     }
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _tracked_run():
+    """The deployment's MLflow run; a one-sentence error when tracking is off for it."""
+    active = active_run()
+    if active is None:
+        raise ConfigurationError(
+            "the deployment pipeline needs MLflow tracking (it logs the packaged model into its run); remove "
+            "'deployment' from tracking.disable_tracking.pipelines in conf/base/mlflow.yml"
+        )
+    return active
 
 
 def _version_tags(client, evaluated: TrackedModel, active, config: dict[str, Any], deployment: dict[str, Any]):

@@ -2,18 +2,24 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import deploy_model
+from .nodes import package_model, register_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``evaluated_model`` (with its verdict) -> a registered model version, gated; ``deployment_summary``."""
+    """``evaluated_model`` -> ``packaged_model`` (logged in the run) -> a registered version, gated; ``deployment_summary``."""
     return Pipeline(
         [
             Node(
-                deploy_model,
+                package_model,
                 inputs=["evaluated_model", "deployment_runs", "params:deployment"],
+                outputs="packaged_model",
+                name="package_model",
+            ),
+            Node(
+                register_model,
+                inputs=["packaged_model", "evaluated_model", "params:deployment"],
                 outputs="deployment_summary",
-                name="deploy_model",
+                name="register_model",
             ),
         ]
     )
