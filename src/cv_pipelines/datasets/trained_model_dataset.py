@@ -9,6 +9,7 @@ weights are downloaded with ``mlflow.artifacts`` as kedro-mlflow does, once per 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ class TrainedModelDataset(AbstractDataset[TrackedModel, TrackedModel]):
             model = trained_model_of(run, self._cache_dir, local if local is not None and local.is_file() else None)
         except RunLookupError as exc:
             raise ConfigurationError(str(exc)) from None
-        return TrackedModel(**{**model.__dict__, "summary": record or model.summary})
+        return replace(model, summary=record)
 
     def save(self, data: TrackedModel) -> None:
         """Write the record (``data.summary``) and log it (and the run folder) into the active MLflow run."""

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+logger = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: Registered-model tag: the versions that have been champion, oldest first.
@@ -147,11 +149,10 @@ def record_gate(client, name: str, version: str, promoted: bool, reason: str) ->
     client.set_model_version_tag(name, version, "gate_reason", reason)
     previous = promote(client, name, version, reason) if promoted else None
     mlflow.set_tags({"registered_model": name, "model_version": version, "gate": verdict})
-    log = logging.getLogger(__name__)
     if promoted:
-        log.info("Registered %s version %s and promoted it to champion: %s", name, version, reason)
+        logger.info("Registered %s version %s and promoted it to champion: %s", name, version, reason)
     else:
-        log.warning("Registered %s version %s; it stays challenger: %s", name, version, reason)
+        logger.warning("Registered %s version %s; it stays challenger: %s", name, version, reason)
     return previous
 
 
