@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.exports.checks import check_with_ultralytics
 from cv_pipelines.exports.health import health_figure, health_report_files, health_table, sample_figure
 from cv_pipelines.exports.selection import plan_export
@@ -134,7 +134,7 @@ def main() -> None:
         started = time.perf_counter()
         make_images(root / "data/incoming", args.images, size)
         layout = StoreLayout(root, Path("data/store/images"), Path("data/registry"), Path("data/quarantine"))
-        ingest_images(IngestionJob(layout, Path("data/incoming"), IngestionParams(workers=2, show_progress=False)))
+        ingest_images(IngestionJob(layout, Path("data/incoming"), section_parameters("ingestion", workers=2, show_progress=False)))
         images = registry_parts.read_registry(root / "data/registry/images", schema=IMAGES_SCHEMA)
         annotations, labels, exclusions = synthetic_registries(images)
         print(f"Made and ingested {len(images):,} JPEGs in {time.perf_counter() - started:.1f} s", flush=True)

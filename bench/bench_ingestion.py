@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.images.ingestion import IMAGES_SCHEMA, IngestionJob, StoreLayout, ingest_images
 from cv_pipelines.registries import parts as registry_parts
 
@@ -81,7 +81,7 @@ def settings(project: Path, drop: Path, **kw) -> IngestionJob:
         registry_dir=Path("data/registry"),
         quarantine_dir=Path("data/quarantine"),
     )
-    return IngestionJob(layout, drop, IngestionParams(show_progress=False, **kw))
+    return IngestionJob(layout, drop, section_parameters("ingestion", show_progress=False, **kw))
 
 
 def bench_throughput(work: Path, images: int, workers: int) -> None:

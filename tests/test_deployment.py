@@ -204,10 +204,10 @@ def test_a_model_worse_than_the_champion_stays_challenger_and_says_why(lifecycle
 def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
     from types import SimpleNamespace
 
-    from cv_pipelines.config.parameters import DeploymentParams
+    from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.models.gate import gate_decision
 
-    params = DeploymentParams(champion_floor={"mAP50-95": 0.2}).model_dump()
+    params = section_parameters("deployment", champion_floor={"mAP50-95": 0.2}).model_dump()
     metrics = {"mAP50": 0.5, "mAP50-95": 0.3, "precision": 0.5, "recall": 0.5}
     compared = {"version": "3", "metrics": metrics, "differences": {name: 0.0 for name in metrics}}
     summary = {"split": "test", "metrics": metrics, "champion": compared}
@@ -219,11 +219,11 @@ def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
 
 
 def test_unknown_floor_metrics_are_refused_before_the_run():
-    from cv_pipelines.config.parameters import DeploymentParams
+    from cv_pipelines.config.loader import section_parameters
 
-    assert DeploymentParams(champion_floor={"map50_95": 0.1}).champion_floor == {"mAP50-95": 0.1}
+    assert section_parameters("deployment", champion_floor={"map50_95": 0.1}).champion_floor == {"mAP50-95": 0.1}
     with pytest.raises(ValueError, match="not one of the evaluation's metrics"):
-        DeploymentParams(champion_floor={"f1": 0.1})
+        section_parameters("deployment", champion_floor={"f1": 0.1})
 
 
 # --- the packaged model -------------------------------------------------------------------

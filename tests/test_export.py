@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.datasets.yolo_export_dataset import YoloExportDataset
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.checks import check_with_ultralytics
@@ -97,8 +98,14 @@ def registries(project: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def export_params(**overrides) -> dict:
-    return {"label_set": "demo", "format": "yolo", "split_ratios": RATIOS, "split_seed": 0} | overrides
+def export_params(**overrides):
+    """The ``export`` parameters as the node gets them: the project's, with ``overrides``."""
+    return section_parameters("export", **({"label_set": "demo", "format": "yolo", "split_ratios": RATIOS} | overrides))
+
+
+def labeling_params(labels: list[str] = CLASSES):
+    """The ``labeling`` parameters of label set ``demo`` with ``labels`` in this order."""
+    return section_parameters("labeling", label_set="demo", labels=labels)
 
 
 def run_export_nodes(
@@ -106,9 +113,9 @@ def run_export_nodes(
 ) -> dict:
     """The export pipeline's nodes, called as plain functions, saving to and loading from ``yolo_export``."""
     params = export_params(**overrides)
-    selection = select_export_images(*registries(project).values(), params, {"label_set": "demo", "labels": labels})
+    selection = select_export_images(*registries(project).values(), params, labeling_params(labels))
     _, _, health_files = report_export_health(selection)
-    dataset = YoloExportDataset(path=exports_dir, label_set="demo", format=params["format"])
+    dataset = YoloExportDataset(path=exports_dir, label_set="demo", format=params.format)
     dataset.save(export_yolo_dataset(selection, health_files, dataset_version))
     return summarize_export(dataset.load())
 
@@ -256,9 +263,9 @@ def test_boxes_reaching_outside_are_clipped_and_duplicates_and_empty_boxes_dropp
 def test_empty_registries_and_a_mismatched_label_set_fail_with_one_sentence(project):
     empty = [pd.DataFrame()] * 4  # what the catalog gives for a registry without parts
     with pytest.raises(ConfigurationError, match="no image of label set 'demo'"):
-        select_export_images(*empty, export_params(), {"label_set": "demo", "labels": CLASSES})
+        select_export_images(*empty, export_params(), labeling_params())
     with pytest.raises(ConfigurationError, match=r"labeling\.label_set is 'demo'"):
-        select_export_images(*empty, export_params(label_set="cars"), {"label_set": "demo", "labels": CLASSES})
+        select_export_images(*empty, export_params(label_set="cars"), labeling_params())
 
 
 # --- splits, classes, versions ---------------------------------------------------------------
@@ -572,7 +579,7 @@ def test_export_at_an_old_dataset_version_reproduces_it(project):
 def build_for(project: Path, labels: list[str] = CLASSES):
     """The export node's ExportBuild for the project's registries as they are now."""
     selection = select_export_images(
-        *registries(project).values(), export_params(), {"label_set": "demo", "labels": labels}
+        *registries(project).values(), export_params(), labeling_params(labels)
     )
     return export_yolo_dataset(selection, report_export_health(selection)[2], None)
 
@@ -653,10 +660,8 @@ def test_the_sample_is_drawn_from_the_exports_own_files_in_both_formats(project)
 
 
 def test_the_export_folder_is_the_catalogs_not_a_parameter():
-    from cv_pipelines.config.parameters import ExportParams
-
     with pytest.raises(ValueError, match="output_dir"):
-        ExportParams.model_validate(export_params(output_dir="data/exports"))
+        export_params(output_dir="data/exports")
 
 
 def test_export_summary_is_a_report_and_yolo_export_the_edge_to_training(project):

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.images.ingestion import (
     IngestionJob,
     IngestionLockedError,
@@ -37,7 +37,7 @@ def layout_for(root: Path) -> StoreLayout:
 
 def settings_for(root: Path, *, consume_source: bool = True, **overrides) -> IngestionJob:
     """The project's folders, as the catalog names them, and ``ingestion`` parameters for tests."""
-    params = IngestionParams(**{"workers": 2, "show_progress": False, "lock_timeout_s": 5, **overrides})
+    params = section_parameters("ingestion", **{"workers": 2, "show_progress": False, "lock_timeout_s": 5, **overrides})
     return IngestionJob(layout_for(root), Path("data/incoming"), params, consume_source=consume_source)
 
 

@@ -20,14 +20,14 @@ from tests.support.images import image_bytes, write
 RUN_INGESTION = """
 import sys
 from pathlib import Path
-from cv_pipelines.config.parameters import IngestionParams
+from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.images.ingestion import IngestionJob, StoreLayout, ingest_images
 root = Path(sys.argv[1])
 layout = StoreLayout(
     project_root=root, store_dir=Path("data/store/images"),
     registry_dir=Path("data/registry"), quarantine_dir=Path("data/quarantine"),
 )
-params = IngestionParams(workers=1, show_progress=False, lock_timeout_s=60)
+params = section_parameters("ingestion", root=root, workers=1, show_progress=False, lock_timeout_s=60)
 result = ingest_images(IngestionJob(layout, Path("data/incoming"), params))
 print("DONE", result.new, result.duplicates, result.rejected, flush=True)
 """

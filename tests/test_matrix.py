@@ -24,10 +24,18 @@ def export_template(tmp_path_factory) -> Path:
     return build_exported_project(tmp_path_factory.mktemp("matrix_template") / "project")
 
 
+def set_matrix(root: Path, **matrix) -> None:
+    """Replace keys of the project's ``matrix`` parameters in conf/base (the candidates are read when
+    Kedro registers the pipelines, so there, not in --params)."""
+    path = root / "conf/base/parameters_matrix.yml"
+    params = yaml.safe_load(path.read_text())
+    params["matrix"].update(matrix)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def with_candidates(template: Path, target: Path, monkeypatch, **matrix) -> Path:
     root = use_copy(template, target, monkeypatch)
-    # The candidates are read when Kedro registers the pipelines: from conf/base here.
-    (root / "conf/base/parameters_matrix.yml").write_text(yaml.safe_dump({"matrix": matrix}, sort_keys=False))
+    set_matrix(root, **matrix)
     return root
 
 
@@ -111,8 +119,8 @@ def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_sele
 
 
 def test_list_shows_candidates_and_arguments_without_training(project):
-    (project / "conf/base/parameters_matrix.yml").write_text(yaml.safe_dump({"matrix": {"candidates": {
-        "small": {}, "wide": {"imgsz": 96, "extra_args": {"lr0": 0.01}}, "detr": {"model": "rtdetr-l.yaml"}}}}, sort_keys=False))
+    set_matrix(project, candidates={
+        "small": {}, "wide": {"imgsz": 96, "extra_args": {"lr0": 0.01}}, "detr": {"model": "rtdetr-l.yaml"}})
     command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
     table = subprocess.run(command, cwd=project, env=project_env(project), capture_output=True, text=True)
     assert table.returncode == 0, table.stderr
@@ -131,7 +139,7 @@ def test_list_shows_candidates_and_arguments_without_training(project):
     assert not (project / "data/models").exists()  # nothing trained
 
     # No candidates: one, "default", with the training parameters as they are.
-    (project / "conf/base/parameters_matrix.yml").write_text(yaml.safe_dump({"matrix": {"candidates": {}}}))
+    set_matrix(project, candidates={})
     default = subprocess.run([*command, "--format", "namespaces"], cwd=project, env=project_env(project),
                              capture_output=True, text=True, check=True)
     assert default.stdout.strip() == "matrix.default"

@@ -181,22 +181,29 @@ def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, tm
     assert run.info.status == "FINISHED"
 
 
-def test_parameter_models_default_to_what_the_yml_documents():
-    """Defaults live in conf/base/parameters_*.yml; the models' defaults are the same values."""
-    import yaml
+def test_every_default_lives_in_the_yml_and_nowhere_else():
+    """conf/base/parameters_*.yml sets every parameter; the models only check them (no field has a default)."""
+    from pydantic import BaseModel
 
     from cv_pipelines.config import parameters as models
+    from cv_pipelines.config.loader import project_parameters
 
-    for key, model in (("ingestion", models.IngestionParams), ("labeling", models.LabelingParams),
-                       ("snapshot", models.SnapshotParams), ("import_coco", models.ImportCocoParams),
-                       ("demo_data", models.DemoDataParams)):
-        documented = yaml.safe_load((REPO_ROOT / f"conf/base/parameters_{key}.yml").read_text())[key]
+    def fields_with_defaults(model: type[BaseModel], prefix: str = ""):
         for name, field in model.model_fields.items():
-            if field.is_required() or name not in documented:
-                continue
-            default = field.get_default(call_default_factory=True)
-            value = default.model_dump() if hasattr(default, "model_dump") else default
-            assert documented[name] == value, f"{key}.{name}: yml {documented[name]!r}, model {value!r}"
+            if not field.is_required():
+                yield prefix + name
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                yield from fields_with_defaults(field.annotation, f"{prefix}{name}.")
+
+    assert list(fields_with_defaults(models.ProjectParams)) == []
+    base = project_parameters(root=REPO_ROOT)
+    models.validate_parameters(base)  # every key the models require is in the yml
+    del base["training"]["epochs"]
+    with pytest.raises(ConfigurationError) as missing:
+        models.validate_parameters(base)
+    assert str(missing.value.message) == (
+        "Parameter 'training.epochs' is missing: add it to conf/base/parameters_training.yml."
+    )
 
 
 def test_ingestion_import_labeling_and_snapshot_join_one_graph():

@@ -321,11 +321,11 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
         check_device("gpu0")
     assert check_device(" CPU ") == "cpu"
 
-    from cv_pipelines.config.parameters import TrainingParams
+    from cv_pipelines.config.loader import section_parameters
 
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
-        TrainingParams(extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
-    assert TrainingParams(extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
+        section_parameters("training", extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
+    assert section_parameters("training", extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
 
 
 # --- learning signal ----------------------------------------------------------------------

@@ -1,21 +1,25 @@
-"""Project hooks: stop configuration mistakes before any node runs; keep sessions' MLflow runs apart."""
+"""Project hooks: stop configuration mistakes before any node runs; kedro-mlflow's tracking, fitted to the project."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from pydantic import BaseModel
 
 
 class ConfigCheckHooks:
     """Validate parameters, and the inputs a pipeline reads from earlier runs and services, before it starts."""
 
-    @hook_impl
+    # First among the after_context_created hooks: the first read of ``context.params``
+    # makes Kedro build the nodes' typed parameters (the models of ``config.parameters``),
+    # and its own message lists every failure of every model at length.
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
-        """Check every parameter against its schema."""
+        """Check every parameter against its schema: one sentence per mistake, naming the key and the file."""
         from cv_pipelines.config.parameters import validate_parameters
 
-        validate_parameters(context.params)
+        validate_parameters(context.config_loader["parameters"])
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -40,36 +44,89 @@ def _check_earlier_outputs(pipeline, catalog) -> None:
             check()
 
 
-class MlflowSessionIsolationHooks:
-    """Keep one Kedro session's MLflow run out of the next session of the same process.
+class ProjectMlflowHook:
+    """kedro-mlflow's hook, with the two things this project needs of it and it does not do.
 
-    kedro-mlflow 2.0.3's hook is a process-wide singleton that remembers the last run
-    id and re-opens it before every node, also in sessions whose pipeline has tracking
-    disabled. In one process running several sessions (the main job, a notebook, the
-    tests) that logs into a finished run of another session, or fails when that run
-    lives in another store. Forgetting the id when a session starts fixes both.
+    - **Typed parameters are logged by key.** Kedro hands each node its ``params:<section>``
+      as the section's pydantic model; kedro-mlflow flattens only dicts, so it would log
+      ``training`` as one long string instead of ``training.epochs``, ``training.seed``...
+      The models are dumped to dicts for the logging, and only for it.
+    - **One session's run stays out of the next.** kedro-mlflow's hook remembers the
+      last run id and re-opens it before every node, also in sessions whose pipeline has
+      tracking disabled. In one process running several sessions (the main job, a
+      notebook, the tests) that logs into a finished run of another session, or fails
+      when that run lives in another store. The id is forgotten when a session starts
+      and when its run ends.
+
+    It holds kedro-mlflow's ``MlflowHook`` and hands it every call, rather than
+    subclassing it: kedro-mlflow imports MLflow, which no module of the package may
+    import at load time (the CLI and kedro-viz start without it). Registered in
+    ``settings.HOOKS`` in place of the plugin's own instance, which is disabled there.
     """
+
+    def __init__(self) -> None:
+        self._hook: Any = None
+
+    @property
+    def kedro_mlflow(self) -> Any:
+        """kedro-mlflow's hook, created on first use."""
+        if self._hook is None:
+            from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook  # imports mlflow
+
+            self._hook = MlflowHook()
+        return self._hook
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run of the session now running (also seen from the runner's worker threads)."""
+        return getattr(self._hook, "run_id", None)
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        """A new session starts with no remembered run."""
-        _forget_kedro_mlflow_run()
+        """A new session starts with no remembered run; kedro-mlflow reads its configuration."""
+        self.kedro_mlflow.run_id = None
+        self.kedro_mlflow.after_context_created(context=context)
 
     @hook_impl
-    def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        """The session's run is over: forget it."""
-        _forget_kedro_mlflow_run()
+    def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version, load_versions) -> None:
+        """kedro-mlflow names its metric datasets after their catalog entries."""
+        self.kedro_mlflow.after_catalog_created(
+            catalog=catalog,
+            conf_catalog=conf_catalog,
+            conf_creds=conf_creds,
+            parameters=parameters,
+            save_version=save_version,
+            load_versions=load_versions,
+        )
 
     @hook_impl
-    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
-        """The session's run failed: forget it as well."""
-        _forget_kedro_mlflow_run()
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """kedro-mlflow opens the session's run (unless the pipeline's tracking is disabled)."""
+        self.kedro_mlflow.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
+        """kedro-mlflow logs the node's parameters, typed ones handed over as dicts."""
+        plain = {
+            name: value.model_dump(mode="json")
+            if name.startswith("params:") and isinstance(value, BaseModel)
+            else value
+            for name, value in inputs.items()
+        }
+        self.kedro_mlflow.before_node_run(node=node, catalog=catalog, inputs=plain, is_async=is_async)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """The session's run is over: kedro-mlflow ends it, and it is forgotten."""
+        self.kedro_mlflow.after_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+        self.kedro_mlflow.run_id = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """The session's run failed: kedro-mlflow ends it, and it is forgotten as well."""
+        self.kedro_mlflow.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
+        self.kedro_mlflow.run_id = None
 
 
-def _forget_kedro_mlflow_run() -> None:
-    import sys
-
-    module = sys.modules.get("kedro_mlflow.framework.hooks.mlflow_hook")
-    hook = getattr(module, "mlflow_hook", None) if module else None
-    if hook is not None and hasattr(hook, "run_id"):
-        hook.run_id = None
+#: The one instance: kedro-mlflow's hook keeps the session's run between hooks and threads.
+project_mlflow_hook = ProjectMlflowHook()

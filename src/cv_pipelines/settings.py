@@ -6,16 +6,17 @@ from kedro.config import OmegaConfigLoader
 
 from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
 from cv_pipelines.config.offline import apply_offline_defaults
-from cv_pipelines.hooks import ConfigCheckHooks, MlflowSessionIsolationHooks
+from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 
 # Importing settings is the first thing every Kedro command does with the project, so
 # this is where telemetry goes off and Ultralytics' settings move into the project.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 apply_offline_defaults(PROJECT_ROOT)
 
-HOOKS = (ConfigCheckHooks(), MlflowSessionIsolationHooks())
+HOOKS = (ConfigCheckHooks(), project_mlflow_hook)
 # kedro-viz brings kedro-telemetry along; its session hooks never run in this project.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
+# kedro-mlflow's own hook instance is replaced by the project's subclass (see hooks.py).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry", "kedro_mlflow", "kedro-mlflow")  # either spelling of the wheel
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = PROJECT_CONFIG_LOADER_ARGS

@@ -39,3 +39,18 @@ def project_parameters(env: str | None = None, runtime_params: dict | None = Non
         conf_source=str(root / "conf"), env=env, runtime_params=runtime_params or {}, **PROJECT_CONFIG_LOADER_ARGS
     )
     return dict(loader["parameters"])
+
+
+def section_parameters(section: str, *, env: str | None = None, root: Path | None = None, **overrides: Any) -> Any:
+    """The validated model of one parameters section (``ingestion``, ``training``...), as a run would get it.
+
+    ``overrides`` replace single keys of the section, like ``--params <section>.<key>=...``:
+    for scripts, benchmarks and tests that call the library with the project's defaults.
+    """
+    from cv_pipelines.config.parameters import ProjectParams  # pydantic models: only for callers that need them
+
+    field = ProjectParams.model_fields.get(section)
+    if field is None or field.annotation is None:
+        raise KeyError(f"no parameters section {section!r}; sections: {', '.join(ProjectParams.model_fields)}")
+    values = project_parameters(env, root=root).get(section, {})
+    return field.annotation.model_validate({**values, **overrides})

@@ -23,11 +23,11 @@ class _Strict(BaseModel):
 class DemoDataParams(_Strict):
     """``demo_data``: the synthetic data set's size and seed (its folder is the ``demo_dataset`` entry)."""
 
-    num_images: int = Field(300, ge=1)
-    image_size: int = Field(256, ge=32, le=4096)
-    seed: int = 0
-    max_objects: int = Field(6, ge=0)
-    empty_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    num_images: int = Field(ge=1)
+    image_size: int = Field(ge=32, le=4096)
+    seed: int
+    max_objects: int = Field(ge=0)
+    empty_fraction: float = Field(ge=0.0, le=1.0)
 
 
 class IngestionParams(_Strict):
@@ -38,27 +38,27 @@ class IngestionParams(_Strict):
     ``conf/base/parameters_ingestion.yml``, which documents them.
     """
 
-    source_id: str = Field("manual_upload", min_length=1)
-    validation: Literal["header", "decode"] = "header"
-    max_pixels: int = Field(89_478_485, gt=0)
-    workers: int = Field(4, ge=1, le=64)
-    lock_timeout_s: float = Field(600.0, ge=0)
-    show_progress: bool = True
+    source_id: str = Field(min_length=1)
+    validation: Literal["header", "decode"]
+    max_pixels: int = Field(gt=0)
+    workers: int = Field(ge=1, le=64)
+    lock_timeout_s: float = Field(ge=0)
+    show_progress: bool
 
 
 class CvatParams(_Strict):
     """``labeling.cvat``: the CVAT project, task settings, and how CVAT calls are retried."""
 
-    project_name: str = "cv_pipelines"
-    segment_size: int = Field(100, ge=1)
-    image_quality: int = Field(95, ge=1, le=100)
-    upload: Literal["upload", "share"] = "upload"
-    share_root: str | None = None
-    exclude_tag: str = "exclude"
-    request_timeout_s: float = Field(600.0, gt=0)
-    status_check_period_s: float = Field(5.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    retry_backoff_s: float = Field(1.0, ge=0)
+    project_name: str
+    segment_size: int = Field(ge=1)
+    image_quality: int = Field(ge=1, le=100)
+    upload: Literal["upload", "share"]
+    share_root: str | None
+    exclude_tag: str
+    request_timeout_s: float = Field(gt=0)
+    status_check_period_s: float = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    retry_backoff_s: float = Field(ge=0)
 
 
 class LabelingParams(_Strict):
@@ -66,16 +66,16 @@ class LabelingParams(_Strict):
 
     label_set: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
-    batch_size: int = Field(100, ge=1)
-    selection: Literal["newest", "random"] = "newest"
-    selection_seed: int = 0
-    max_open_batches: int = Field(1, ge=1)
-    blocking: bool = False
-    poll_interval_s: float = Field(60.0, gt=0)
-    wait_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
-    snapshot_after_pull: bool = True
-    exclusions_csv: str | None = None
-    cvat: CvatParams = Field(default_factory=lambda: CvatParams.model_validate({}))
+    batch_size: int = Field(ge=1)
+    selection: Literal["newest", "random"]
+    selection_seed: int
+    max_open_batches: int = Field(ge=1)
+    blocking: bool
+    poll_interval_s: float = Field(gt=0)
+    wait_timeout_s: float = Field(gt=0)
+    snapshot_after_pull: bool
+    exclusions_csv: str | None
+    cvat: CvatParams
 
     @field_validator("labels")
     @classmethod
@@ -90,9 +90,9 @@ class ExportParams(_Strict):
     """``export.*``: what the export selects and how it splits; its folder is the catalog's ``yolo_export``."""
 
     label_set: str = Field(min_length=1)
-    format: Literal["yolo", "coco"] = "yolo"
-    split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
-    split_seed: int = 0
+    format: Literal["yolo", "coco"]
+    split_ratios: dict[Literal["train", "val", "test"], float]
+    split_seed: int
 
     @field_validator("split_ratios")
     @classmethod
@@ -109,18 +109,18 @@ class TrainingParams(_Strict):
     ``device`` is kept as text (``--params training.device=0`` arrives as an integer).
     """
 
-    model: str = "yolov8n.yaml"
-    export_version: int | None = Field(None, ge=1)
-    epochs: int = Field(35, ge=1)
-    imgsz: int = Field(160, ge=32)
-    batch: int = Field(16, ge=1)
-    device: str = "cpu"
-    seed: int = 0
-    patience: int = Field(100, ge=0)
-    workers: int = Field(2, ge=0)
+    model: str
+    export_version: int | None = Field(ge=1)
+    epochs: int = Field(ge=1)
+    imgsz: int = Field(ge=32)
+    batch: int = Field(ge=1)
+    device: str
+    seed: int
+    patience: int = Field(ge=0)
+    workers: int = Field(ge=0)
     # true: the newest interrupted run; a string: that run folder (or its last.pt).
-    resume: bool | str = False
-    extra_args: dict[str, Any] = {}
+    resume: bool | str
+    extra_args: dict[str, Any]
 
     # `--params training.device=0` arrives as the integer 0.
     _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
@@ -172,14 +172,14 @@ def _device_as_text(value: Any) -> Any:
 class EvaluationParams(_Strict):
     """``evaluation.*``: which training run and split are evaluated, the thresholds, how many worst images are kept."""
 
-    run_id: str | None = None
-    split: Literal["val", "test"] = "test"
-    conf: float = Field(0.001, ge=0, le=1)
-    iou: float = Field(0.6, ge=0, le=1)
-    device: str = "cpu"
-    batch: int = Field(16, ge=1)
-    worst_images: int = Field(20, ge=0)
-    worst_conf: float = Field(0.25, gt=0, le=1)
+    run_id: str | None
+    split: Literal["val", "test"]
+    conf: float = Field(ge=0, le=1)
+    iou: float = Field(ge=0, le=1)
+    device: str
+    batch: int = Field(ge=1)
+    worst_images: int = Field(ge=0)
+    worst_conf: float = Field(gt=0, le=1)
 
     _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
 
@@ -187,20 +187,20 @@ class EvaluationParams(_Strict):
 class DeploymentParams(_Strict):
     """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
 
-    model_name: str = Field("cv_pipelines_detector", min_length=1)
-    action: Literal["deploy", "rollback"] = "deploy"
-    tolerance: float = Field(0.0, ge=0)
-    gate_metrics: list[str] = ["mAP50", "mAP50-95"]
-    champion_floor: dict[str, float] = {"map50": 0.1}
-    use_onnx: bool = True
-    conf: float = Field(0.25, gt=0, le=1)
-    iou: float = Field(0.45, gt=0, le=1)
-    max_det: int = Field(300, ge=1)
-    max_image_bytes: int = Field(20_000_000, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0)
-    canary_fraction: float = Field(0.0, ge=0, le=1)
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    model_name: str = Field(min_length=1)
+    action: Literal["deploy", "rollback"]
+    tolerance: float = Field(ge=0)
+    gate_metrics: list[str]
+    champion_floor: dict[str, float]
+    use_onnx: bool
+    conf: float = Field(gt=0, le=1)
+    iou: float = Field(gt=0, le=1)
+    max_det: int = Field(ge=1)
+    max_image_bytes: int = Field(gt=0)
+    max_image_pixels: int = Field(gt=0)
+    canary_fraction: float = Field(ge=0, le=1)
+    host: str
+    port: int = Field(ge=0, le=65535)
 
     @field_validator("gate_metrics")
     @classmethod
@@ -230,13 +230,13 @@ class MatrixParams(_Strict):
 
     # Candidate overrides are checked against TrainingParams by cv_pipelines.models.matrix,
     # where the candidate's name can be put in the message.
-    candidates: dict[str, dict[str, Any] | None] = {}
-    only: list[str] = []
-    exclude: list[str] = []
-    retries: int = Field(1, ge=0, le=10)
-    fail_fast: bool = False
-    required: Literal["all"] | list[str] = "all"
-    rank_by: Literal["mAP50", "mAP50-95", "precision", "recall"] = "mAP50-95"
+    candidates: dict[str, dict[str, Any] | None]
+    only: list[str]
+    exclude: list[str]
+    retries: int = Field(ge=0, le=10)
+    fail_fast: bool
+    required: Literal["all"] | list[str]
+    rank_by: Literal["mAP50", "mAP50-95", "precision", "recall"]
 
     @field_validator("only", "exclude", mode="before")
     @classmethod
@@ -259,36 +259,36 @@ class MatrixParams(_Strict):
 class SnapshotParams(_Strict):
     """``snapshot``: whether and where to push, and the commit message (folders: the catalog's)."""
 
-    push: bool = True
-    remote: str | None = None
-    message: str | None = None
+    push: bool
+    remote: str | None
+    message: str | None
 
 
 class ImportCocoParams(_Strict):
     """``import_coco``: the labeled folder to import (a run-time choice, so a parameter) and how."""
 
-    source: str | None = None
-    annotations: str | None = None
-    images_dir: str | None = None
-    name: str | None = None
-    label_set: str | None = None
-    annotator: str = "coco_import"
+    source: str | None
+    annotations: str | None
+    images_dir: str | None
+    name: str | None
+    label_set: str | None
+    annotator: str
 
 
 class ProjectParams(_Strict):
     """Every top-level key the project's parameters may hold."""
 
-    dataset_version: str | None = None
+    dataset_version: str | None
     demo_data: DemoDataParams
     ingestion: IngestionParams
-    import_coco: ImportCocoParams = ImportCocoParams()
-    snapshot: SnapshotParams = SnapshotParams()
+    import_coco: ImportCocoParams
+    snapshot: SnapshotParams
     labeling: LabelingParams
     export: ExportParams
     training: TrainingParams
     evaluation: EvaluationParams
     deployment: DeploymentParams
-    matrix: MatrixParams = Field(default_factory=lambda: MatrixParams.model_validate({}))
+    matrix: MatrixParams
 
 
 #: Model YAMLs that Ultralytics builds from scratch without downloading anything.

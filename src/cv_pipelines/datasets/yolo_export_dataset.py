@@ -24,7 +24,7 @@ from kedro_datasets._typing import JSONPreview
 
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.checks import check_export
-from cv_pipelines.exports.errors import ExportCheckError, ExportLockedError, ExportSelectionError
+from cv_pipelines.exports.errors import ExportCheckError, ExportLockedError, ExportNotFoundError, ExportSelectionError
 from cv_pipelines.exports.versions import INFO_FILE, ExportRef, find_export, latest_export
 from cv_pipelines.exports.writing import ExportBuild, ExportFormat, write_export
 
@@ -115,7 +115,7 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
                 self._saved.name,
             )
         try:
-            return find_export(self._exports_dir(), self._label_set, self._version, fmt=self._format)
+            return self._find()
         except ConfigurationError as exc:
             raise ExportDatasetError(exc.message) from None
 
@@ -126,7 +126,19 @@ class YoloExportDataset(AbstractDataset[ExportBuild, ExportRef]):
         """
         if self._saved is None:
             # Not self.load(): Kedro wraps every load's error in a DatasetError, traceback and all.
-            find_export(self._exports_dir(), self._label_set, self._version, fmt=self._format)
+            self._find()
+
+    def _find(self) -> ExportRef:
+        """The pinned or latest complete version; a ``ConfigurationError`` with the fix when there is none."""
+        try:
+            return find_export(self._exports_dir(), self._label_set, self._version, fmt=self._format)
+        except ExportNotFoundError as exc:
+            if self._version is None:
+                raise ConfigurationError(str(exc)) from None
+            # The catalog entry takes the pinned version from `--params training.export_version=N`.
+            raise ConfigurationError(
+                f"{exc}; set training.export_version to one of them, or null for the latest"
+            ) from None
 
     def save(self, data: ExportBuild) -> None:
         """Write ``data`` as the next version (staged, checked, renamed), or find the version holding it."""

@@ -15,5 +15,12 @@ class ExportCheckError(RuntimeError):
     """Ultralytics' or pycocotools' checks reject the export; the message names the file and the fix."""
 
 
+class ExportNotFoundError(LookupError):
+    """No complete export answers the request: none at all, not that version, or not that format.
+
+    The message says what exists; the caller, who knows which parameter asked, adds which key to change.
+    """
+
+
 class ExportLockedError(RuntimeError):
     """Another export of the same label set is being written into the same folder."""

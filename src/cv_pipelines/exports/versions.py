@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.errors import ExportNotFoundError
 
 INFO_FILE = "export_info.yaml"
 DATASET_FILE = "dataset.yaml"
@@ -94,15 +94,15 @@ def latest_export(exports_dir: Path, label_set: str) -> ExportRef | None:
 def find_export(exports_dir: Path, label_set: str, version: int | None, *, fmt: str = "yolo") -> ExportRef:
     """Version ``version`` of ``label_set``'s exports, or the latest when None.
 
-    Raises ``ConfigurationError`` with the fix when there is no export at all, when the
-    version asked for is not complete (listing those that are), or when the export is
-    not in format ``fmt`` (Ultralytics trains on YOLO exports only).
+    Raises ``ExportNotFoundError`` when there is no export at all, when the version asked
+    for is not complete (listing those that are), or when the export is not in format
+    ``fmt`` (Ultralytics trains on YOLO exports only).
     """
     exports_dir = Path(exports_dir)
     if version is None:
         found = latest_export(exports_dir, label_set)
         if found is None:
-            raise ConfigurationError(
+            raise ExportNotFoundError(
                 f"there is no export of label set {label_set!r} in {exports_dir}; run "
                 "`kedro run --pipelines export` first"
             )
@@ -110,19 +110,18 @@ def find_export(exports_dir: Path, label_set: str, version: int | None, *, fmt: 
         folder = exports_dir / f"{label_set}_v{version}"
         if not (folder / INFO_FILE).is_file():
             known = complete_versions(exports_dir, label_set)
-            raise ConfigurationError(
+            raise ExportNotFoundError(
                 f"export {folder.name} does not exist in {exports_dir} (complete versions: "
-                f"{', '.join(map(str, known)) or 'none'}); set training.export_version to one of them, or null "
-                "for the latest"
+                f"{', '.join(map(str, known)) or 'none'})"
             )
         found = read_export(folder, version)
     if found.info.get("format", "yolo") != fmt:
         if fmt == "yolo":
-            raise ConfigurationError(
+            raise ExportNotFoundError(
                 f"export {found.name} is in {found.info.get('format')!r} format and Ultralytics trains on YOLO "
                 "exports; run the export with export.format: yolo"
             )
-        raise ConfigurationError(f"export {found.name} is in {found.info.get('format')!r} format, not {fmt!r}")
+        raise ExportNotFoundError(f"export {found.name} is in {found.info.get('format')!r} format, not {fmt!r}")
     return found
 
 

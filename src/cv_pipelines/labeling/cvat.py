@@ -99,15 +99,13 @@ def _deadline_client_class():
 class CvatAdapter:
     """A connected, authenticated CVAT client with the project's error handling."""
 
-    def __init__(
-        self, connection: CvatConnection, params: CvatParams | None = None, *, cache_dir: Path | None = None
-    ) -> None:
+    def __init__(self, connection: CvatConnection, params: CvatParams, *, cache_dir: Path | None = None) -> None:
         """Connect and log in to ``connection``'s server, with ``labeling.cvat``'s timeouts and retries.
 
         ``cache_dir``: where the SDK keeps its cache (None: the SDK's default).
         """
         self.connection = connection
-        self.params = params or CvatParams.model_validate({})
+        self.params = params
         self.cache_dir = cache_dir
         self.client: Client = self._retrying(self._connect, "connect")
 

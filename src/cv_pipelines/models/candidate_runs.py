@@ -27,9 +27,9 @@ def parent_run_id() -> str | None:
     active = mlflow.active_run()
     if active is not None:
         return active.info.run_id
-    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook  # the run kedro-mlflow opened
+    from cv_pipelines.hooks import project_mlflow_hook  # the run kedro-mlflow opened
 
-    return getattr(mlflow_hook, "run_id", None)
+    return project_mlflow_hook.run_id
 
 
 @contextmanager

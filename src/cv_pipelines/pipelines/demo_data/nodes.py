@@ -12,19 +12,18 @@ from cv_pipelines.config.resolvers import project_relative, project_root
 logger = logging.getLogger(__name__)
 
 
-def generate_demo_data(demo_dataset: Path, demo_data: dict[str, Any]) -> dict[str, Any]:
+def generate_demo_data(demo_dataset: Path, params: DemoDataParams) -> dict[str, Any]:
     """Write the demo images and their COCO file into ``demo_dataset``; returns a summary.
 
     Args:
         demo_dataset: the demo data set's folder (the ``demo_dataset`` entry).
-        demo_data: the ``demo_data`` parameters (size, seed, objects per image).
+        params: the ``demo_data`` parameters (size, seed, objects per image).
 
     Returns:
         Where the images and the COCO file are, and how many images and boxes they hold.
     """
     from cv_pipelines.demo.synthetic import generate_demo_dataset
 
-    params = DemoDataParams.model_validate(demo_data)
     summary = generate_demo_dataset(
         demo_dataset,
         num_images=params.num_images,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from cv_pipelines.config.parameters import ExportParams, LabelingParams
 from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.errors import ExportSelectionError
@@ -38,17 +39,17 @@ def select_export_images(
     annotations: pd.DataFrame,
     labels: pd.DataFrame,
     exclusions: pd.DataFrame,
-    export: dict[str, Any],
-    labeling: dict[str, Any],
+    export: ExportParams,
+    labeling: LabelingParams,
 ) -> ExportPlan:
     """The export's images, splits and YOLO labels (nothing written yet).
 
     Class ids come from ``labeling.labels``, the declared order of the label set, so
     ``export.label_set`` must be ``labeling.label_set``.
     """
-    if export["label_set"] != labeling["label_set"]:
+    if export.label_set != labeling.label_set:
         raise ConfigurationError(
-            f"export.label_set is {export['label_set']!r} but labeling.label_set is {labeling['label_set']!r}; the "
+            f"export.label_set is {export.label_set!r} but labeling.label_set is {labeling.label_set!r}; the "
             "class ids of an export come from labeling.labels, so set both to the label set you want to export."
         )
     try:
@@ -57,10 +58,10 @@ def select_export_images(
             annotations=annotations,
             labels=labels,
             exclusions=exclusions,
-            label_set=export["label_set"],
-            classes=list(labeling["labels"]),
-            split_seed=int(export["split_seed"]),
-            split_ratios=dict(export["split_ratios"]),
+            label_set=export.label_set,
+            classes=list(labeling.labels),
+            split_seed=export.split_seed,
+            split_ratios={split: ratio for split, ratio in export.split_ratios.items()},
         )
     except ExportSelectionError as exc:
         raise ConfigurationError(str(exc)) from None

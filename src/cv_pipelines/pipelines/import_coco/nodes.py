@@ -23,15 +23,14 @@ from cv_pipelines.images.ingestion import IngestionPlan, check_new_images, list_
 logger = logging.getLogger(__name__)
 
 
-def read_coco_folder(folder: Path, import_coco: dict[str, Any], labeling: dict[str, Any]) -> CocoSource:
+def read_coco_folder(folder: Path, params: ImportCocoParams, labeling: LabelingParams) -> CocoSource:
     """Find and read the COCO file of ``folder`` (``labeled_folder``); a broken file stops the run here.
 
     Raises:
         ConfigurationError: no source, a label set other than ``labeling.label_set``, or a
             folder or COCO file that cannot be used (naming the ``import_coco`` key to fix).
     """
-    params = ImportCocoParams.model_validate(import_coco)
-    label_set = LabelingParams.model_validate(labeling).label_set
+    label_set = labeling.label_set
     if (params.label_set or label_set) != label_set:
         raise ConfigurationError(
             f"import_coco.label_set {params.label_set!r} differs from labeling.label_set {label_set!r}; "
@@ -48,14 +47,14 @@ def read_coco_folder(folder: Path, import_coco: dict[str, Any], labeling: dict[s
         raise ConfigurationError(f"{exc}: set import_coco.{exc.parameter} to fix it.") from None
 
 
-def plan_coco_images(coco_source: CocoSource, ingestion: dict[str, Any]) -> tuple[IngestionPlan, IngestionPlan]:
+def plan_coco_images(coco_source: CocoSource, ingestion: IngestionParams) -> tuple[IngestionPlan, IngestionPlan]:
     """Check the folder's images and plan their ingestion (copied from, never removed).
 
     Returns:
         The plan twice: for ``coco_images``, whose save commits it into the store, and
         for the rows step, which needs to know which file became which image.
     """
-    params = IngestionParams.model_validate(ingestion).model_copy(update={"source_id": coco_source.source_task})
+    params = ingestion.model_copy(update={"source_id": coco_source.source_task})
     checked = check_new_images(list_new_images(coco_source.images_dir), params)
     plan = plan_ingestion(checked, params, consume_source=False)
     return plan, plan
@@ -65,8 +64,8 @@ def register_coco_boxes(
     coco_source: CocoSource,
     coco_plan: IngestionPlan,
     coco_images: pd.DataFrame,
-    import_coco: dict[str, Any],
-    labeling: dict[str, Any],
+    params: ImportCocoParams,
+    labels: LabelingParams,
 ) -> tuple[KeyedRows, KeyedRows, dict[str, Any]]:
     """The import's boxes and labeled images, keyed by the import, and its summary.
 
@@ -74,8 +73,6 @@ def register_coco_boxes(
     Saved in this order, annotations before labels: an image counts as labeled only
     once its boxes are in place.
     """
-    params = ImportCocoParams.model_validate(import_coco)
-    labels = LabelingParams.model_validate(labeling)
     rows = coco_labeled_rows(
         coco_source,
         coco_plan,

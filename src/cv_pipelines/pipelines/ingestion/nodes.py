@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pandas as pd
 
@@ -20,7 +19,7 @@ from cv_pipelines.images.ingestion import (
 logger = logging.getLogger(__name__)
 
 
-def check_incoming_images(new_images: NewImages, ingestion: dict[str, Any]) -> CheckedImages:
+def check_incoming_images(new_images: NewImages, ingestion: IngestionParams) -> CheckedImages:
     """Read, hash and check every file waiting in the drop zone (nothing is written).
 
     Args:
@@ -30,14 +29,13 @@ def check_incoming_images(new_images: NewImages, ingestion: dict[str, Any]) -> C
     Returns:
         Every file with its content hash, format and size, or why it is rejected.
     """
-    params = IngestionParams.model_validate(ingestion)
     if not len(new_images) and not new_images.in_progress:
         logger.info("The drop zone %s is empty", new_images.folder)
-    return check_new_images(new_images, params)
+    return check_new_images(new_images, ingestion)
 
 
 def plan_incoming_images(
-    checked_images: CheckedImages, ingestion: dict[str, Any]
+    checked_images: CheckedImages, ingestion: IngestionParams
 ) -> tuple[IngestionPlan, IngestionPlan]:
     """Decide each checked file's fate: a candidate for the store, a duplicate in the drop, a reject.
 
@@ -45,7 +43,7 @@ def plan_incoming_images(
         The plan twice: for ``images_registry``, whose save commits it (the drop zone is
         consumed: each input is removed once stored or quarantined), and for the report.
     """
-    plan = plan_ingestion(checked_images, IngestionParams.model_validate(ingestion), consume_source=True)
+    plan = plan_ingestion(checked_images, ingestion, consume_source=True)
     return plan, plan
 
 

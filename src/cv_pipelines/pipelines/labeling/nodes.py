@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def exclude_images_from_csv(
-    labeling: dict[str, Any], images_registry: pd.DataFrame, image_store: StoreLayout
+    params: LabelingParams, images_registry: pd.DataFrame, image_store: StoreLayout
 ) -> tuple[KeyedRows, dict[str, Any]]:
     """The exclusions ``labeling.exclusions_csv`` lists (nothing when unset), keyed by the CSV, and a summary.
 
@@ -28,7 +28,6 @@ def exclude_images_from_csv(
     """
     from cv_pipelines.labeling.cycle import exclusions_from_csv
 
-    params = LabelingParams.model_validate(labeling)
     if not params.exclusions_csv:
         return KeyedRows({}), {"csv": None, "added": 0, "problems": []}
     csv_file = in_project(image_store.project_root, params.exclusions_csv)
@@ -48,8 +47,8 @@ def exclude_images_from_csv(
 
 
 def run_labeling_cycle(
-    labeling: dict[str, Any],
-    ingestion: dict[str, Any],
+    params: LabelingParams,
+    ingestion: IngestionParams,
     images_registry: pd.DataFrame,
     labels_registry: pd.DataFrame,
     exclusions_registry: pd.DataFrame,
@@ -74,7 +73,6 @@ def run_labeling_cycle(
     from cv_pipelines.labeling.cycle import LabelingBusyError, LabelingRegistries
     from cv_pipelines.labeling.cycle import run_labeling_cycle as run_cycle
 
-    params = LabelingParams.model_validate(labeling)
     registries = LabelingRegistries(images_registry, labels_registry, exclusions_registry)
     try:
         report, writes = run_cycle(
@@ -83,7 +81,7 @@ def run_labeling_cycle(
             layout=image_store,
             batches_dir=labeling_batches,
             connect=lambda: CvatAdapter(cvat_connection, params.cvat, cache_dir=cvat_cache),
-            lock_timeout_s=IngestionParams.model_validate(ingestion).lock_timeout_s,
+            lock_timeout_s=ingestion.lock_timeout_s,
         )
     except (CvatError, LabelingBusyError) as exc:
         raise ExternalServiceError(str(exc)) from exc
@@ -107,9 +105,9 @@ def snapshot_after_pull(
     labeling_cycle_recorded: Any,
     batches_registry: pd.DataFrame,
     image_store: StoreLayout,
-    snapshot: dict[str, Any],
-    labeling: dict[str, Any],
-    ingestion: dict[str, Any],
+    snapshot: SnapshotParams,
+    params: LabelingParams,
+    ingestion: IngestionParams,
 ) -> dict[str, Any]:
     """The cycle's report; a cycle that pulled annotations ends with a dataset snapshot.
 
@@ -120,9 +118,7 @@ def snapshot_after_pull(
 
     report = labeling_cycle_recorded
     result = report.to_dict()
-    params = LabelingParams.model_validate(labeling)
     if report.pulled and params.snapshot_after_pull:
         reason = "pulled " + ", ".join(sorted(report.pulled))
-        snapshot_params = SnapshotParams.model_validate(snapshot)
-        result["snapshot"] = take_snapshot(image_store, snapshot_params, params.label_set, ingestion, reason=reason)
+        result["snapshot"] = take_snapshot(image_store, snapshot, params.label_set, ingestion, reason=reason)
     return result

@@ -18,9 +18,9 @@ def snapshot_dataset_version(
     image_store: StoreLayout,
     images_registry: pd.DataFrame,
     labels_registry: pd.DataFrame,
-    snapshot: dict[str, Any],
-    labeling: dict[str, Any],
-    ingestion: dict[str, Any],
+    snapshot: SnapshotParams,
+    labeling: LabelingParams,
+    ingestion: IngestionParams,
 ) -> dict[str, Any]:
     """Track the store and registries with DVC, push, commit the pointers, tag the version.
 
@@ -35,9 +35,9 @@ def snapshot_dataset_version(
     Returns:
         The report: committed, tag, commit, the pointer files changed, and a summary.
     """
-    label_set = LabelingParams.model_validate(labeling).label_set
+    label_set = labeling.label_set
     labeled = labels_registry.loc[labels_registry["label_set"] == label_set] if not labels_registry.empty else []
-    report = take_snapshot(image_store, SnapshotParams.model_validate(snapshot), label_set, ingestion)
+    report = take_snapshot(image_store, snapshot, label_set, ingestion)
     return report | {"images": len(images_registry), "labeled_images": len(labeled)}
 
 
@@ -45,7 +45,7 @@ def take_snapshot(
     image_store: StoreLayout,
     params: SnapshotParams,
     label_set: str,
-    ingestion: dict[str, Any],
+    ingestion: IngestionParams,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """The snapshot itself, for this pipeline and for a labeling cycle that pulled annotations.
@@ -65,7 +65,7 @@ def take_snapshot(
             message=message,
             push=params.push,
             remote=params.remote,
-            lock_timeout_s=IngestionParams.model_validate(ingestion).lock_timeout_s,
+            lock_timeout_s=ingestion.lock_timeout_s,
         )
     except SnapshotError as exc:
         raise ConfigurationError(str(exc)) from None
