@@ -328,6 +328,27 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     assert TrainingParams(extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
 
 
+def test_the_trained_model_dataset_looks_its_run_up_once_for_the_check_and_the_load(project, monkeypatch):
+    from types import SimpleNamespace
+
+    from cv_pipelines.datasets.trained_model_dataset import TrainedModelDataset
+    from cv_pipelines.models import runs
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={}))
+    lookups = []
+    monkeypatch.setattr(runs, "mlflow_client", lambda: None)
+    monkeypatch.setattr(runs, "training_run", lambda client, run_id, **_: lookups.append(run_id) or run)
+    (project / "best.pt").write_bytes(b"weights")
+    record = project / "last_training.yml"
+    record.write_text(yaml.safe_dump({"mlflow_run_id": "abc", "best_weights": "best.pt"}))
+    dataset = TrainedModelDataset(record=str(record), cache_dir=str(project / "downloaded"))
+
+    dataset.check_loadable()  # what the hooks do before the pipeline
+    model = dataset.load()
+    assert lookups == ["abc"]
+    assert model.run_id == "abc" and model.weights == project / "best.pt"
+
+
 # --- learning signal ----------------------------------------------------------------------
 
 
