@@ -316,9 +316,10 @@ def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_pat
 def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.models.training import check_device
+    from cv_pipelines.pipelines.training.nodes import prepare_training
 
     with pytest.raises(ConfigurationError, match="is not a device"):
-        check_device("gpu0")
+        prepare_training(None, None, {"device": "gpu0"})  # refused before the export or folders are used
     assert check_device(" CPU ") == "cpu"
 
     from cv_pipelines.config.parameters import TrainingParams
@@ -326,6 +327,34 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
         TrainingParams(extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
     assert TrainingParams(extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
+
+
+def test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it(project):
+    import torch
+
+    from cv_pipelines.config.parameters import TrainingParams
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.models.training import DeviceUnavailableError, check_device
+    from cv_pipelines.pipelines.evaluation.nodes import select_models
+    from cv_pipelines.pipelines.matrix.nodes import train_candidate
+    from cv_pipelines.pipelines.training.nodes import prepare_training
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    no_gpu = "is '0' but this machine has no usable CUDA GPU"
+    with pytest.raises(DeviceUnavailableError) as library:
+        check_device("cuda:0")
+    assert "device" in str(library.value) and ".device" not in str(library.value)  # the library names no key
+    # Each node names the key that set the device; nothing else is touched first.
+    with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
+        prepare_training(None, None, {"device": "0"})
+    with pytest.raises(ConfigurationError, match=f"^evaluation.device {no_gpu}"):
+        select_models(None, None, None, {"device": "0"})
+    training = TrainingParams().model_dump()
+    with pytest.raises(ConfigurationError, match=f"^matrix.candidates.gpu.device {no_gpu}"):
+        train_candidate("gpu", None, None, training, {"candidates": {"gpu": {"device": "0"}}})
+    with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
+        train_candidate("plain", None, None, {**training, "device": "0"}, {"candidates": {"plain": {}}})
 
 
 def test_the_trained_model_dataset_looks_its_run_up_once_for_the_check_and_the_load(project, monkeypatch):

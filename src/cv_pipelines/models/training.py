@@ -16,7 +16,8 @@ import csv
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,42 +75,92 @@ def ultralytics_model(source: str | Path, family: str | None = None):
 # --- device ------------------------------------------------------------------------------
 
 
-def check_device(device: str, key: str = "training.device") -> str:
-    """Ultralytics' device string for ``device``, or a clear error (naming the parameter ``key``) before anything starts.
+class DeviceUnavailableError(ValueError):
+    """The device asked for is not a device, or not one this machine has.
 
-    Ultralytics finds a missing GPU only after building the model and the data loaders,
-    and says so in terms of CUDA_VISIBLE_DEVICES.
+    The sentence says what was asked, what this machine has and the fix, and names no
+    parameter: the caller knows which key set the device, and ``naming(key)`` puts it in.
     """
-    if isinstance(device, (list, tuple)):
-        device = ",".join(str(item) for item in device)
-    device = str(device)
-    wanted = device.strip().lower().replace(" ", "")
-    if wanted == "cpu":
-        return "cpu"
+
+    def __init__(self, asked: str, problem: str, fix: str) -> None:
+        self.asked = asked
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.naming("the device"))
+
+    def naming(self, key: str) -> str:
+        """The same sentence with ``key`` (a parameter key such as ``training.device``) as its subject."""
+        return f"{key} is {self.asked!r} but {self.problem}; {self.fix}"
+
+
+def check_device(device: str | int | list | tuple) -> str:
+    """Ultralytics' device string for ``device`` (``cpu``, ``mps``, ``0``, ``0,1``), checked before anything starts.
+
+    Raises ``DeviceUnavailableError`` when it is not a device or this machine lacks it.
+    Ultralytics' ``select_device`` does the parsing and the checks; it is called here
+    because Ultralytics itself finds a missing GPU only after building the model and the
+    data loaders, and explains it in several lines about CUDA_VISIBLE_DEVICES.
+    """
+    asked = ",".join(str(item) for item in device) if isinstance(device, (list, tuple)) else str(device)
+    if asked.strip().lower().replace(" ", "") == "cpu":
+        return "cpu"  # always there: no reason to import torch and Ultralytics for it
+    import torch  # heavy imports kept local
+    from ultralytics.utils.torch_utils import parse_device, select_device
+
+    # Quiet: Ultralytics logs its version banner before refusing a GPU, and NVML warnings
+    # while looking for an idle one ('-1').
+    with _ultralytics_quiet():
+        wanted = parse_device(asked)  # 'cuda:0' -> '0', '[0, 1]' -> '0,1', '-1' -> an idle GPU
+        try:
+            selected = select_device(wanted, verbose=False)
+        except ValueError:
+            raise _unavailable(asked, wanted) from None
+    if not isinstance(selected, torch.device):  # tpu, intel, vulkan: Ultralytics' own strings, passed through
+        return str(selected)
+    if wanted in {"mps", "mps:0"} and selected.type != "mps":  # select_device falls back to the CPU silently
+        raise DeviceUnavailableError(asked, "Apple's Metal backend is not available here", "use cpu")
+    if selected.type == "cuda":
+        return wanted or str(selected.index)  # select_device gives the first of several GPUs only
+    return selected.type
+
+
+def _unavailable(asked: str, wanted: str) -> DeviceUnavailableError:
+    """Why ``select_device`` refused ``wanted``, in one short sentence."""
     import torch  # heavy import kept local
 
-    if wanted == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigurationError(f"{key} is 'mps' but Apple's Metal backend is not available here; set {key}: cpu")
-        return "mps"
-    indices = wanted.removeprefix("cuda:").split(",")
+    backend = wanted.partition(":")[0]
+    if backend in {"npu", "xpu"}:
+        return DeviceUnavailableError(asked, f"this machine has no usable {backend.upper()} device for it", "use cpu")
+    indices = wanted.split(",")
     if not all(index.isdigit() for index in indices):
-        raise ConfigurationError(
-            f"{key} {device!r} is not a device; use cpu, mps, a GPU index such as 0, or a list such as 0,1"
+        return DeviceUnavailableError(
+            asked, "that is not a device", "use cpu, mps, a GPU index such as 0, or a list such as 0,1"
         )
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if available == 0:
-        raise ConfigurationError(
-            f"{key} is {device!r} but this machine has no usable CUDA GPU (torch {torch.__version__} sees "
-            f"none); set {key}: cpu, or run where a GPU is visible"
+        return DeviceUnavailableError(
+            asked,
+            f"this machine has no usable CUDA GPU (torch {torch.__version__} sees none)",
+            "use cpu, or run where a GPU is visible",
         )
     missing = [index for index in indices if int(index) >= available]
-    if missing:
-        raise ConfigurationError(
-            f"{key} is {device!r} but GPU {', '.join(missing)} does not exist: this machine has {available} "
-            f"(0..{available - 1})"
-        )
-    return ",".join(indices)
+    return DeviceUnavailableError(
+        asked,
+        f"GPU {', '.join(missing)} does not exist: this machine has {available} (0..{available - 1})",
+        f"use GPU indices 0 to {available - 1}, or cpu",
+    )
+
+
+@contextmanager
+def _ultralytics_quiet() -> Iterator[None]:
+    """A context in which Ultralytics' logger says nothing below an error."""
+    ultralytics_logger = logging.getLogger("ultralytics")
+    level = ultralytics_logger.level
+    ultralytics_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ultralytics_logger.setLevel(level)
 
 
 # --- run folders -------------------------------------------------------------------------

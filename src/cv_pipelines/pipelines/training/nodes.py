@@ -22,6 +22,7 @@ from cv_pipelines.models import lineage
 from cv_pipelines.models.runs import TrackedModel, active_run
 from cv_pipelines.models.training import (
     DATA_FILE,
+    DeviceUnavailableError,
     check_device,
     finish_run_folder,
     interrupted_run,
@@ -47,7 +48,10 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
     interrupted run.
     """
     root = project_root()
-    device = check_device(training["device"])
+    try:
+        device = check_device(training["device"])
+    except DeviceUnavailableError as exc:
+        raise ConfigurationError(exc.naming("training.device")) from None
     _check_pinned_export(export, training)
     run = active_run()
     run_id = run.info.run_id if run else None
