@@ -214,6 +214,18 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
     assert resumed[0].data.tags["resumed_from_run_id"] == killed.info.run_id
 
+    # The resumed run shows the whole curve, each epoch once: the epochs before the kill
+    # as the killed run logged them (the one a kill can catch between checkpoint and log
+    # from results.csv), the rest logged live.
+    client = client_for(exported)
+    before_kill = {m.step: m.value for m in client.get_metric_history(killed.info.run_id, "val/mAP50")}
+    curve = client.get_metric_history(resumed[0].info.run_id, "val/mAP50")
+    assert sorted(m.step for m in curve) == [1, 2, 3, 4, 5, 6]
+    assert {m.step: m.value for m in curve if m.step in before_kill} == before_kill
+    by_epoch = results.set_index("epoch")["metrics/mAP50(B)"]
+    for point in curve:
+        assert point.value == pytest.approx(by_epoch[point.step], rel=1e-4, abs=1e-6), point.step
+
     # Nothing left to resume now: the request is refused with the reason.
     again = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.resume=true")
     assert again.returncode != 0 and "no interrupted training" in again.stderr
@@ -298,18 +310,57 @@ def test_evaluation_without_a_training_run_says_what_to_do(exported):
 # --- pieces -------------------------------------------------------------------------------
 
 
+def history_of(epochs) -> dict[str, list[dict[str, float]]]:
+    """``{name: [{"value", "step"}]}`` of (epoch, metrics) pairs, as MLflow shows a run's history."""
+    history: dict[str, list[dict[str, float]]] = {}
+    for epoch, metrics in epochs:
+        for name, value in metrics.items():
+            history.setdefault(name, []).append({"value": value, "step": epoch})
+    return history
+
+
 def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_path):
-    from cv_pipelines.models.training import metric_name, metrics_history
+    from cv_pipelines.models.training import metric_name, results_csv_epochs
 
     assert metric_name("metrics/mAP50-95(B)") == "val/mAP50-95"
     assert metric_name("  train/box_loss") == "train/box_loss"
     assert metric_name("epoch") is None
     csv = tmp_path / "results.csv"
     csv.write_text("epoch,time,train/box_loss,metrics/mAP50(B)\n1,2.5,3.0,0.1\n2,5.0,2.0,0.3\n")
-    assert metrics_history(csv) == {
+    assert history_of(results_csv_epochs(csv)) == {
         "train/elapsed_s": [{"value": 2.5, "step": 1}, {"value": 5.0, "step": 2}],
         "train/box_loss": [{"value": 3.0, "step": 1}, {"value": 2.0, "step": 2}],
         "val/mAP50": [{"value": 0.1, "step": 1}, {"value": 0.3, "step": 2}],
+    }
+
+
+def test_each_epoch_is_reported_as_it_ends_and_the_final_validation_is_not_an_epoch(monkeypatch):
+    from types import SimpleNamespace
+
+    from cv_pipelines.models import training
+
+    monkeypatch.setattr(training.time, "time", lambda: 102.5)
+    reported = []
+    reporter = training.EpochReporter(lambda epoch, metrics: reported.append((epoch, metrics)))
+    trainer = SimpleNamespace(
+        epoch=0, train_time_start=100.0, tloss=3.0, lr={"lr/pg0": 0.01},
+        label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": loss},
+        metrics={"metrics/mAP50(B)": 0.1, "val/box_loss": 2.5},
+    )
+    for epoch, loss, map50 in ((0, 3.0, 0.1), (1, 2.0, 0.3)):  # what Ultralytics' trainer does per epoch
+        trainer.epoch, trainer.tloss, trainer.metrics["metrics/mAP50(B)"] = epoch, loss, map50
+        reporter.on_train_epoch_end(trainer)
+        reporter.on_fit_epoch_end(trainer)
+    trainer.epoch = 2  # its final validation of best.pt: on_fit_epoch_end alone, the counter moved on
+    reporter.on_fit_epoch_end(trainer)
+
+    assert reporter.last_epoch == 2
+    assert history_of(reported) == {
+        "train/elapsed_s": [{"value": 2.5, "step": 1}, {"value": 2.5, "step": 2}],
+        "train/box_loss": [{"value": 3.0, "step": 1}, {"value": 2.0, "step": 2}],
+        "val/mAP50": [{"value": 0.1, "step": 1}, {"value": 0.3, "step": 2}],
+        "val/box_loss": [{"value": 2.5, "step": 1}, {"value": 2.5, "step": 2}],
+        "lr/pg0": [{"value": 0.01, "step": 1}, {"value": 0.01, "step": 2}],
     }
 
 

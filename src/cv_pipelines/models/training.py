@@ -16,7 +16,7 @@ import csv
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,13 +209,19 @@ def interrupted_run(folders: RunFolders, wanted: str | None = None) -> Path:
 
 # --- metrics ------------------------------------------------------------------------------
 
+#: What ``train_yolo`` calls after each epoch: the epoch (counted from 1, as in
+#: ``results.csv``) and its metrics, named by ``metric_name``.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
 _VALIDATION_METRIC = re.compile(r"metrics/(.+)\(B\)")
 
 
 def metric_name(column: str) -> str | None:
-    """An MLflow metric name for a column of Ultralytics' ``results.csv``.
+    """An MLflow metric name for one of Ultralytics' metric keys (a column of its ``results.csv``).
 
-    MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``val/mAP50``.
+    MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``val/mAP50``;
+    ``time`` (seconds since training started) becomes ``train/elapsed_s``; ``epoch`` is
+    the step, not a metric (None).
     """
     column = column.strip()
     if column == "epoch":
@@ -227,19 +233,70 @@ def metric_name(column: str) -> str | None:
     return re.sub(r"[^\w./\- :]", "_", name)
 
 
-def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
-    """Per-epoch metrics from ``results.csv`` as ``{name: [{"value", "step"}]}`` (step = epoch)."""
-    history: dict[str, list[dict[str, float]]] = {}
+def epoch_metrics(trainer) -> dict[str, float]:
+    """The metrics of the epoch an Ultralytics ``trainer`` just finished, named by ``metric_name``.
+
+    The same values ``results.csv`` gets for that epoch, taken where Ultralytics' own
+    MLflow callback takes them: the training losses, the validation metrics and the
+    learning rates of the trainer, plus the seconds since training started.
+    """
+    values: dict[str, Any] = {"time": time.time() - trainer.train_time_start}
+    if trainer.tloss is not None:  # None when no batch ran: label_loss_items would give bare names
+        values |= trainer.label_loss_items(trainer.tloss, prefix="train")
+    values |= trainer.metrics or {}
+    values |= trainer.lr or {}
+    return {name: float(value) for key, value in values.items() if (name := metric_name(key)) is not None}
+
+
+class EpochReporter:
+    """Ultralytics callbacks that hand each finished epoch to an ``EpochCallback`` and keep count.
+
+    ``last_epoch`` is the last epoch reported (0 before the first): on a resumed
+    training it counts the epochs before the resume too, as Ultralytics numbers them.
+    """
+
+    def __init__(self, on_epoch_end: EpochCallback | None = None) -> None:
+        self._on_epoch_end = on_epoch_end
+        self._trained_epoch: int | None = None
+        self.last_epoch = 0
+
+    def register(self, model) -> None:
+        """Hook into the training of the Ultralytics ``model`` (``model.add_callback``)."""
+        model.add_callback("on_train_epoch_end", self.on_train_epoch_end)
+        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Note the epoch whose training passes just ended; its validation follows."""
+        self._trained_epoch = trainer.epoch
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Report the epoch just trained and validated."""
+        # Ultralytics fires on_fit_epoch_end once more after the last epoch, for its final
+        # validation of best.pt, with the epoch counter moved one on; on_train_epoch_end
+        # fires for epochs only, so that call reports nothing.
+        if trainer.epoch != self._trained_epoch:
+            return
+        self._trained_epoch = None
+        self.report(trainer.epoch + 1, epoch_metrics(trainer))
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Count ``epoch`` done and pass it and its ``metrics`` on."""
+        self.last_epoch = epoch
+        if self._on_epoch_end is not None:
+            self._on_epoch_end(epoch, metrics)
+
+
+def results_csv_epochs(results_csv: Path) -> Iterator[tuple[int, dict[str, float]]]:
+    """The epochs of Ultralytics' ``results.csv`` as an ``EpochCallback`` receives them, in order."""
     with open(results_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             row = {key.strip(): value for key, value in row.items() if key is not None}
-            step = int(float(row["epoch"]))
-            for column, value in row.items():
-                name = metric_name(column)
-                if name is None or value in (None, ""):
-                    continue
-                history.setdefault(name, []).append({"value": float(value), "step": step})
-    return history
+            metrics = {
+                name: float(value)
+                for column, value in row.items()
+                if (name := metric_name(column)) is not None and value not in (None, "")
+            }
+            yield int(float(row["epoch"])), metrics
 
 
 # --- training -----------------------------------------------------------------------------
@@ -247,7 +304,11 @@ def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
 
 @dataclass
 class TrainingResult:
-    """One finished (or resumed) Ultralytics training: its folder, weights, epochs, time and last metrics."""
+    """One finished (or resumed) Ultralytics training: its folder, weights, epochs, time and last metrics.
+
+    ``epochs_done`` counts the epochs before a resume too; ``final_metrics`` are those of
+    Ultralytics' final validation of ``best``.
+    """
 
     run_dir: Path
     best: Path
@@ -272,21 +333,27 @@ def train_yolo(
     extra_args: Mapping[str, Any] | None = None,
     resume: bool = False,
     project_root: Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> TrainingResult:
     """Train (or resume) one Ultralytics run into ``run_dir``; Ultralytics' own tracking off.
 
     ``model`` is a YOLO or RT-DETR model YAML or weights file (see ``model_family``).
+    ``on_epoch_end`` is called after each epoch, while training goes on, with the epoch
+    (from 1; a resumed training goes on from the epoch after its checkpoint's) and the
+    epoch's metrics (see ``epoch_metrics``).
     """
     from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
 
     ultralytics_settings_offline(project_root)
     family = model_family(model)
+    reporter = EpochReporter(on_epoch_end)
     started = time.perf_counter()
     with no_font_download():
         if resume:
             # Ultralytics restores every argument (data, epochs, optimizer state, folder)
             # from the checkpoint; only the device may change.
             yolo = ultralytics_model(run_dir / "weights/last.pt", family)
+            reporter.register(yolo)
             yolo.train(resume=True, device=device)
         else:
             arguments = {
@@ -307,19 +374,25 @@ def train_yolo(
                 "verbose": False,
             }
             yolo = ultralytics_model(model, family)
+            reporter.register(yolo)
             yolo.train(**arguments)
     trainer = yolo.trainer
+    if trainer.ddp:
+        # Several GPUs: Ultralytics trains in child processes started with its default
+        # callbacks only, so ours never ran; the children's results.csv is the one record
+        # of the epochs.
+        for epoch, metrics in results_csv_epochs(run_dir / "results.csv"):
+            reporter.report(epoch, metrics)
     final = {
         metric_name(key) or key: float(value)
         for key, value in (getattr(trainer, "metrics", None) or {}).items()
         if isinstance(value, (int, float))
     }
-    epochs_done = len(metrics_history(run_dir / "results.csv").get("val/mAP50", []))
     return TrainingResult(
         run_dir=run_dir,
         best=run_dir / "weights/best.pt",
         last=run_dir / "weights/last.pt",
-        epochs_done=epochs_done,
+        epochs_done=reporter.last_epoch,
         seconds=time.perf_counter() - started,
         final_metrics=final,
     )
