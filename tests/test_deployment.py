@@ -161,6 +161,28 @@ def test_deploying_the_same_training_run_again_is_skipped(lifecycle):
     assert "already registered" in step["summary"]["reason"]
 
 
+def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cv_pipelines.models.runs import TrackedModel
+    from cv_pipelines.pipelines.deployment import nodes
+
+    lookups = []
+    registered = SimpleNamespace(version=3, aliases=["challenger"])
+    monkeypatch.setattr(nodes, "active_run", lambda: SimpleNamespace(info=SimpleNamespace(run_id="deploying")))
+    monkeypatch.setattr(nodes, "mlflow_client", lambda: None)
+    monkeypatch.setattr(nodes.model_registry, "tag_deployment_run", lambda tags: None)
+    monkeypatch.setattr(nodes.model_registry, "version_of_training_run",
+                        lambda client, name, run_id: lookups.append(run_id) or registered)
+    evaluated = TrackedModel(run_id="trained", weights=tmp_path / "best.pt")
+
+    packaged = nodes.package_model(evaluated, None, {})
+    summary = nodes.register_model(packaged, evaluated, {})
+    assert lookups == ["trained"]
+    assert packaged.is_empty and summary["action"] == "skipped"
+    assert summary["version"] == "3" and summary["aliases"] == ["challenger"]
+
+
 def test_the_first_model_over_the_floor_becomes_champion(lifecycle):
     step = lifecycle["first_champion"]
     # v2 took the challenger alias when it was registered, then passed the gate.

@@ -214,6 +214,18 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
     assert resumed[0].data.tags["resumed_from_run_id"] == killed.info.run_id
 
+    # The resumed run shows the whole curve, each epoch once: the epochs before the kill
+    # as the killed run logged them (the one a kill can catch between checkpoint and log
+    # from results.csv), the rest logged live.
+    client = client_for(exported)
+    before_kill = {m.step: m.value for m in client.get_metric_history(killed.info.run_id, "val/mAP50")}
+    curve = client.get_metric_history(resumed[0].info.run_id, "val/mAP50")
+    assert sorted(m.step for m in curve) == [1, 2, 3, 4, 5, 6]
+    assert {m.step: m.value for m in curve if m.step in before_kill} == before_kill
+    by_epoch = results.set_index("epoch")["metrics/mAP50(B)"]
+    for point in curve:
+        assert point.value == pytest.approx(by_epoch[point.step], rel=1e-4, abs=1e-6), point.step
+
     # Nothing left to resume now: the request is refused with the reason.
     again = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.resume=true")
     assert again.returncode != 0 and "no interrupted training" in again.stderr
@@ -298,27 +310,67 @@ def test_evaluation_without_a_training_run_says_what_to_do(exported):
 # --- pieces -------------------------------------------------------------------------------
 
 
+def history_of(epochs) -> dict[str, list[dict[str, float]]]:
+    """``{name: [{"value", "step"}]}`` of (epoch, metrics) pairs, as MLflow shows a run's history."""
+    history: dict[str, list[dict[str, float]]] = {}
+    for epoch, metrics in epochs:
+        for name, value in metrics.items():
+            history.setdefault(name, []).append({"value": value, "step": epoch})
+    return history
+
+
 def test_results_csv_columns_become_mlflow_metric_names_with_epoch_steps(tmp_path):
-    from cv_pipelines.models.training import metric_name, metrics_history
+    from cv_pipelines.models.training import metric_name, results_csv_epochs
 
     assert metric_name("metrics/mAP50-95(B)") == "val/mAP50-95"
     assert metric_name("  train/box_loss") == "train/box_loss"
     assert metric_name("epoch") is None
     csv = tmp_path / "results.csv"
     csv.write_text("epoch,time,train/box_loss,metrics/mAP50(B)\n1,2.5,3.0,0.1\n2,5.0,2.0,0.3\n")
-    assert metrics_history(csv) == {
+    assert history_of(results_csv_epochs(csv)) == {
         "train/elapsed_s": [{"value": 2.5, "step": 1}, {"value": 5.0, "step": 2}],
         "train/box_loss": [{"value": 3.0, "step": 1}, {"value": 2.0, "step": 2}],
         "val/mAP50": [{"value": 0.1, "step": 1}, {"value": 0.3, "step": 2}],
     }
 
 
+def test_each_epoch_is_reported_as_it_ends_and_the_final_validation_is_not_an_epoch(monkeypatch):
+    from types import SimpleNamespace
+
+    from cv_pipelines.models import training
+
+    monkeypatch.setattr(training.time, "time", lambda: 102.5)
+    reported = []
+    reporter = training.EpochReporter(lambda epoch, metrics: reported.append((epoch, metrics)))
+    trainer = SimpleNamespace(
+        epoch=0, train_time_start=100.0, tloss=3.0, lr={"lr/pg0": 0.01},
+        label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": loss},
+        metrics={"metrics/mAP50(B)": 0.1, "val/box_loss": 2.5},
+    )
+    for epoch, loss, map50 in ((0, 3.0, 0.1), (1, 2.0, 0.3)):  # what Ultralytics' trainer does per epoch
+        trainer.epoch, trainer.tloss, trainer.metrics["metrics/mAP50(B)"] = epoch, loss, map50
+        reporter.on_train_epoch_end(trainer)
+        reporter.on_fit_epoch_end(trainer)
+    trainer.epoch = 2  # its final validation of best.pt: on_fit_epoch_end alone, the counter moved on
+    reporter.on_fit_epoch_end(trainer)
+
+    assert reporter.last_epoch == 2
+    assert history_of(reported) == {
+        "train/elapsed_s": [{"value": 2.5, "step": 1}, {"value": 2.5, "step": 2}],
+        "train/box_loss": [{"value": 3.0, "step": 1}, {"value": 2.0, "step": 2}],
+        "val/mAP50": [{"value": 0.1, "step": 1}, {"value": 0.3, "step": 2}],
+        "val/box_loss": [{"value": 2.5, "step": 1}, {"value": 2.5, "step": 2}],
+        "lr/pg0": [{"value": 0.01, "step": 1}, {"value": 0.01, "step": 2}],
+    }
+
+
 def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.models.training import check_device
+    from cv_pipelines.pipelines.training.nodes import prepare_training
 
     with pytest.raises(ConfigurationError, match="is not a device"):
-        check_device("gpu0")
+        prepare_training(None, None, {"device": "gpu0"})  # refused before the export or folders are used
     assert check_device(" CPU ") == "cpu"
 
     from cv_pipelines.config.loader import section_parameters
@@ -326,6 +378,55 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
         section_parameters("training", extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
     assert section_parameters("training", extra_args={"lr0": 0.01}).extra_args == {"lr0": 0.01}
+
+
+def test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it(project):
+    import torch
+
+    from cv_pipelines.config.parameters import TrainingParams
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.models.training import DeviceUnavailableError, check_device
+    from cv_pipelines.pipelines.evaluation.nodes import select_models
+    from cv_pipelines.pipelines.matrix.nodes import train_candidate
+    from cv_pipelines.pipelines.training.nodes import prepare_training
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    no_gpu = "is '0' but this machine has no usable CUDA GPU"
+    with pytest.raises(DeviceUnavailableError) as library:
+        check_device("cuda:0")
+    assert "device" in str(library.value) and ".device" not in str(library.value)  # the library names no key
+    # Each node names the key that set the device; nothing else is touched first.
+    with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
+        prepare_training(None, None, {"device": "0"})
+    with pytest.raises(ConfigurationError, match=f"^evaluation.device {no_gpu}"):
+        select_models(None, None, None, {"device": "0"})
+    training = TrainingParams().model_dump()
+    with pytest.raises(ConfigurationError, match=f"^matrix.candidates.gpu.device {no_gpu}"):
+        train_candidate("gpu", None, None, training, {"candidates": {"gpu": {"device": "0"}}})
+    with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
+        train_candidate("plain", None, None, {**training, "device": "0"}, {"candidates": {"plain": {}}})
+
+
+def test_the_trained_model_dataset_looks_its_run_up_once_for_the_check_and_the_load(project, monkeypatch):
+    from types import SimpleNamespace
+
+    from cv_pipelines.datasets.trained_model_dataset import TrainedModelDataset
+    from cv_pipelines.models import runs
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={}))
+    lookups = []
+    monkeypatch.setattr(runs, "mlflow_client", lambda: None)
+    monkeypatch.setattr(runs, "training_run", lambda client, run_id, **_: lookups.append(run_id) or run)
+    (project / "best.pt").write_bytes(b"weights")
+    record = project / "last_training.yml"
+    record.write_text(yaml.safe_dump({"mlflow_run_id": "abc", "best_weights": "best.pt"}))
+    dataset = TrainedModelDataset(record=str(record), cache_dir=str(project / "downloaded"))
+
+    dataset.check_loadable()  # what the hooks do before the pipeline
+    model = dataset.load()
+    assert lookups == ["abc"]
+    assert model.run_id == "abc" and model.weights == project / "best.pt"
 
 
 # --- learning signal ----------------------------------------------------------------------

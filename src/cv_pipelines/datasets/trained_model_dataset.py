@@ -69,6 +69,9 @@ class TrainedModelDataset(AbstractDataset[TrackedModel, TrackedModel]):
         self._missing = missing
         self._pinned_by = pinned_by
         self._saved: TrackedModel | None = None
+        # The run _run resolved (and the record naming it): check_loadable, called by the
+        # hooks before the pipeline, and load then ask MLflow once between them.
+        self._resolved: tuple[Any, dict[str, Any]] | None = None
         self.metadata = metadata
 
     def load(self) -> TrackedModel:
@@ -88,7 +91,12 @@ class TrainedModelDataset(AbstractDataset[TrackedModel, TrackedModel]):
             self._run()
 
     def _run(self):
-        """The MLflow training run to load, and the record when it names that run."""
+        """The training run to load, and the record when it names that run; looked up once, again after a save."""
+        if self._resolved is None:
+            self._resolved = self._resolve_run()
+        return self._resolved
+
+    def _resolve_run(self):
         from cv_pipelines.models.runs import RunLookupError, active_run, mlflow_client, training_run
 
         record = self._record.load() if self._record.exists() else {}
@@ -129,6 +137,7 @@ class TrainedModelDataset(AbstractDataset[TrackedModel, TrackedModel]):
         self._record.save(data.summary)
         lineage.log_files(self._record_path, data.weights.parent.parent if self._log_run_folder else None)
         self._saved = data
+        self._resolved = None  # the record names another run now
 
     def _exists(self) -> bool:
         return self._saved is not None or self._record.exists()

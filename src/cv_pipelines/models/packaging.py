@@ -165,6 +165,9 @@ class PackagedModel:
     """The files and config of a packaged detector before it is logged; ``weights`` None: nothing to package.
 
     ``model_uri`` is set once the model is logged into an MLflow run (``runs:/<run>/model``).
+    ``registered_version`` (with its ``registered_aliases``) is the registry version that
+    already holds the training run, when that is why nothing was packaged: the one
+    registry query of a deployment, handed on to the registration.
     """
 
     weights: Path | None = None
@@ -172,6 +175,8 @@ class PackagedModel:
     config: dict[str, Any] = field(default_factory=dict)
     example: bytes = b""
     model_uri: str | None = None
+    registered_version: str | None = None
+    registered_aliases: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:

@@ -3,11 +3,14 @@
 The one module that looks runs up in an MLflow store (embedded SQLite or a tracking
 server alike): the training run a pipeline was asked for, the champion of the model
 registry, and a run's ``weights/best.pt``, downloaded once per run into a cache
-folder (a run's artifacts never change, so the cache is keyed by run id).
+folder (a run's artifacts never change, so the cache is keyed by run id). A training
+also logs its epochs through it as they end (``log_epoch_metrics``), and a resumed
+one copies the epochs of the run it resumes (``copy_epoch_history``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,36 @@ def active_run():
     import mlflow  # heavy import kept local
 
     return mlflow.active_run()
+
+
+def log_epoch_metrics(client, run_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
+    """Log one epoch's ``metrics`` into run ``run_id`` now, with the epoch as their step."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, float(value), now, epoch) for name, value in metrics.items()])
+
+
+def copy_epoch_history(client, source_run_id: str, target_run_id: str, before_epoch: int) -> set[int]:
+    """Copy run ``source_run_id``'s metric values of the epochs (steps) below ``before_epoch`` into ``target_run_id``.
+
+    Timestamps are kept. Returns the epochs copied; ``RunLookupError`` when
+    ``source_run_id`` is not in this store.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        names = list(client.get_run(source_run_id).data.metrics)
+    except MlflowException:
+        raise RunLookupError(f"run {source_run_id!r} is not in this MLflow store") from None
+    points = [
+        point for name in names for point in client.get_metric_history(source_run_id, name) if point.step < before_epoch
+    ]
+    for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(target_run_id, metrics=points[start : start + 1000])
+    return {point.step for point in points}
 
 
 def training_run(client, run_id: str, *, allow_unfinished: str | None = None):

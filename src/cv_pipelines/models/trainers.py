@@ -80,10 +80,16 @@ class UltralyticsTrainer:
         """Ultralytics training of ``params["model"]`` (a local ``.pt`` is resolved in the project) into ``run_dir``.
 
         Returns ``best.pt``, the family that reads it, the epochs done and the per-epoch
-        metrics of ``results.csv``.
+        metrics Ultralytics reported as each epoch ended.
         """
         from cv_pipelines.config.resolvers import in_project
-        from cv_pipelines.models.training import metrics_history, model_family, train_yolo
+        from cv_pipelines.models.training import model_family, train_yolo
+
+        history: dict[str, list[dict[str, float]]] = {}
+
+        def keep_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            for name, value in metrics.items():
+                history.setdefault(name, []).append({"value": value, "step": epoch})
 
         model = str(params["model"])
         if model.endswith(".pt"):
@@ -101,13 +107,14 @@ class UltralyticsTrainer:
             workers=params["workers"],
             extra_args=params.get("extra_args") or {},
             project_root=project_root,
+            on_epoch_end=keep_epoch,
         )
         return TrainedModel(
             weights=result.best,
             family=model_family(model),
             epochs_done=result.epochs_done,
             seconds=result.seconds,
-            history=metrics_history(run_dir / "results.csv"),
+            history=history,
         )
 
     def evaluate(

@@ -16,7 +16,8 @@ import csv
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,42 +75,92 @@ def ultralytics_model(source: str | Path, family: str | None = None):
 # --- device ------------------------------------------------------------------------------
 
 
-def check_device(device: str, key: str = "training.device") -> str:
-    """Ultralytics' device string for ``device``, or a clear error (naming the parameter ``key``) before anything starts.
+class DeviceUnavailableError(ValueError):
+    """The device asked for is not a device, or not one this machine has.
 
-    Ultralytics finds a missing GPU only after building the model and the data loaders,
-    and says so in terms of CUDA_VISIBLE_DEVICES.
+    The sentence says what was asked, what this machine has and the fix, and names no
+    parameter: the caller knows which key set the device, and ``naming(key)`` puts it in.
     """
-    if isinstance(device, (list, tuple)):
-        device = ",".join(str(item) for item in device)
-    device = str(device)
-    wanted = device.strip().lower().replace(" ", "")
-    if wanted == "cpu":
-        return "cpu"
+
+    def __init__(self, asked: str, problem: str, fix: str) -> None:
+        self.asked = asked
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.naming("the device"))
+
+    def naming(self, key: str) -> str:
+        """The same sentence with ``key`` (a parameter key such as ``training.device``) as its subject."""
+        return f"{key} is {self.asked!r} but {self.problem}; {self.fix}"
+
+
+def check_device(device: str | int | list | tuple) -> str:
+    """Ultralytics' device string for ``device`` (``cpu``, ``mps``, ``0``, ``0,1``), checked before anything starts.
+
+    Raises ``DeviceUnavailableError`` when it is not a device or this machine lacks it.
+    Ultralytics' ``select_device`` does the parsing and the checks; it is called here
+    because Ultralytics itself finds a missing GPU only after building the model and the
+    data loaders, and explains it in several lines about CUDA_VISIBLE_DEVICES.
+    """
+    asked = ",".join(str(item) for item in device) if isinstance(device, (list, tuple)) else str(device)
+    if asked.strip().lower().replace(" ", "") == "cpu":
+        return "cpu"  # always there: no reason to import torch and Ultralytics for it
+    import torch  # heavy imports kept local
+    from ultralytics.utils.torch_utils import parse_device, select_device
+
+    # Quiet: Ultralytics logs its version banner before refusing a GPU, and NVML warnings
+    # while looking for an idle one ('-1').
+    with _ultralytics_quiet():
+        wanted = parse_device(asked)  # 'cuda:0' -> '0', '[0, 1]' -> '0,1', '-1' -> an idle GPU
+        try:
+            selected = select_device(wanted, verbose=False)
+        except ValueError:
+            raise _unavailable(asked, wanted) from None
+    if not isinstance(selected, torch.device):  # tpu, intel, vulkan: Ultralytics' own strings, passed through
+        return str(selected)
+    if wanted in {"mps", "mps:0"} and selected.type != "mps":  # select_device falls back to the CPU silently
+        raise DeviceUnavailableError(asked, "Apple's Metal backend is not available here", "use cpu")
+    if selected.type == "cuda":
+        return wanted or str(selected.index)  # select_device gives the first of several GPUs only
+    return selected.type
+
+
+def _unavailable(asked: str, wanted: str) -> DeviceUnavailableError:
+    """Why ``select_device`` refused ``wanted``, in one short sentence."""
     import torch  # heavy import kept local
 
-    if wanted == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigurationError(f"{key} is 'mps' but Apple's Metal backend is not available here; set {key}: cpu")
-        return "mps"
-    indices = wanted.removeprefix("cuda:").split(",")
+    backend = wanted.partition(":")[0]
+    if backend in {"npu", "xpu"}:
+        return DeviceUnavailableError(asked, f"this machine has no usable {backend.upper()} device for it", "use cpu")
+    indices = wanted.split(",")
     if not all(index.isdigit() for index in indices):
-        raise ConfigurationError(
-            f"{key} {device!r} is not a device; use cpu, mps, a GPU index such as 0, or a list such as 0,1"
+        return DeviceUnavailableError(
+            asked, "that is not a device", "use cpu, mps, a GPU index such as 0, or a list such as 0,1"
         )
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if available == 0:
-        raise ConfigurationError(
-            f"{key} is {device!r} but this machine has no usable CUDA GPU (torch {torch.__version__} sees "
-            f"none); set {key}: cpu, or run where a GPU is visible"
+        return DeviceUnavailableError(
+            asked,
+            f"this machine has no usable CUDA GPU (torch {torch.__version__} sees none)",
+            "use cpu, or run where a GPU is visible",
         )
     missing = [index for index in indices if int(index) >= available]
-    if missing:
-        raise ConfigurationError(
-            f"{key} is {device!r} but GPU {', '.join(missing)} does not exist: this machine has {available} "
-            f"(0..{available - 1})"
-        )
-    return ",".join(indices)
+    return DeviceUnavailableError(
+        asked,
+        f"GPU {', '.join(missing)} does not exist: this machine has {available} (0..{available - 1})",
+        f"use GPU indices 0 to {available - 1}, or cpu",
+    )
+
+
+@contextmanager
+def _ultralytics_quiet() -> Iterator[None]:
+    """A context in which Ultralytics' logger says nothing below an error."""
+    ultralytics_logger = logging.getLogger("ultralytics")
+    level = ultralytics_logger.level
+    ultralytics_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ultralytics_logger.setLevel(level)
 
 
 # --- run folders -------------------------------------------------------------------------
@@ -158,13 +209,19 @@ def interrupted_run(folders: RunFolders, wanted: str | None = None) -> Path:
 
 # --- metrics ------------------------------------------------------------------------------
 
+#: What ``train_yolo`` calls after each epoch: the epoch (counted from 1, as in
+#: ``results.csv``) and its metrics, named by ``metric_name``.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
 _VALIDATION_METRIC = re.compile(r"metrics/(.+)\(B\)")
 
 
 def metric_name(column: str) -> str | None:
-    """An MLflow metric name for a column of Ultralytics' ``results.csv``.
+    """An MLflow metric name for one of Ultralytics' metric keys (a column of its ``results.csv``).
 
-    MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``val/mAP50``.
+    MLflow refuses parentheses in names: ``metrics/mAP50(B)`` becomes ``val/mAP50``;
+    ``time`` (seconds since training started) becomes ``train/elapsed_s``; ``epoch`` is
+    the step, not a metric (None).
     """
     column = column.strip()
     if column == "epoch":
@@ -176,19 +233,70 @@ def metric_name(column: str) -> str | None:
     return re.sub(r"[^\w./\- :]", "_", name)
 
 
-def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
-    """Per-epoch metrics from ``results.csv`` as ``{name: [{"value", "step"}]}`` (step = epoch)."""
-    history: dict[str, list[dict[str, float]]] = {}
+def epoch_metrics(trainer) -> dict[str, float]:
+    """The metrics of the epoch an Ultralytics ``trainer`` just finished, named by ``metric_name``.
+
+    The same values ``results.csv`` gets for that epoch, taken where Ultralytics' own
+    MLflow callback takes them: the training losses, the validation metrics and the
+    learning rates of the trainer, plus the seconds since training started.
+    """
+    values: dict[str, Any] = {"time": time.time() - trainer.train_time_start}
+    if trainer.tloss is not None:  # None when no batch ran: label_loss_items would give bare names
+        values |= trainer.label_loss_items(trainer.tloss, prefix="train")
+    values |= trainer.metrics or {}
+    values |= trainer.lr or {}
+    return {name: float(value) for key, value in values.items() if (name := metric_name(key)) is not None}
+
+
+class EpochReporter:
+    """Ultralytics callbacks that hand each finished epoch to an ``EpochCallback`` and keep count.
+
+    ``last_epoch`` is the last epoch reported (0 before the first): on a resumed
+    training it counts the epochs before the resume too, as Ultralytics numbers them.
+    """
+
+    def __init__(self, on_epoch_end: EpochCallback | None = None) -> None:
+        self._on_epoch_end = on_epoch_end
+        self._trained_epoch: int | None = None
+        self.last_epoch = 0
+
+    def register(self, model) -> None:
+        """Hook into the training of the Ultralytics ``model`` (``model.add_callback``)."""
+        model.add_callback("on_train_epoch_end", self.on_train_epoch_end)
+        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Note the epoch whose training passes just ended; its validation follows."""
+        self._trained_epoch = trainer.epoch
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Report the epoch just trained and validated."""
+        # Ultralytics fires on_fit_epoch_end once more after the last epoch, for its final
+        # validation of best.pt, with the epoch counter moved one on; on_train_epoch_end
+        # fires for epochs only, so that call reports nothing.
+        if trainer.epoch != self._trained_epoch:
+            return
+        self._trained_epoch = None
+        self.report(trainer.epoch + 1, epoch_metrics(trainer))
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Count ``epoch`` done and pass it and its ``metrics`` on."""
+        self.last_epoch = epoch
+        if self._on_epoch_end is not None:
+            self._on_epoch_end(epoch, metrics)
+
+
+def results_csv_epochs(results_csv: Path) -> Iterator[tuple[int, dict[str, float]]]:
+    """The epochs of Ultralytics' ``results.csv`` as an ``EpochCallback`` receives them, in order."""
     with open(results_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             row = {key.strip(): value for key, value in row.items() if key is not None}
-            step = int(float(row["epoch"]))
-            for column, value in row.items():
-                name = metric_name(column)
-                if name is None or value in (None, ""):
-                    continue
-                history.setdefault(name, []).append({"value": float(value), "step": step})
-    return history
+            metrics = {
+                name: float(value)
+                for column, value in row.items()
+                if (name := metric_name(column)) is not None and value not in (None, "")
+            }
+            yield int(float(row["epoch"])), metrics
 
 
 # --- training -----------------------------------------------------------------------------
@@ -196,7 +304,11 @@ def metrics_history(results_csv: Path) -> dict[str, list[dict[str, float]]]:
 
 @dataclass
 class TrainingResult:
-    """One finished (or resumed) Ultralytics training: its folder, weights, epochs, time and last metrics."""
+    """One finished (or resumed) Ultralytics training: its folder, weights, epochs, time and last metrics.
+
+    ``epochs_done`` counts the epochs before a resume too; ``final_metrics`` are those of
+    Ultralytics' final validation of ``best``.
+    """
 
     run_dir: Path
     best: Path
@@ -221,21 +333,27 @@ def train_yolo(
     extra_args: Mapping[str, Any] | None = None,
     resume: bool = False,
     project_root: Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> TrainingResult:
     """Train (or resume) one Ultralytics run into ``run_dir``; Ultralytics' own tracking off.
 
     ``model`` is a YOLO or RT-DETR model YAML or weights file (see ``model_family``).
+    ``on_epoch_end`` is called after each epoch, while training goes on, with the epoch
+    (from 1; a resumed training goes on from the epoch after its checkpoint's) and the
+    epoch's metrics (see ``epoch_metrics``).
     """
     from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
 
     ultralytics_settings_offline(project_root)
     family = model_family(model)
+    reporter = EpochReporter(on_epoch_end)
     started = time.perf_counter()
     with no_font_download():
         if resume:
             # Ultralytics restores every argument (data, epochs, optimizer state, folder)
             # from the checkpoint; only the device may change.
             yolo = ultralytics_model(run_dir / "weights/last.pt", family)
+            reporter.register(yolo)
             yolo.train(resume=True, device=device)
         else:
             arguments = {
@@ -256,19 +374,25 @@ def train_yolo(
                 "verbose": False,
             }
             yolo = ultralytics_model(model, family)
+            reporter.register(yolo)
             yolo.train(**arguments)
     trainer = yolo.trainer
+    if trainer.ddp:
+        # Several GPUs: Ultralytics trains in child processes started with its default
+        # callbacks only, so ours never ran; the children's results.csv is the one record
+        # of the epochs.
+        for epoch, metrics in results_csv_epochs(run_dir / "results.csv"):
+            reporter.report(epoch, metrics)
     final = {
         metric_name(key) or key: float(value)
         for key, value in (getattr(trainer, "metrics", None) or {}).items()
         if isinstance(value, (int, float))
     }
-    epochs_done = len(metrics_history(run_dir / "results.csv").get("val/mAP50", []))
     return TrainingResult(
         run_dir=run_dir,
         best=run_dir / "weights/best.pt",
         last=run_dir / "weights/last.pt",
-        epochs_done=epochs_done,
+        epochs_done=reporter.last_epoch,
         seconds=time.perf_counter() - started,
         final_metrics=final,
     )

@@ -43,15 +43,19 @@ def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[st
     """The evaluated model's weights and ONNX file, config and input example; empty when nothing is deployed.
 
     Nothing is packaged for a rollback (``action: rollback``) or for a training run that
-    is already registered; the ``packaged_model`` dataset logs the rest into this run.
+    is already registered (the handle then carries the version found, for
+    ``register_model``); the ``packaged_model`` dataset logs the rest into this run.
     """
     deployment = DeploymentParams.model_validate(deployment).model_dump()
     if deployment["action"] == "rollback":
         return PackagedModel()
     active = _tracked_run()
     model_registry.tag_deployment_run({DEPLOYMENT_TAG: "true", "deployed_run_id": evaluated.run_id})
-    if model_registry.version_of_training_run(mlflow_client(), deployment["model_name"], evaluated.run_id):
-        return PackagedModel()
+    existing = model_registry.version_of_training_run(mlflow_client(), deployment["model_name"], evaluated.run_id)
+    if existing is not None:
+        return PackagedModel(
+            registered_version=str(existing.version), registered_aliases=tuple(sorted(existing.aliases))
+        )
     if evaluated.family not in model_packaging.FAMILIES:
         raise ConfigurationError(
             f"training run {evaluated.run_id} trained a model of family {evaluated.family!r}, and only Ultralytics "
@@ -74,9 +78,8 @@ def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment:
     name = deployment["model_name"]
     if deployment["action"] == "rollback":
         return _rollback(client, name)
-    existing = model_registry.version_of_training_run(client, name, evaluated.run_id)
-    if existing is not None:
-        return _skipped(name, evaluated.run_id, existing)
+    if packaged.registered_version is not None:  # package_model asked the registry, once
+        return _skipped(name, evaluated.run_id, packaged)
     if packaged.model_uri is None:  # package_model packages whatever is not registered yet
         raise RuntimeError(f"training run {evaluated.run_id} was neither registered nor packaged in this run")
     summary = evaluated.summary
@@ -144,22 +147,22 @@ def _version_tags(client, evaluated: TrackedModel, active, config: dict[str, Any
     }
 
 
-def _skipped(name: str, run_id: str, existing) -> dict[str, Any]:
-    aliases = ", ".join(existing.aliases) or "no alias"
+def _skipped(name: str, run_id: str, packaged: PackagedModel) -> dict[str, Any]:
+    version = packaged.registered_version
     logger.info(
         "Skipped: training run %s is already registered as %s version %s (%s); nothing registered",
         run_id,
         name,
-        existing.version,
-        aliases,
+        version,
+        ", ".join(packaged.registered_aliases) or "no alias",
     )
     return {
         "action": "skipped",
         "model_name": name,
-        "version": str(existing.version),
+        "version": version,
         "training_run_id": run_id,
-        "aliases": sorted(existing.aliases),
-        "reason": f"training run {run_id} is already registered as version {existing.version}",
+        "aliases": list(packaged.registered_aliases),
+        "reason": f"training run {run_id} is already registered as version {version}",
     }
 
 

@@ -31,7 +31,7 @@ from cv_pipelines.models.evaluation import (
 )
 from cv_pipelines.models.lineage import EVALUATION_TAG, log_export_input
 from cv_pipelines.models.runs import TrackedModel, active_run
-from cv_pipelines.models.training import DATA_FILE, check_device
+from cv_pipelines.models.training import DATA_FILE, DeviceUnavailableError, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ def select_models(
 ) -> dict[str, Any]:
     """The plan: the model, the export split it is measured on, and the champion to compare with."""
     root = project_root()
-    device = check_device(evaluation["device"], key="evaluation.device")
+    try:
+        device = check_device(evaluation["device"])
+    except DeviceUnavailableError as exc:
+        raise ConfigurationError(exc.naming("evaluation.device")) from None
     active = active_run()
     if active is None:
         raise ConfigurationError(

@@ -33,6 +33,7 @@ from cv_pipelines.models.matrix import candidate_parameters
 from cv_pipelines.models.trainers import TrainedModel, load_trainer
 from cv_pipelines.models.training import (
     DATA_FILE,
+    DeviceUnavailableError,
     check_device,
     finish_run_folder,
     start_run_folder,
@@ -59,7 +60,10 @@ def train_candidate(
     params = candidate_parameters(name, training, matrix)
     spec = params.pop("trainer")
     trainer = load_trainer(spec)
-    device = check_device(params["device"])
+    try:
+        device = check_device(params["device"])
+    except DeviceUnavailableError as exc:
+        raise ConfigurationError(exc.naming(_device_key(name, matrix))) from None
     if params.get("export_version") is not None and int(params["export_version"]) != export.version:
         export = find_export(export.path.parent, export.info.get("label_set", ""), int(params["export_version"]))
     parent_id = candidate_runs.parent_run_id()
@@ -227,6 +231,12 @@ def check_required(summary: dict[str, Any], matrix: dict[str, Any]) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _device_key(name: str, matrix: dict[str, Any]) -> str:
+    """The parameter that set candidate ``name``'s device: its own override, else the training's."""
+    overrides = (matrix.get("candidates") or {}).get(name) or {}
+    return f"matrix.candidates.{name}.device" if "device" in overrides else "training.device"
 
 
 def _leaderboard_figure(frame: pd.DataFrame, rank_by: str):

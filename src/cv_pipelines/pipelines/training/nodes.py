@@ -1,9 +1,12 @@
 """Nodes of the ``training`` pipeline: plan the run on the export, then train.
 
 kedro-mlflow opens exactly one MLflow run for the ``kedro run``: parameters are logged
-from the ``params:`` inputs, the per-epoch metrics through ``training_metrics``, the
-trained model (its record, weights and plots) through ``trained_model``. The export
-comes from the catalog (``yolo_export``), the run folder from ``training_runs``.
+from the ``params:`` inputs, the trained model (its record, weights and plots) through
+``trained_model``. The per-epoch metrics are logged into that run while training goes
+on (``models.runs.log_epoch_metrics`` from Ultralytics' epoch callbacks), so a long
+training shows its curves live and a killed one keeps the epochs it did; a resumed
+training first copies the epochs before its checkpoint from the run it resumes. The
+export comes from the catalog (``yolo_export``), the run folder from ``training_runs``.
 Ultralytics' own MLflow callback is off (``config.offline.ultralytics_settings_offline``),
 so it can neither open a second run nor end this one.
 """
@@ -19,16 +22,25 @@ from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import lineage
-from cv_pipelines.models.runs import TrackedModel, active_run
+from cv_pipelines.models.runs import (
+    RunLookupError,
+    TrackedModel,
+    active_run,
+    copy_epoch_history,
+    log_epoch_metrics,
+    mlflow_client,
+)
 from cv_pipelines.models.training import (
     DATA_FILE,
+    DeviceUnavailableError,
+    EpochCallback,
     check_device,
     finish_run_folder,
     interrupted_run,
-    metrics_history,
     model_family,
     parameters_hash,
     read_run_record,
+    results_csv_epochs,
     start_run_folder,
     train_yolo,
 )
@@ -47,7 +59,10 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
     interrupted run.
     """
     root = project_root()
-    device = check_device(training["device"])
+    try:
+        device = check_device(training["device"])
+    except DeviceUnavailableError as exc:
+        raise ConfigurationError(exc.naming("training.device")) from None
     _check_pinned_export(export, training)
     run = active_run()
     run_id = run.info.run_id if run else None
@@ -85,9 +100,11 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
     return plan
 
 
-def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[str, Any], TrackedModel]:
-    """Train, then return the per-epoch metric history and the trained model (its record is the run's summary)."""
+def train_model(plan: dict[str, Any], training: dict[str, Any]) -> TrackedModel:
+    """Train, logging each epoch's metrics into the run as it ends; the trained model (its record is the run's summary)."""
     root = project_root()
+    run = active_run()
+    run_id = run.info.run_id if run else None
     run_dir = root / plan["run_dir"]
     model = training["model"]
     if model.endswith(".pt"):  # a local checkpoint to fine-tune, relative to the project
@@ -99,11 +116,11 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
         resume=plan["resume"],
         device=plan["device"],
         project_root=root,
+        on_epoch_end=_epoch_logger(run_id, plan["resumed_from_run_id"], run_dir),
         **{key: training[key] for key in ("epochs", "imgsz", "batch", "seed", "patience", "workers", "extra_args")},
     )
-    run = active_run()
     summary = {
-        "mlflow_run_id": run.info.run_id if run else None,
+        "mlflow_run_id": run_id,
         "run_dir": plan["run_dir"],
         "best_weights": project_relative(result.best, root),
         "last_weights": project_relative(result.last, root),
@@ -134,10 +151,51 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> tuple[dict[st
         lineage=dict(plan["lineage"]),
         summary=summary,
     )
-    return metrics_history(run_dir / "results.csv"), trained
+    return trained
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _epoch_logger(run_id: str | None, resumed_from_run_id: str | None, run_dir: Path) -> EpochCallback | None:
+    """Log each epoch into run ``run_id`` as it ends; a resumed training first logs the epochs before its checkpoint.
+
+    None when tracking is off for this pipeline (no run to log into).
+    """
+    if run_id is None:
+        return None
+    client = mlflow_client()
+    earlier_run_id = resumed_from_run_id
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        nonlocal earlier_run_id
+        if earlier_run_id is not None:
+            # The first epoch a resumed training reports is the one after its checkpoint;
+            # with the epochs before it, this run shows the whole curve, each epoch once.
+            _log_earlier_epochs(client, earlier_run_id, run_id, epoch, run_dir)
+            earlier_run_id = None
+        log_epoch_metrics(client, run_id, epoch, metrics)
+
+    return log_epoch
+
+
+def _log_earlier_epochs(client, earlier_run_id: str, run_id: str, resumed_at: int, run_dir: Path) -> None:
+    """Epochs 1 to ``resumed_at - 1`` into run ``run_id``: as the earlier run logged them, else from ``results.csv``."""
+    try:
+        copied = copy_epoch_history(client, earlier_run_id, run_id, before_epoch=resumed_at)
+    except RunLookupError as exc:
+        logger.warning("The epochs before the resume come from results.csv: %s", exc)
+        copied = set()
+    # Ultralytics saves last.pt just before it reports the epoch, so a run killed in
+    # between never logged the last epoch it checkpointed (nor does a run missing from
+    # this store give any): results.csv, written before last.pt, is the one record left.
+    # A row repeats an epoch that a kill cut short after its row was written: the last
+    # row is the one the checkpoint goes on from.
+    from_csv = dict(results_csv_epochs(run_dir / "results.csv"))
+    for epoch in sorted(set(from_csv) - copied):
+        if epoch < resumed_at:
+            log_epoch_metrics(client, run_id, epoch, from_csv[epoch])
+    logger.info("Logged epochs 1 to %d of the training resumed from run %s", resumed_at - 1, earlier_run_id)
 
 
 def _check_pinned_export(export: ExportRef, training: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Wiring of the ``training`` pipeline: export + run folder -> Ultralytics training -> trained model, metrics."""
+"""Wiring of the ``training`` pipeline: export + run folder -> Ultralytics training -> trained model."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -6,7 +6,7 @@ from .nodes import prepare_training, train_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``yolo_export`` -> ``trained_model`` (and ``training_metrics``), one MLflow run."""
+    """``yolo_export`` -> ``trained_model``, one MLflow run (per-epoch metrics logged into it as training goes)."""
     return Pipeline(
         [
             Node(
@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 train_model,
                 inputs=["training_plan", "params:training"],
-                outputs=["training_metrics", "trained_model"],
+                outputs="trained_model",
                 name="train_model",
             ),
         ]
