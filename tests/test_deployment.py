@@ -164,6 +164,7 @@ def test_deploying_the_same_training_run_again_is_skipped(lifecycle):
 def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
+    from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.models.runs import TrackedModel
     from cv_pipelines.pipelines.deployment import nodes
 
@@ -176,8 +177,9 @@ def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_p
                         lambda client, name, run_id: lookups.append(run_id) or registered)
     evaluated = TrackedModel(run_id="trained", weights=tmp_path / "best.pt")
 
-    packaged = nodes.package_model(evaluated, None, {})
-    summary = nodes.register_model(packaged, evaluated, {})
+    deployment = section_parameters("deployment")
+    packaged = nodes.package_model(evaluated, None, deployment)
+    summary = nodes.register_model(packaged, evaluated, deployment)
     assert lookups == ["trained"]
     assert packaged.is_empty and summary["action"] == "skipped"
     assert summary["version"] == "3" and summary["aliases"] == ["challenger"]
@@ -229,7 +231,7 @@ def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
     from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.models.gate import gate_decision
 
-    params = section_parameters("deployment", champion_floor={"mAP50-95": 0.2}).model_dump()
+    params = section_parameters("deployment", champion_floor={"mAP50-95": 0.2})
     metrics = {"mAP50": 0.5, "mAP50-95": 0.3, "precision": 0.5, "recall": 0.5}
     compared = {"version": "3", "metrics": metrics, "differences": {name: 0.0 for name in metrics}}
     summary = {"split": "test", "metrics": metrics, "champion": compared}

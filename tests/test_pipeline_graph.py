@@ -97,3 +97,26 @@ def test_every_dataset_a_pipeline_reads_is_written_by_another_or_is_raw_input(re
     for name, pipeline in registered.items():
         unwritten = {d for d in pipeline.inputs() if _is_data(d)} - written - RAW_INPUTS - PLACES
         assert not unwritten, f"pipeline {name} reads {sorted(unwritten)}, which no pipeline writes"
+
+
+def test_every_node_gets_its_parameters_as_the_sections_model(registered):
+    """A node reading ``params:<section>`` is typed with that section's pydantic model, which Kedro
+    then builds from the configuration: no node validates a dict itself."""
+    from kedro.validation.type_extractor import TypeExtractor
+
+    from cv_pipelines.config.parameters import ProjectParams
+
+    typed = TypeExtractor(registered).extract_types_from_pipelines()
+    sections = {
+        name.split(":", 1)[1]
+        for pipeline in registered.values()
+        for node in pipeline.nodes
+        for name in node.inputs
+        if name.startswith("params:")
+    }
+    expected = {
+        section: ProjectParams.model_fields[section].annotation
+        for section in sections
+        if section in ProjectParams.model_fields and section != "dataset_version"
+    }
+    assert expected and {section: typed.get(section) for section in expected} == expected

@@ -365,15 +365,15 @@ def test_each_epoch_is_reported_as_it_ends_and_the_final_validation_is_not_an_ep
 
 
 def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
+    from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.models.training import check_device
     from cv_pipelines.pipelines.training.nodes import prepare_training
 
     with pytest.raises(ConfigurationError, match="is not a device"):
-        prepare_training(None, None, {"device": "gpu0"})  # refused before the export or folders are used
+        # refused before the export or folders are used
+        prepare_training(None, None, section_parameters("training", device="gpu0"))
     assert check_device(" CPU ") == "cpu"
-
-    from cv_pipelines.config.loader import section_parameters
 
     with pytest.raises(ValueError, match="extra_args may not set data, project"):
         section_parameters("training", extra_args={"data": "x.yaml", "project": "/tmp", "lr0": 0.01})
@@ -383,7 +383,7 @@ def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
 def test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it(project):
     import torch
 
-    from cv_pipelines.config.parameters import TrainingParams
+    from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.models.training import DeviceUnavailableError, check_device
     from cv_pipelines.pipelines.evaluation.nodes import select_models
@@ -398,14 +398,16 @@ def test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it(project
     assert "device" in str(library.value) and ".device" not in str(library.value)  # the library names no key
     # Each node names the key that set the device; nothing else is touched first.
     with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
-        prepare_training(None, None, {"device": "0"})
+        prepare_training(None, None, section_parameters("training", device="0"))
     with pytest.raises(ConfigurationError, match=f"^evaluation.device {no_gpu}"):
-        select_models(None, None, None, {"device": "0"})
-    training = TrainingParams().model_dump()
+        select_models(None, None, None, section_parameters("evaluation", device="0"))
+    training = section_parameters("training")
+    gpu = section_parameters("matrix", candidates={"gpu": {"device": "0"}})
     with pytest.raises(ConfigurationError, match=f"^matrix.candidates.gpu.device {no_gpu}"):
-        train_candidate("gpu", None, None, training, {"candidates": {"gpu": {"device": "0"}}})
+        train_candidate("gpu", None, None, training, gpu)
+    plain = section_parameters("matrix", candidates={"plain": {}})
     with pytest.raises(ConfigurationError, match=f"^training.device {no_gpu}"):
-        train_candidate("plain", None, None, {**training, "device": "0"}, {"candidates": {"plain": {}}})
+        train_candidate("plain", None, None, section_parameters("training", device="0"), plain)
 
 
 def test_the_trained_model_dataset_looks_its_run_up_once_for_the_check_and_the_load(project, monkeypatch):

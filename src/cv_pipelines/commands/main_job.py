@@ -44,15 +44,31 @@ class _Job:
     project_path: Path
     env: str | None
     state: dict[str, Any] = field(default_factory=dict)
+    _reader: Any = None
 
     def run(self, pipeline: str, params: dict | None = None) -> None:
         _run_pipeline(self.project_path, pipeline, self.env, params)
 
     def load(self, name: str) -> Any:
-        return _load(self.project_path, self.env, name)
+        return self.catalog().load(name)
 
     def load_if_exists(self, name: str) -> Any:
-        return _load(self.project_path, self.env, name, missing=None)
+        catalog = self.catalog()
+        return catalog.load(name) if catalog.exists(name) else None
+
+    def catalog(self) -> Any:
+        """A new catalog of the project, as a ``kedro run`` sees it: its datasets read the disk afresh.
+
+        The catalogs come from one Kedro context, made on the first read, so the job pays
+        for one session's start-up (the hooks, kedro-mlflow's configuration) for all its reads.
+        """
+        if self._reader is None:
+            from kedro.framework.session import KedroSession
+
+            session = KedroSession.create(project_path=self.project_path, env=self.env)
+            with session:
+                self._reader = session.load_context()
+        return self._reader.catalog
 
 
 def run_main_job(project_path: Path, env: str | None = None) -> list[StepReport]:
@@ -116,7 +132,7 @@ def _training(job: _Job) -> str:
     # Training is the expensive step: a model already trained on this very export with
     # these parameters is not trained again (deterministic training would repeat it).
     export = job.state["export"]
-    trained = _current_training(job.project_path, job.env, export["content_hash"])
+    trained = _current_training(job, export["content_hash"])
     if trained is not None:
         job.state["trained"] = trained
         return (
@@ -226,34 +242,19 @@ def _latest_dataset_tag(project_path: Path, env: str | None) -> str | None:
     return tags[0] if tags else None
 
 
-def _current_training(project_path: Path, env: str | None, export_hash: str) -> dict | None:
+def _current_training(job: _Job, export_hash: str) -> dict | None:
     """The last training's summary if it trained on this export with today's parameters."""
-    from cv_pipelines.config.loader import project_parameters
+    from cv_pipelines.config.loader import section_parameters
     from cv_pipelines.models.training import parameters_hash
 
-    trained = _load(project_path, env, "trained_model", missing=None)
+    trained = job.load_if_exists("trained_model")
     if trained is None:
         return None
     summary = trained.summary
-    training = project_parameters(env, root=project_path)["training"]
+    training = section_parameters("training", env=job.env, root=job.project_path)
     if summary.get("export_content_hash") != export_hash or summary.get("parameters_hash") != parameters_hash(training):
         return None
     return summary
-
-
-_REQUIRED = object()
-
-
-def _load(project_path: Path, env: str | None, name: str, missing: Any = _REQUIRED) -> Any:
-    """Catalog entry ``name`` as a ``kedro run`` of this project sees it; ``missing`` when it does not exist yet."""
-    from kedro.framework.session import KedroSession
-
-    session = KedroSession.create(project_path=project_path, env=env)
-    with session:
-        catalog = session.load_context().catalog
-        if missing is not _REQUIRED and not catalog.exists(name):
-            return missing
-        return catalog.load(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cv_pipelines.config.parameters import DeploymentParams
 from cv_pipelines.models.training import ultralytics_model
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def log_packaged_model(
     )
 
 
-def build_package(weights: Path, family: str, work_dir: Path, deployment: dict[str, Any], project_root: Path):
+def build_package(weights: Path, family: str, work_dir: Path, deployment: DeploymentParams, project_root: Path):
     """The files and config of a packaged model, in ``work_dir``: ``(weights, onnx, config)``.
 
     The weights are copied first, so the ONNX file Ultralytics writes beside them lands
@@ -151,11 +152,11 @@ def build_package(weights: Path, family: str, work_dir: Path, deployment: dict[s
     info = checkpoint_info(staged, family)
     onnx = export_onnx(staged, info["imgsz"], project_root, family)
     config = {
-        "use_onnx": deployment["use_onnx"],
+        "use_onnx": deployment.use_onnx,
         "family": family,
         "names": info["names"],
         "imgsz": info["imgsz"],
-        **{key: deployment[key] for key in ("conf", "iou", "max_det", "max_image_bytes", "max_image_pixels")},
+        **deployment.model_dump(include={"conf", "iou", "max_det", "max_image_bytes", "max_image_pixels"}),
     }
     return staged, onnx, config
 

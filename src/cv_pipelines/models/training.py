@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cv_pipelines.config.parameters import TrainingParams
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.versions import ExportRef, write_data_yaml
 from cv_pipelines.files.atomic import write_text_atomically
@@ -39,12 +40,12 @@ DATA_FILE = "data.yaml"
 # --- the parameters a run trains with -----------------------------------------------------
 
 
-def parameters_hash(training: Mapping[str, Any]) -> str:
-    """A digest of the training parameters that change the model (not resume/output folder)."""
+def parameters_hash(training: TrainingParams) -> str:
+    """A digest of the training parameters that change the model (not ``resume`` nor the export's pin)."""
     import hashlib
     import json
 
-    relevant = {key: value for key, value in training.items() if key not in {"resume", "output_dir", "export_version"}}
+    relevant = training.model_dump(mode="json", exclude={"resume", "export_version"})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

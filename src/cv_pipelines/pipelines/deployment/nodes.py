@@ -39,19 +39,18 @@ LINEAGE_KEYS = (
 )
 
 
-def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[str, Any]) -> PackagedModel:
+def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: DeploymentParams) -> PackagedModel:
     """The evaluated model's weights and ONNX file, config and input example; empty when nothing is deployed.
 
     Nothing is packaged for a rollback (``action: rollback``) or for a training run that
     is already registered (the handle then carries the version found, for
     ``register_model``); the ``packaged_model`` dataset logs the rest into this run.
     """
-    deployment = DeploymentParams.model_validate(deployment).model_dump()
-    if deployment["action"] == "rollback":
+    if deployment.action == "rollback":
         return PackagedModel()
     active = _tracked_run()
     model_registry.tag_deployment_run({DEPLOYMENT_TAG: "true", "deployed_run_id": evaluated.run_id})
-    existing = model_registry.version_of_training_run(mlflow_client(), deployment["model_name"], evaluated.run_id)
+    existing = model_registry.version_of_training_run(mlflow_client(), deployment.model_name, evaluated.run_id)
     if existing is not None:
         return PackagedModel(
             registered_version=str(existing.version), registered_aliases=tuple(sorted(existing.aliases))
@@ -71,12 +70,11 @@ def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: dict[st
     return PackagedModel(weights=weights, onnx=onnx, config=config, example=example)
 
 
-def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment: dict[str, Any]) -> dict[str, Any]:
+def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment: DeploymentParams) -> dict[str, Any]:
     """Register the logged model as ``challenger`` and let the gate promote it; or skip, or roll back."""
-    deployment = DeploymentParams.model_validate(deployment).model_dump()
     client = mlflow_client()
-    name = deployment["model_name"]
-    if deployment["action"] == "rollback":
+    name = deployment.model_name
+    if deployment.action == "rollback":
         return _rollback(client, name)
     if packaged.registered_version is not None:  # package_model asked the registry, once
         return _skipped(name, evaluated.run_id, packaged)
@@ -100,7 +98,7 @@ def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment:
         "evaluation_run_id": tags["evaluation_run_id"] or None,
         "split": summary.get("split", "test"),
         "metrics": summary.get("metrics"),
-        "use_onnx": deployment["use_onnx"],
+        "use_onnx": deployment.use_onnx,
         "onnx": project_relative(packaged.onnx, project_root()) if packaged.onnx else None,
     }
 
@@ -119,7 +117,7 @@ def _tracked_run():
     return active
 
 
-def _version_tags(client, evaluated: TrackedModel, active, config: dict[str, Any], deployment: dict[str, Any]):
+def _version_tags(client, evaluated: TrackedModel, active, config: dict[str, Any], deployment: DeploymentParams):
     """The model version's tags: the training, evaluation and deployment runs, the code and the data."""
     try:
         run = training_run(client, evaluated.run_id, allow_unfinished=active.info.run_id)
@@ -142,7 +140,7 @@ def _version_tags(client, evaluated: TrackedModel, active, config: dict[str, Any
         **{f"{split}/{metric}": str(value) for metric, value in (summary.get("metrics") or {}).items()},
         "evaluated_split": split,
         "model_family": evaluated.family,
-        "use_onnx": str(deployment["use_onnx"]).lower(),
+        "use_onnx": str(deployment.use_onnx).lower(),
         "imgsz": str(config["imgsz"]),
     }
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from cv_pipelines.config.parameters import EvaluationParams
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.errors import ExportNotFoundError
 from cv_pipelines.exports.versions import ExportRef, find_export, write_data_yaml
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.evaluation import (
@@ -37,12 +39,12 @@ logger = logging.getLogger(__name__)
 
 
 def select_models(
-    trained: TrackedModel, champion: TrackedModel | None, runs: RunFolders, evaluation: dict[str, Any]
+    trained: TrackedModel, champion: TrackedModel | None, runs: RunFolders, evaluation: EvaluationParams
 ) -> dict[str, Any]:
     """The plan: the model, the export split it is measured on, and the champion to compare with."""
     root = project_root()
     try:
-        device = check_device(evaluation["device"])
+        device = check_device(evaluation.device)
     except DeviceUnavailableError as exc:
         raise ConfigurationError(exc.naming("evaluation.device")) from None
     active = active_run()
@@ -69,19 +71,19 @@ def select_models(
     logger.info(
         "Evaluating training run %s on the %s split of %s%s",
         plan["run_id"],
-        evaluation["split"],
+        evaluation.split,
         export.name,
         f" against champion version {plan['champion']['version']}" if plan["champion"] else " (no champion yet)",
     )
     return plan
 
 
-def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]) -> tuple[Any, ...]:
+def evaluate_models(plan: dict[str, Any], evaluation: EvaluationParams) -> tuple[Any, ...]:
     """Metrics, per-class table, plots and worst images of the model (and the champion); the evaluated model."""
     root = project_root()
-    split = evaluation["split"]
+    split = evaluation.split
     result, errors, champion_result = _measure(plan, evaluation, root)
-    worst = errors.per_image[errors.per_image["errors"] > 0].head(evaluation["worst_images"]).reset_index(drop=True)
+    worst = errors.per_image[errors.per_image["errors"] > 0].head(evaluation.worst_images).reset_index(drop=True)
     metrics = {f"{split}/{name}": value for name, value in result.metrics.items()}
     for row in result.per_class.itertuples(index=False):
         if row.instances:
@@ -114,25 +116,25 @@ def evaluate_models(plan: dict[str, Any], evaluation: dict[str, Any]) -> tuple[A
     )
 
 
-def _measure(plan: dict[str, Any], evaluation: dict[str, Any], root) -> tuple[Any, Any, Any]:
+def _measure(plan: dict[str, Any], evaluation: EvaluationParams, root) -> tuple[Any, Any, Any]:
     """Ultralytics' validation of the model (for mAP, and at ``worst_conf`` for errors) and of the champion."""
     out_dir = root / plan["out_dir"]
     data_yaml = root / plan["data_yaml"]
     common = {
-        "split": evaluation["split"],
-        "iou": evaluation["iou"],
+        "split": evaluation.split,
+        "iou": evaluation.iou,
         "device": plan["device"],
-        "batch": evaluation["batch"],
+        "batch": evaluation.batch,
         "project_root": root,
     }
     weights, family = root / plan["weights"], plan["family"]
     result = evaluate_weights(
-        weights, data_yaml, conf=evaluation["conf"], out_dir=out_dir / "ultralytics", family=family, **common
+        weights, data_yaml, conf=evaluation.conf, out_dir=out_dir / "ultralytics", family=family, **common
     )
     errors = errors_at_confidence(
         weights,
         data_yaml,
-        conf=evaluation["worst_conf"],
+        conf=evaluation.worst_conf,
         out_dir=out_dir / "ultralytics_at_conf",
         family=family,
         **common,
@@ -143,7 +145,7 @@ def _measure(plan: dict[str, Any], evaluation: dict[str, Any], root) -> tuple[An
         champion_result = evaluate_weights(
             root / champion["weights"],
             data_yaml,
-            conf=evaluation["conf"],
+            conf=evaluation.conf,
             out_dir=out_dir / "ultralytics_champion",
             family=champion["family"],
             **common,
@@ -188,7 +190,12 @@ def _export_of(trained: TrackedModel, root) -> ExportRef:
             f"training run {trained.run_id} recorded no export path (data.export_path); evaluate a run trained by "
             "this version of the project"
         )
-    export = find_export(in_project(root, path).parent, lineage["label_set"], int(lineage["export_version"]))
+    try:
+        export = find_export(in_project(root, path).parent, lineage["label_set"], int(lineage["export_version"]))
+    except ExportNotFoundError as exc:
+        raise ConfigurationError(
+            f"the export training run {trained.run_id} was trained on is gone: {exc}; evaluate a newer run"
+        ) from None
     if export.lineage()["export_content_hash"] != lineage.get("export_content_hash"):
         raise ConfigurationError(
             f"export {export.name} no longer holds the data training run {trained.run_id} was trained "

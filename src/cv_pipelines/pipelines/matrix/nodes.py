@@ -20,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 
+from cv_pipelines.config.parameters import EvaluationParams, MatrixParams, TrainingParams
 from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.errors import ExportNotFoundError
 from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import candidate_runs
@@ -42,22 +44,20 @@ from cv_pipelines.models.training import (
 logger = logging.getLogger(__name__)
 
 
-def _selected(name: str, matrix: dict[str, Any]) -> bool:
-    from cv_pipelines.config.parameters import MatrixParams
-
-    settings = MatrixParams.model_validate(matrix)
-    return (not settings.only or name in settings.only) and name not in settings.exclude
+def _selected(name: str, matrix: MatrixParams) -> bool:
+    return (not matrix.only or name in matrix.only) and name not in matrix.exclude
 
 
 def train_candidate(
-    name: str, export: ExportRef, runs: RunFolders, training: dict[str, Any], matrix: dict[str, Any]
+    name: str, export: ExportRef, runs: RunFolders, training: TrainingParams, matrix: MatrixParams
 ) -> dict:
     """Train candidate ``name`` on ``export`` in its own nested MLflow run, with retries."""
     result: dict[str, Any] = {"candidate": name, "status": "skipped", "attempts": 0, "run_id": None, "error": None}
     if not _selected(name, matrix):
         logger.info("Candidate %s: skipped (matrix.only / matrix.exclude)", name)
         return result
-    params = candidate_parameters(name, training, matrix)
+    # The trainers' interface takes plain mappings (a trainer may live outside this package).
+    params = candidate_parameters(name, training.model_dump(), matrix.model_dump())
     spec = params.pop("trainer")
     trainer = load_trainer(spec)
     try:
@@ -65,7 +65,10 @@ def train_candidate(
     except DeviceUnavailableError as exc:
         raise ConfigurationError(exc.naming(_device_key(name, matrix))) from None
     if params.get("export_version") is not None and int(params["export_version"]) != export.version:
-        export = find_export(export.path.parent, export.info.get("label_set", ""), int(params["export_version"]))
+        try:
+            export = find_export(export.path.parent, export.info.get("label_set", ""), int(params["export_version"]))
+        except ExportNotFoundError as exc:
+            raise ConfigurationError(f"matrix.candidates.{name}.export_version: {exc}") from None
     parent_id = candidate_runs.parent_run_id()
     if parent_id is None:
         raise ConfigurationError(
@@ -74,13 +77,13 @@ def train_candidate(
         )
     result |= {"trainer": spec, "model": params["model"], "imgsz": params["imgsz"], "epochs": params["epochs"]}
     result["export"] = export.name
-    attempts = 1 + int(matrix.get("retries", 0))
+    attempts = 1 + matrix.retries
     for attempt in range(1, attempts + 1):
         result["attempts"] = attempt
         if _train_attempt(name, attempt, attempts, trainer, export, runs, params, device, parent_id, result):
             return result
     result["status"] = "failed"
-    if matrix.get("fail_fast"):
+    if matrix.fail_fast:
         raise ConfigurationError(f"matrix candidate {name} failed after {attempts} attempt(s): {result['error']}")
     return result
 
@@ -138,7 +141,7 @@ def _train_attempt(name, attempt, attempts, trainer, export, runs, params, devic
     return True
 
 
-def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str, Any]) -> dict:
+def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: EvaluationParams) -> dict:
     """The candidate's test-split metrics, logged into its own run."""
     if trained["status"] != "trained":
         return dict(trained)
@@ -149,21 +152,21 @@ def evaluate_candidate(name: str, trained: dict[str, Any], evaluation: dict[str,
         metrics = trainer.evaluate(
             trained=model,
             data_yaml=root / trained["data_yaml"],
-            split=evaluation["split"],
-            evaluation=evaluation,
+            split=evaluation.split,
+            evaluation=evaluation.model_dump(),
             device=trained["device"],
-            out_dir=root / trained["run_dir"] / f"evaluation_{evaluation['split']}",
+            out_dir=root / trained["run_dir"] / f"evaluation_{evaluation.split}",
             project_root=root,
         )
-        candidate_runs.log_candidate_metrics(metrics, evaluation["split"], trained["run_id"])
+        candidate_runs.log_candidate_metrics(metrics, evaluation.split, trained["run_id"])
     headline = {key: float(metrics[key]) for key in HEADLINE}
     logger.info("Candidate %s: %s", name, ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
-    return {**trained, "status": "ok", "split": evaluation["split"], **headline}
+    return {**trained, "status": "ok", "split": evaluation.split, **headline}
 
 
-def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
+def rank_candidates(matrix: MatrixParams, *results: dict[str, Any]):
     """The leaderboard (table, plot) and the summary naming the candidate that goes forward."""
-    rank_by = matrix.get("rank_by", "mAP50-95")
+    rank_by = matrix.rank_by
     columns = [
         "rank",
         "candidate",
@@ -217,9 +220,9 @@ def rank_candidates(matrix: dict[str, Any], *results: dict[str, Any]):
     return frame, _leaderboard_figure(frame, rank_by), summary
 
 
-def check_required(summary: dict[str, Any], matrix: dict[str, Any]) -> None:
+def check_required(summary: dict[str, Any], matrix: MatrixParams) -> None:
     """Fail the run when a required candidate failed (the leaderboard is written by now)."""
-    required = matrix.get("required", "all")
+    required = matrix.required
     failed = summary["failed"]
     names = list(failed) if required == "all" else [n for n in failed if n in (required or [])]
     if names:
@@ -233,9 +236,9 @@ def check_required(summary: dict[str, Any], matrix: dict[str, Any]) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _device_key(name: str, matrix: dict[str, Any]) -> str:
+def _device_key(name: str, matrix: MatrixParams) -> str:
     """The parameter that set candidate ``name``'s device: its own override, else the training's."""
-    overrides = (matrix.get("candidates") or {}).get(name) or {}
+    overrides = matrix.candidates.get(name) or {}
     return f"matrix.candidates.{name}.device" if "device" in overrides else "training.device"
 
 

@@ -17,8 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cv_pipelines.config.parameters import TrainingParams
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.exports.errors import ExportNotFoundError
 from cv_pipelines.exports.versions import ExportRef, find_export
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import lineage
@@ -51,7 +53,7 @@ logger = logging.getLogger(__name__)
 RUN_DIR_TAG = "cv_pipelines.run_dir"
 
 
-def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, Any]) -> dict[str, Any]:
+def prepare_training(export: ExportRef, runs: RunFolders, training: TrainingParams) -> dict[str, Any]:
     """The run folder (new, or the interrupted one to resume), the device and the lineage to record.
 
     Everything that can be wrong with the request is found here, before a model is
@@ -60,13 +62,13 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
     """
     root = project_root()
     try:
-        device = check_device(training["device"])
+        device = check_device(training.device)
     except DeviceUnavailableError as exc:
         raise ConfigurationError(exc.naming("training.device")) from None
     _check_pinned_export(export, training)
     run = active_run()
     run_id = run.info.run_id if run else None
-    resume = training["resume"]
+    resume = training.resume
     if resume:
         run_dir = interrupted_run(runs, resume if isinstance(resume, str) else None)
         recorded = read_run_record(run_dir)
@@ -77,7 +79,7 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
             "mlflow_run_id": run_id,
             "export_path": project_relative(export.path, root),
             **export.lineage(),
-            "model": training["model"],
+            "model": training.model,
             "parameters_hash": parameters_hash(training),
         }
         run_dir = start_run_folder(runs, run_id, export, recorded)
@@ -91,7 +93,7 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
         "code_commit": code_commit,
         "code_dirty": code_dirty,
         "resumed_from_run_id": recorded.get("mlflow_run_id") if resume else None,
-        "model_family": model_family(recorded.get("model", training["model"])),
+        "model_family": model_family(recorded.get("model", training.model)),
         "parameters_hash": recorded.get("parameters_hash"),
     }
     if run is not None:
@@ -100,13 +102,13 @@ def prepare_training(export: ExportRef, runs: RunFolders, training: dict[str, An
     return plan
 
 
-def train_model(plan: dict[str, Any], training: dict[str, Any]) -> TrackedModel:
+def train_model(plan: dict[str, Any], training: TrainingParams) -> TrackedModel:
     """Train, logging each epoch's metrics into the run as it ends; the trained model (its record is the run's summary)."""
     root = project_root()
     run = active_run()
     run_id = run.info.run_id if run else None
     run_dir = root / plan["run_dir"]
-    model = training["model"]
+    model = training.model
     if model.endswith(".pt"):  # a local checkpoint to fine-tune, relative to the project
         model = str(in_project(root, model))
     result = train_yolo(
@@ -117,7 +119,13 @@ def train_model(plan: dict[str, Any], training: dict[str, Any]) -> TrackedModel:
         device=plan["device"],
         project_root=root,
         on_epoch_end=_epoch_logger(run_id, plan["resumed_from_run_id"], run_dir),
-        **{key: training[key] for key in ("epochs", "imgsz", "batch", "seed", "patience", "workers", "extra_args")},
+        epochs=training.epochs,
+        imgsz=training.imgsz,
+        batch=training.batch,
+        seed=training.seed,
+        patience=training.patience,
+        workers=training.workers,
+        extra_args=training.extra_args,
     )
     summary = {
         "mlflow_run_id": run_id,
@@ -198,8 +206,8 @@ def _log_earlier_epochs(client, earlier_run_id: str, run_id: str, resumed_at: in
     logger.info("Logged epochs 1 to %d of the training resumed from run %s", resumed_at - 1, earlier_run_id)
 
 
-def _check_pinned_export(export: ExportRef, training: dict[str, Any]) -> None:
-    pinned = training.get("export_version")
+def _check_pinned_export(export: ExportRef, training: TrainingParams) -> None:
+    pinned = training.export_version
     if pinned is not None and int(pinned) != export.version:
         raise ConfigurationError(
             f"training.export_version is {pinned} but the catalog's yolo_export loaded version {export.version}; "
@@ -239,7 +247,12 @@ def _log_plan(export: ExportRef, plan: dict[str, Any]) -> None:
 def _export_of_run(root: Path, run_dir: Path, recorded: dict[str, Any]) -> ExportRef:
     """The export an interrupted run was training on, unchanged since."""
     path = root / recorded["export_path"]
-    export = find_export(path.parent, recorded["label_set"], int(recorded["export_version"]))
+    try:
+        export = find_export(path.parent, recorded["label_set"], int(recorded["export_version"]))
+    except ExportNotFoundError as exc:
+        raise ConfigurationError(
+            f"cannot resume {run_dir.name}: {exc}; start a new training (training.resume: false)"
+        ) from None
     if export.lineage()["export_content_hash"] != recorded["export_content_hash"]:
         raise ConfigurationError(
             f"cannot resume {run_dir.name}: export {export.name} no longer holds the content it was training on; "
