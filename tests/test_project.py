@@ -162,6 +162,20 @@ def test_each_session_gets_its_own_mlflow_run_and_leaves_none_open(project, tmp_
     assert runs[0].data.params["import_coco.source"] == str(folder)
 
 
+def test_a_run_the_checks_stop_leaves_no_mlflow_run_open(project):
+    """The project's checks run before kedro-mlflow opens the run, so a stopped run leaves nothing open."""
+    import mlflow
+
+    from tests.conftest import run_pipeline
+
+    with pytest.raises(ConfigurationError, match="training"):
+        run_pipeline(project, "evaluation")  # nothing trained yet: stopped in before_pipeline_run
+    assert mlflow.active_run() is None
+    client = mlflow.MlflowClient(f"sqlite:///{project}/data/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("cv_pipelines")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+
+
 def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, tmp_path, monkeypatch):
     """kedro-mlflow remembers the last run id process-wide; the project's hook forgets it."""
     import mlflow

@@ -9,7 +9,7 @@ class ConfigurationError(click.ClickException):
     """A configuration or input mistake, with the fix in the message.
 
     A ``click.ClickException`` so the ``kedro`` command line prints only
-    ``Error: <message>`` and exits with status 1, before any work is done.
+    ``Error: <message>`` and exits with status 2 (a service failure exits with 3), before any work is done.
     """
 
     exit_code = 2

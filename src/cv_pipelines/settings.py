@@ -13,9 +13,11 @@ from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 apply_offline_defaults(PROJECT_ROOT)
 
-HOOKS = (ConfigCheckHooks(), project_mlflow_hook)
+# Hooks registered later run earlier: the checks run before kedro-mlflow opens a run, so
+# a pipeline they stop leaves no open MLflow run behind.
+HOOKS = (project_mlflow_hook, ConfigCheckHooks())
 # kedro-viz brings kedro-telemetry along; its session hooks never run in this project.
-# kedro-mlflow's own hook instance is replaced by the project's subclass (see hooks.py).
+# kedro-mlflow's own hook instance is replaced by the project's wrapper of it (see hooks.py).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry", "kedro_mlflow", "kedro-mlflow")  # either spelling of the wheel
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
