@@ -1,24 +1,36 @@
 """Fixtures: every test gets a throwaway copy of the project, never the checkout.
 
 A copy holds the project's code and configuration with its own empty ``data/``, its
-own MLflow database (created on first use under ``data/mlflow``), and its own git
+own MLflow database under ``data/mlflow`` (an empty, already migrated one copied from
+the session's template, or none at all for ``bare_project``), and its own git
 repository, so nothing a test does can write into this checkout or commit into its
 repository.
+
+For the whole session, and for every subprocess a test starts, tools keep their
+settings and caches in the session's temporary folder (never in the home folder), and
+nothing may reach the network beyond loopback (``tests/support/netguard``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cv_pipelines.config.offline import TELEMETRY_OFF
+from tests.support.mlflow_store import STORE, copy_mlflow_store, create_mlflow_store, relocate_mlflow_store
+from tests.support.netguard import sitecustomize as netguard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Put first on every subprocess's PYTHONPATH: its ``sitecustomize`` installs the network guard there.
+NETGUARD_DIR = Path(netguard.__file__).parent
 
 #: What a project copy is made of: the code and configuration, not data or environments.
 PROJECT_FILES = ("pyproject.toml", ".telemetry", ".gitignore", "dvc.yaml", "README.md")
@@ -33,8 +45,113 @@ def _IGNORED(folder: str, names: list[str]) -> set[str]:
         skipped |= {name for name in names if name == "credentials.yml"}
     return skipped
 
+
 #: Environment every project subprocess gets: offline, quiet, and pointed at the copy.
 OFFLINE_ENV = {**TELEMETRY_OFF, "PYTHONWARNINGS": "ignore"}
+
+#: Where tools would write into the home folder, and the session folder they get instead.
+#: XDG_* covers MLflow's telemetry id, Kedro's and DVC's user config, Jupyter's data and
+#: runtime files, torch's and Hugging Face's caches and Chromium's profile leftovers.
+TOOL_DIRS = {
+    "XDG_CONFIG_HOME": "config",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_DATA_HOME": "share",
+    "XDG_STATE_HOME": "state",
+    "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache (~/.cache/matplotlib otherwise)
+    "YOLO_CONFIG_DIR": "ultralytics",  # Ultralytics' settings.json, for code outside a project copy
+    "IPYTHONDIR": "ipython",  # `kedro ipython` creates a profile
+    "JUPYTER_CONFIG_DIR": "jupyter",  # JupyterLab's workspaces
+    "DVC_SITE_CACHE_DIR": "dvc-site-cache",  # DVC's repo index cache, /var/tmp/dvc otherwise
+}
+
+_SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
+_REFUSALS = pytest.StashKey["NetworkRefusals"]()
+
+
+@pytest.hookimpl(trylast=True)  # after the tmpdir plugin made the session's temporary folder
+def pytest_configure(config: pytest.Config) -> None:
+    """Before collection: tools offline and their files in the session folder; the network guard on.
+
+    Under pytest-xdist every worker makes its own session folder (its basetemp).
+    ``CV_TEST_ARTIFACTS`` (screenshots and logs the kedro-viz test leaves for a person)
+    defaults to it too; set it to keep them somewhere else.
+    """
+    session = config._tmp_path_factory.getbasetemp() / "session"
+    session.mkdir(exist_ok=True)
+    wanted = {name: str(session / folder) for name, folder in TOOL_DIRS.items()}
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(NETGUARD_DIR)]
+    wanted["PYTHONPATH"] = os.pathsep.join([str(NETGUARD_DIR), *inherited])
+    wanted[netguard.LOG_ENV] = str(session / "netguard.log")
+    defaults = {**TELEMETRY_OFF, "CV_TEST_ARTIFACTS": str(session / "test-artifacts")}
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two workers share the cores: torch outside Ultralytics (ONNX export, pyfunc
+        # predictions) would otherwise start a thread per core in each of them.
+        defaults["OMP_NUM_THREADS"] = "1"
+    config.stash[_SAVED_ENV] = {name: os.environ.get(name) for name in {*wanted, *defaults}}
+    os.environ.update(wanted)
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+    Path(wanted[netguard.LOG_ENV]).touch()
+    config.stash[_REFUSALS] = NetworkRefusals(Path(wanted[netguard.LOG_ENV]))
+    netguard.install()
+    # Kedro configures logging once, when kedro.framework.project is first imported, from
+    # the working directory's conf/logging.yml: dictConfig then replaces the root logger's
+    # handlers, caplog's among them. Done here, from the checkout, it happens before any
+    # test captures logs and always with the project's configuration.
+    logging.disable(logging.INFO)  # its "Using 'conf/logging.yml'" line, printed before the first test
+    try:
+        with contextlib.chdir(REPO_ROOT):
+            import kedro.framework.project  # noqa: F401
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Refusals no test's teardown took (a session fixture's teardown, say) fail the session."""
+    refusals = session.config.stash.get(_REFUSALS, None)
+    if refusals is not None and (left := refusals.take()):
+        session.config.get_terminal_writer().line(
+            "network guard: tried to reach the network beyond loopback outside any test:\n" + "\n".join(left), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    netguard.uninstall()
+    for name, value in config.stash.get(_SAVED_ENV, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+class NetworkRefusals:
+    """The network guard's log of this session (this pytest process and its children), read in order."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self._offset = 0
+
+    def take(self) -> list[str]:
+        """The attempts refused since the last ``take()``: during this test, its setup or the fixtures it started."""
+        with self.log.open("rb") as lines:
+            lines.seek(self._offset)
+            new = lines.read()
+        self._offset += len(new)
+        return new.decode("utf-8", "replace").splitlines()
+
+
+@pytest.fixture(autouse=True)
+def network_refusals(request: pytest.FixtureRequest) -> Iterator[NetworkRefusals]:
+    """Fail the test during which anything (this process or a subprocess) tried to go beyond loopback.
+
+    The guard already refused the attempt; this makes it a failure even when the code
+    that tried swallowed the error. A test that provokes refusals on purpose takes them.
+    """
+    refusals = request.config.stash[_REFUSALS]
+    yield refusals
+    if left := refusals.take():
+        pytest.fail("tried to reach the network beyond loopback:\n" + "\n".join(left), pytrace=False)
 
 
 def make_project_copy(target: Path) -> Path:
@@ -55,10 +172,53 @@ def make_project_copy(target: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A throwaway copy of the project; in-process code resolves paths against it."""
-    root = make_project_copy(tmp_path / "project")
+def copy_project(template: Path, target: Path) -> Path:
+    """A private copy at ``target`` of the project ``template``: every file, its git repository, its MLflow store.
+
+    The store is copied through SQLite's backup and rewritten to name ``target`` wherever
+    it named ``template`` (artifact folders, the Default experiment), so runs made in the
+    copy write their artifacts into the copy, never into the template.
+    """
+    db = template / STORE
+    sqlite_files = {db.name, f"{db.name}-journal", f"{db.name}-wal", f"{db.name}-shm"}
+
+    def store_files(folder: str, names: list[str]) -> set[str]:
+        return sqlite_files & set(names) if Path(folder) == db.parent else set()
+
+    shutil.copytree(template, target, symlinks=True, ignore=store_files)
+    if db.exists():
+        copy_mlflow_store(db, target / STORE)
+        relocate_mlflow_store(target / STORE, template, target)
+    return target
+
+
+def tree_fingerprint(root: Path) -> dict[str, tuple[int, int]]:
+    """``relative path -> (size, mtime_ns)`` of every file under ``root``: compared to prove a template untouched."""
+    return {
+        path.relative_to(root).as_posix(): (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in root.rglob("*")
+        if not path.is_dir() or path.is_symlink()
+    }
+
+
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The project every ``project`` copies: code, configuration, a git repo, an empty migrated MLflow store.
+
+    Built once per session (per worker under pytest-xdist: each has its own basetemp).
+    Migrating a new SQLite store takes seconds, and every Kedro session opens it
+    (kedro-mlflow's setup), also for pipelines it does not track; a copy opens at once.
+    No test may change the template itself: that is checked when the session ends.
+    """
+    root = make_project_copy(tmp_path_factory.mktemp("project_template"))
+    create_mlflow_store(root)
+    before = tree_fingerprint(root)
+    yield root
+    assert tree_fingerprint(root) == before, f"a test changed the project template {root}"
+
+
+def use_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point in-process code at the project ``root`` (its root, its Ultralytics settings, offline), and go there."""
     monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(root))
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(root / ".ultralytics"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -70,12 +230,31 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def project(project_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway copy of the project, with an empty MLflow store; in-process code resolves paths against it."""
+    return use_project(copy_project(project_template, tmp_path / "project"), monkeypatch)
+
+
+@pytest.fixture
+def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway copy of the project without an MLflow store: for tests of what a fresh project makes itself."""
+    return use_project(make_project_copy(tmp_path / "project"), monkeypatch)
+
+
 def project_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess working in the project copy ``root``: offline, guarded, pointed at ``root``.
+
+    A ``PYTHONPATH`` in ``extra`` comes after the network guard's folder, which stays first.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CVAT_", "MLFLOW_TRACKING"))}
     env.update(OFFLINE_ENV)
     env["CV_PIPELINES_PROJECT_ROOT"] = str(root)
     env["YOLO_CONFIG_DIR"] = str(root / ".ultralytics")
     env.update(extra)
+    if "PYTHONPATH" in extra:
+        paths = [str(NETGUARD_DIR), *(p for p in extra["PYTHONPATH"].split(os.pathsep) if p and p != str(NETGUARD_DIR))]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from cv_pipelines.images.ingestion import read_images_registry
 from cv_pipelines.registries import parts as registry_parts
-from tests.conftest import run_kedro, run_pipeline
+from tests.conftest import run_pipeline
+from tests.support.cli import kedro_cli
 from tests.support.images import image_bytes, write
 
 LABELS = ["circle", "square", "triangle", "star", "ring"]
@@ -89,10 +90,10 @@ def test_reimport_replaces_rows_instead_of_duplicating(project):
 
 
 def test_import_without_a_source_says_how_to_give_one(project):
-    completed = run_kedro(project, "run", "--pipelines", "import_coco")
-    assert completed.returncode != 0
-    assert "--params import_coco.source=<folder>" in completed.stderr
-    assert "Traceback" not in completed.stderr
+    result = kedro_cli(project, "run", "--pipelines", "import_coco", env=None)
+    assert result.exit_code == 2, result.output
+    assert "--params import_coco.source=<folder>" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # one sentence, not a traceback
 
 
 def test_a_broken_coco_file_stops_before_anything_is_stored(project):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -13,7 +17,10 @@ import pytest
 
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.labeling.cvat_connection import resolve_cvat_connection
-from tests.conftest import REPO_ROOT, project_env, run_kedro
+from tests.conftest import NETGUARD_DIR, REPO_ROOT, copy_project, project_env, run_kedro
+from tests.support.cli import kedro_cli
+from tests.support.mlflow_store import STORE, cells_naming, relocate_mlflow_store
+from tests.support.netguard.sitecustomize import NetworkGuardRefusal
 
 SIX_PIPELINES = {"ingestion", "labeling", "export", "training", "evaluation", "deployment"}
 
@@ -30,36 +37,38 @@ def test_registry_lists_the_six_pipelines(project):
 
 
 def test_unknown_parameter_stops_with_one_sentence_before_any_work(project):
+    """The real command's exit status and stderr for a ConfigurationError (the other mistakes run in-process)."""
     completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "ingestion.drop_zon=elsewhere")
-    assert completed.returncode != 0
+    assert completed.returncode == 2, completed.stderr
     assert "Unknown parameter 'ingestion.drop_zon'" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (project / "data/registry").exists()
 
 
-def test_missing_model_weights_stop_before_any_download(project):
-    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "training.model=weights/best.pt")
-    assert completed.returncode != 0
-    assert "model weights 'weights/best.pt' do not exist" in completed.stderr
-    assert "yolov8n.yaml" in completed.stderr  # the sentence names the fix
-    assert "Traceback" not in completed.stderr
-    assert "Downloading" not in completed.stderr + completed.stdout
+def test_missing_model_weights_stop_before_any_download(project, caplog):
+    result = kedro_cli(project, "run", "--pipelines", "ingestion", "--params", "training.model=weights/best.pt", env=None)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # a one-sentence error, not a traceback
+    assert "model weights 'weights/best.pt' do not exist" in result.stderr
+    assert "yolov8n.yaml" in result.stderr  # the sentence names the fix
+    assert "Downloading" not in result.output + caplog.text
 
 
 def test_invalid_value_is_named_with_its_key(project):
-    completed = run_kedro(project, "run", "--pipelines", "ingestion", "--params", "export.split_seed=abc")
-    assert completed.returncode != 0
-    assert "Parameter 'export.split_seed' is invalid" in completed.stderr
+    result = kedro_cli(project, "run", "--pipelines", "ingestion", "--params", "export.split_seed=abc", env=None)
+    assert result.exit_code == 2, result.output
+    assert "Parameter 'export.split_seed' is invalid" in result.stderr
 
 
 def test_missing_cvat_credentials_stop_a_cvat_pipeline_before_it_starts(project):
-    completed = run_kedro(project, "run", "--pipelines", "labeling", "--env", "test")
-    assert completed.returncode != 0
-    assert re.search(r"No CVAT server is configured: .*conf/local/credentials.yml", completed.stderr), completed.stderr[-2000:]
-    assert "Traceback" not in completed.stderr
+    result = kedro_cli(project, "run", "--pipelines", "labeling")
+    assert result.exit_code == 2, result.output
+    assert re.search(r"No CVAT server is configured: .*conf/local/credentials.yml", result.stderr), result.output[-2000:]
+    assert isinstance(result.exception, SystemExit)
     assert not (project / "data/registry").exists()  # not even the exclusions step ran
     # A pipeline that does not talk to CVAT needs no credentials.
-    assert run_kedro(project, "run", "--pipelines", "demo_data", "--env", "test").returncode == 0
+    demo = kedro_cli(project, "run", "--pipelines", "demo_data")
+    assert demo.exit_code == 0, demo.output
 
 
 def test_cvat_credentials_from_file_and_environment_never_print_secrets():
@@ -75,10 +84,13 @@ def test_cvat_credentials_from_file_and_environment_never_print_secrets():
         resolve_cvat_connection({"host": "http://x"}, environ={})
 
 
-def test_mlflow_uses_the_embedded_sqlite_store_of_the_project(project):
+def test_mlflow_uses_the_embedded_sqlite_store_of_the_project(bare_project):
+    """A fresh project (no store yet, unlike the copies of the session's template) creates its own."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    project = bare_project
+    assert not (project / "data/mlflow").exists()
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="test") as session:
         context = session.load_context()
@@ -176,16 +188,16 @@ def test_a_run_the_checks_stop_leaves_no_mlflow_run_open(project):
     assert experiment is None or client.search_runs([experiment.experiment_id]) == []
 
 
-def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, tmp_path, monkeypatch):
+def test_an_untracked_session_after_a_tracked_one_reopens_no_old_run(project, project_template, tmp_path, monkeypatch):
     """kedro-mlflow remembers the last run id process-wide; the project's hook forgets it."""
     import mlflow
 
-    from tests.conftest import make_project_copy, run_pipeline
+    from tests.conftest import run_pipeline
     from tests.test_import_coco import coco_folder
 
     folder, _ = coco_folder(tmp_path)
     run_pipeline(project, "import_coco", params={"import_coco": {"source": str(folder)}})
-    other = make_project_copy(tmp_path / "other")
+    other = copy_project(project_template, tmp_path / "other")
     monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(other))
     monkeypatch.chdir(other)
     run_pipeline(other, "ingestion")  # tracking disabled; must not touch the first run
@@ -237,12 +249,118 @@ def test_ingestion_import_labeling_and_snapshot_join_one_graph():
         assert not any(i.startswith("params:") and "registry" in i for i in pipelines[name].inputs())
 
 
-def test_following_the_readme_credentials_step_breaks_no_kedro_command(project):
+def test_following_the_readme_credentials_step_breaks_no_kedro_command(project, caplog):
     """`cp conf/local/credentials.yml.example conf/local/credentials.yml` (the README's step) keeps
     every command working: Kedro loads `credentials*` files, so a loaded example would collide."""
     example = project / "conf/local/credentials.yml.example"
     assert example.is_file()
     (project / "conf/local/credentials.yml").write_text(example.read_text())
-    completed = run_kedro(project, "registry", "list")
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "Duplicate keys" not in completed.stderr and "- ingestion" in completed.stdout
+    result = kedro_cli(project, "registry", "list", env=None)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "Duplicate keys" not in result.stderr + caplog.text and "- ingestion" in result.stdout
+
+
+#: TEST-NET-3 (RFC 5737): documentation addresses, never routed.
+UNROUTED = ("203.0.113.1", 80)
+
+_SUBPROCESS_PROBE = """
+import socket, sys
+for attempt in (lambda: socket.create_connection(("203.0.113.1", 80), timeout=5),
+                lambda: socket.getaddrinfo("example.com", 443)):
+    try:
+        attempt()
+        print("reached")
+    except OSError as refused:
+        print(type(refused).__name__, refused)
+with socket.create_connection(("localhost", int(sys.argv[1])), timeout=5) as loopback:
+    loopback.sendall(b"loopback works")
+"""
+
+
+def test_the_network_guard_refuses_beyond_loopback_here_and_in_subprocesses(tmp_path, network_refusals):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        # In this process: refused before the real call, so the socket never started a
+        # connection (a non-blocking connect that had sent a SYN would make the next one EALREADY).
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            started = time.perf_counter()
+            with pytest.raises(NetworkGuardRefusal, match=re.escape("203.0.113.1")):
+                sock.connect(UNROUTED)
+            with pytest.raises(NetworkGuardRefusal):
+                sock.connect_ex(UNROUTED)
+            assert time.perf_counter() - started < 1
+            assert sock.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+            accepted, _ = server.accept()
+            accepted.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for attempt in (
+                lambda: socket.create_connection(UNROUTED, timeout=5),
+                lambda: socket.getaddrinfo("example.com", 443),
+                lambda: socket.gethostbyname("example.com"),
+                lambda: udp.sendto(b"query", ("8.8.8.8", 53)),
+            ):
+                with pytest.raises(NetworkGuardRefusal):
+                    attempt()
+        with pytest.raises(socket.gaierror):  # an offline machine's error, for code that catches that one
+            socket.getaddrinfo("example.com", 443)
+        with socket.create_connection(("localhost", port), timeout=5) as client:
+            client.sendall(b"ping")
+            accepted, _ = server.accept()
+            with accepted:
+                assert accepted.recv(4) == b"ping"
+        assert len(network_refusals.take()) == 7  # each one logged, for the test it happened in
+
+        # In a subprocess, through the sitecustomize on PYTHONPATH (a PYTHONPATH given to
+        # project_env comes after it, as the matrix tests give one).
+        env = project_env(tmp_path, PYTHONPATH=str(REPO_ROOT))
+        assert env["PYTHONPATH"].split(os.pathsep)[:2] == [str(NETGUARD_DIR), str(REPO_ROOT)]
+        child = subprocess.Popen([sys.executable, "-c", _SUBPROCESS_PROBE, str(port)], env=env, cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        server.settimeout(60)
+        accepted, _ = server.accept()
+        with accepted:
+            assert accepted.recv(64) == b"loopback works"
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    refused = out.splitlines()
+    assert len(refused) == 2, out
+    assert refused[0].startswith("ConnectRefused") and "connecting to ('203.0.113.1', 80) refused" in refused[0]
+    assert refused[1].startswith("LookupRefused") and "looking up 'example.com'" in refused[1]
+    logged = network_refusals.take()
+    assert [line.split(": ", 1)[1] for line in logged] == ["connecting to ('203.0.113.1', 80)", "looking up 'example.com' (port 443)"]
+
+
+def test_a_copied_project_has_its_own_mlflow_store_naming_only_itself(project, tmp_path, monkeypatch):
+    """The store records absolute paths (artifact folders, the export a run read): a copy names the copy."""
+    import mlflow
+
+    from tests.conftest import run_pipeline, use_project
+    from tests.test_import_coco import coco_folder
+
+    folder, _ = coco_folder(tmp_path)
+    run_pipeline(project, "import_coco", params={"import_coco": {"source": str(folder)}})
+    assert cells_naming(project / STORE, project)  # experiments, runs, tags name the project
+    copy = use_project(copy_project(project, tmp_path / "copy"), monkeypatch)
+
+    assert cells_naming(copy / STORE, project) == []
+    client = mlflow.MlflowClient(f"sqlite:///{copy / STORE}")
+    experiment = client.get_experiment_by_name("cv_pipelines")
+    assert experiment.artifact_location == (copy / "data/mlflow/artifacts").as_uri()
+    assert client.get_experiment_by_name("Default").artifact_location == str(copy / "mlruns/0")
+    (first,) = client.search_runs([experiment.experiment_id])
+    assert first.info.artifact_uri.startswith((copy / "data/mlflow/artifacts").as_uri() + "/")
+    artifacts_before = sorted((project / "data/mlflow/artifacts").rglob("*"))
+    run_pipeline(copy, "import_coco", params={"import_coco": {"source": str(folder)}})
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and all(run.info.artifact_uri.startswith(copy.as_uri()) for run in runs)
+    assert sorted((project / "data/mlflow/artifacts").rglob("*")) == artifacts_before  # nothing written there
+
+    # Only whole paths move: a sibling folder whose name starts with the root's stays as it is.
+    with sqlite3.connect(copy / STORE) as db:
+        db.execute("insert into experiment_tags (key, value, experiment_id) values ('sibling', ?, ?)",
+                   (f"{copy}2/x", experiment.experiment_id))
+    relocate_mlflow_store(copy / STORE, copy, tmp_path / "third")
+    with sqlite3.connect(copy / STORE) as db:
+        assert db.execute("select value from experiment_tags where key = 'sibling'").fetchall() == [(f"{copy}2/x",)]
+    assert cells_naming(copy / STORE, tmp_path / "third")
