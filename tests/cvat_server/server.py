@@ -72,6 +72,8 @@ class CvatStandIn:
         self.users = dict(users or {"annotator": "secret"})
         self.tokens = set(tokens or {"test-token"})
         self.sessions: set[str] = set()
+        #: Every secret a login handed out (session ids, CSRF tokens, keys): none may be written anywhere.
+        self.issued_secrets: set[str] = set()
         self.projects: dict[int, dict] = {}
         self.labels: dict[int, dict] = {}
         self.tasks: dict[int, Task] = {}
@@ -350,9 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.cvat.users.get(data.get("username")) != data.get("password"):
             return self._send(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
         session, csrf = secrets.token_hex(8), secrets.token_hex(8)
+        key = secrets.token_hex(8)
         self.cvat.sessions.add(session)
+        self.cvat.issued_secrets |= {session, csrf, key}
         self.send_response(200)
-        body_out = json.dumps({"key": secrets.token_hex(8)}).encode()
+        body_out = json.dumps({"key": key}).encode()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body_out)))
         self.send_header("Set-Cookie", f"sessionid={session}; Path=/")
