@@ -111,6 +111,66 @@ def test_a_full_loop_creates_pulls_and_opens_the_next_batch(project, cvat, five_
     assert len(registry(project, "labels")) == 2 + len(next_task.frames)
 
 
+def annotate_finished_batches(server: CvatStandIn, done: set[int]) -> None:
+    """The annotator: one circle on every frame of each task with frames, then its jobs completed."""
+    for task in list(server.tasks.values()):
+        if task.frames and task.id not in done:
+            for frame in task.frames:
+                server.annotate(task.id, frame, [("circle", 5, 5, 30, 25)])
+            server.complete_jobs(task.id)
+            done.add(task.id)
+
+
+def test_a_cycle_reads_every_page_of_cvat_listings(project, five_images, monkeypatch):
+    with CvatStandIn(page_size=1) as server:  # labels, jobs, tasks and projects: one per page
+        monkeypatch.setenv("CVAT_HOST", server.url)
+        monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
+        first = cycle(project)
+        task = server.tasks[first["created"]["cvat_task_id"]]
+        server.annotate(task.id, task.frames[0], [("circle", 5, 5, 30, 25)])
+        server.tag(task.id, task.frames[1], "exclude")  # the last label of the project: the last page
+        server.complete_jobs(task.id)
+        pulled = cycle(project)["pulled"][task.name]
+    assert (pulled["labeled_images"], pulled["boxes"], pulled["excluded"]) == (2, 1, 1)
+    pages = [path for method, path in server.requests_log if method == "GET" and path.rstrip("/") == "/api/labels"]
+    assert len(pages) >= len(server.labels)  # every label read, one page each
+
+
+def test_cycles_under_random_faults_never_duplicate_or_lose_a_task_batch_or_row(project, five_images, monkeypatch):
+    with CvatStandIn(page_size=2) as server:
+        monkeypatch.setenv("CVAT_HOST", server.url)
+        monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
+        # The first task's creation is done three times but never answered: the cycle gives up
+        # with tasks made in CVAT; then random 502, 503, 504 and dropped connections, anywhere.
+        server.inject("dropped_after", path_prefix="/api/tasks", method="POST", times=3)
+        server.inject_randomly(0.25, seed=16)
+        annotated: set[int] = set()
+        failed = 0
+        for _ in range(15):
+            try:
+                cycle(project)
+            except ExternalServiceError:
+                failed += 1  # "nothing was changed": the next cycle carries on
+            annotate_finished_batches(server, annotated)
+            labeled = registry(project, "labels")
+            if len(labeled) == len(five_images):
+                break
+        server.inject_randomly(0)
+        faults = len(server.injected)
+        cycle(project)  # a calm cycle after the storm: it may only tidy up
+        tasks = sorted(t.name for t in server.tasks.values())
+
+    assert faults >= 10 and failed >= 1  # the storm was real: a cycle failed, and more faults were survived
+    labels, annotations = registry(project, "labels"), registry(project, "annotations")
+    assert sorted(labels["image_id"]) == sorted(five_images)  # every image labeled once: none lost, none twice
+    assert sorted(annotations["image_id"]) == sorted(five_images)  # one box each, as drawn
+    batches = registry(project, "batches")
+    assert sorted(batches["batch_id"]) == tasks  # one CVAT task per batch, no orphan, no duplicate
+    assert set(batches["status"]) == {"pulled"}
+    folders = sorted(p.name for p in (project / "data/batches").iterdir())
+    assert folders == tasks  # no batch folder left pending or twice
+
+
 def snapshot_of_registries(project: Path) -> dict:
     files = {}
     for path in sorted((project / "data").rglob("*")):
