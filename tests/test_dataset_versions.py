@@ -223,6 +223,46 @@ def test_unknown_version_and_detached_head_are_refused_clearly(project):
         snapshot(project)
 
 
+def conflicting_branch(root: Path) -> None:
+    """A branch ``other`` and ``main`` that both changed README.md's first line since they split."""
+    git(root, "checkout", "-q", "-b", "other")
+    readme = root / "README.md"
+    original = readme.read_text()
+    readme.write_text("other's title\n" + original)
+    git(root, "commit", "-q", "-am", "other's change")
+    git(root, "checkout", "-q", "main")
+    readme.write_text("main's title\n" + original)
+    git(root, "commit", "-q", "-am", "main's change")
+
+
+def assert_nothing_committed_or_tagged(root: Path, head: str, marker: str) -> None:
+    assert git(root, "rev-parse", "HEAD") == head
+    assert git(root, "tag", "--list") == ""
+    assert not list((root / "data").rglob("*.dvc"))
+    assert git(root, "diff", "--cached", "--name-only") == "README.md"  # only the user's conflict
+    assert (root / ".git" / marker).exists()  # the user's merge or rebase is left as it was
+
+
+@pytest.mark.parametrize(
+    ("start", "what", "marker"),
+    [
+        (("merge", "other"), "a merge", "MERGE_HEAD"),
+        (("rebase", "other"), "a rebase", "rebase-merge"),  # stops at the conflicting commit, HEAD detached
+    ],
+    ids=["merge", "rebase"],
+)
+def test_a_merge_or_rebase_in_progress_is_refused_and_nothing_committed(project, start, what, marker):
+    add_images(project, range(2))
+    conflicting_branch(project)
+    stopped = subprocess.run(["git", *start], cwd=project, capture_output=True, text=True)
+    assert stopped.returncode != 0 and "CONFLICT" in stopped.stdout
+    head = git(project, "rev-parse", "HEAD")  # a stopped rebase has moved HEAD onto "other"
+    with pytest.raises(SnapshotError) as refused:
+        snapshot(project)
+    assert str(refused.value) == f"The repository is in the middle of {what}; finish or abort it, then snapshot again."
+    assert_nothing_committed_or_tagged(project, head, marker)
+
+
 def test_snapshot_pipeline_runs_through_kedro(project):
     from tests.conftest import run_pipeline
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
+from cv_pipelines.config.log_redaction import keep_credentials_out_of_hook_traces
 from cv_pipelines.config.offline import apply_offline_defaults
 from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 
@@ -12,6 +13,8 @@ from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 # this is where telemetry goes off and Ultralytics' settings move into the project.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 apply_offline_defaults(PROJECT_ROOT)
+# Kedro's hook traces (at DEBUG) would print every credential in plain text.
+keep_credentials_out_of_hook_traces()
 
 # Hooks registered later run earlier: the checks run before kedro-mlflow opens a run, so
 # a pipeline they stop leaves no open MLflow run behind.

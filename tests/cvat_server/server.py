@@ -1,24 +1,53 @@
-"""The stand-in CVAT server: ThreadingHTTPServer on 127.0.0.1, an ephemeral port."""
+"""The stand-in CVAT server: ThreadingHTTPServer on 127.0.0.1, an ephemeral port.
+
+Where the project depends on it, it behaves as CVAT 2.80 does:
+
+* Background requests (task data, exports) go queued -> started -> finished over
+  ``request_polls + 1`` polls of ``GET /api/requests/{id}``; their work (the task's
+  frames, the export's archive) is done when they finish, as CVAT's workers do it.
+* An export format CVAT does not know is refused with 400 (``EXPORT_FORMATS`` are known;
+  *stand-in*: only COCO 1.0 can be produced, so it is the only one known).
+* Cookie sessions (a password login) need the ``X-CSRFToken`` header to write (403).
+* JSON request bodies are validated against cvat-sdk's own request models (400).
+* Listings paginate (``page_size``, or the ``page_size`` query), 404 past the last page.
+* Faults: 401, 429, 500, 502, 503, 504, a connection dropped before the request is
+  handled (``dropped``) or after, its answer lost (``dropped_after``); at the n-th
+  matching request (``inject(..., skip=n)``) or at random (``inject_randomly``).
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import io
 import json
+import random
 import re
 import secrets
+import socket
 import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 PAGE_SIZE = 10
+#: fault -> the HTTP status answered instead of the real answer
+FAULT_STATUSES = {"unauthorized": 401, "throttled": 429, "server_error": 500, "bad_gateway": 502,
+                  "unavailable": 503, "gateway_timeout": 504}
+#: faults that close the connection with no answer: before the request is handled, or after (answer lost)
+DROPS = ("dropped", "dropped_after")
+FAULTS = (*FAULT_STATUSES, *DROPS)
+#: what proxies and load balancers in front of CVAT do to a request, for ``inject_randomly``
+TRANSPORT_FAULTS = ("bad_gateway", "unavailable", "gateway_timeout", "dropped", "dropped_after")
+EXPORT_FORMATS = ("COCO 1.0",)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _now() -> str:
@@ -27,10 +56,19 @@ def _now() -> str:
 
 @dataclass
 class Fault:
-    kind: str  # unauthorized | throttled | server_error | unavailable
+    kind: str  # one of FAULTS
     method: str | None
     path_prefix: str
     times: int
+    skip: int = 0  # matching requests let through first
+
+
+class HttpError(Exception):
+    """Answer ``status`` with ``body`` instead (raised by a handler)."""
+
+    def __init__(self, status: int, body) -> None:
+        super().__init__(status, body)
+        self.status, self.body = status, body
 
 
 @dataclass
@@ -67,11 +105,18 @@ class CvatStandIn:
         version: str = "2.80.0",
         users: dict[str, str] | None = None,
         tokens: set[str] | None = None,
+        request_polls: int = 2,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.version = version
         self.users = dict(users or {"annotator": "secret"})
         self.tokens = set(tokens or {"test-token"})
-        self.sessions: set[str] = set()
+        #: polls of a background request answered (queued, then started) before the one that finishes it
+        self.request_polls = request_polls
+        self.page_size = page_size
+        self.sessions: dict[str, str] = {}  # session id -> its CSRF token
+        #: Every secret a login handed out (session ids, CSRF tokens, keys): none may be written anywhere.
+        self.issued_secrets: set[str] = set()
         self.projects: dict[int, dict] = {}
         self.labels: dict[int, dict] = {}
         self.tasks: dict[int, Task] = {}
@@ -79,6 +124,9 @@ class CvatStandIn:
         self.requests: dict[str, dict] = {}
         self.exports: dict[str, bytes] = {}
         self.faults: list[Fault] = []
+        self._random_faults: tuple[float, tuple[str, ...], random.Random] | None = None
+        #: (kind, method, path) of every fault answered
+        self.injected: list[tuple[str, str, str]] = []
         self.export_mode = "normal"  # normal | fails | never_finishes
         self.requests_log: list[tuple[str, str]] = []
         self._ids = iter(range(1, 10**9))
@@ -93,7 +141,8 @@ class CvatStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: stop() returns within it, not within the default 0.5 s.
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -139,9 +188,17 @@ class CvatStandIn:
             job = self.jobs[job_id]
             job.state, job.stage, job.assignee = "completed", "acceptance", assignee
 
-    def inject(self, kind: str, *, path_prefix: str = "/api/", method: str | None = None, times: int = 1) -> None:
-        """Answer the next ``times`` matching requests with a fault instead."""
-        self.faults.append(Fault(kind, method, path_prefix, times))
+    def inject(
+        self, kind: str, *, path_prefix: str = "/api/", method: str | None = None, times: int = 1, skip: int = 0
+    ) -> None:
+        """Answer ``times`` matching requests, after letting ``skip`` through, with fault ``kind`` (``FAULTS``)."""
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULTS)}")
+        self.faults.append(Fault(kind, method, path_prefix, times, skip))
+
+    def inject_randomly(self, rate: float, *, kinds: tuple[str, ...] = TRANSPORT_FAULTS, seed: int = 0) -> None:
+        """From now on, answer each request with probability ``rate`` with one of ``kinds`` (0 stops it)."""
+        self._random_faults = (rate, kinds, random.Random(seed)) if rate > 0 else None
 
     def _label_id(self, task: Task, name: str) -> int:
         for label in self.labels.values():
@@ -204,13 +261,15 @@ class CvatStandIn:
 
     def request_json(self, rq_id: str) -> dict:
         request = self.requests[rq_id]
+        status = request["status"]
         return {
-            "id": rq_id, "status": request["status"], "message": request.get("message", ""),
-            "progress": 1.0 if request["status"] == "finished" else 0.0,
+            "id": rq_id, "status": status, "message": request.get("message", ""),
+            "progress": {"queued": 0.0, "started": 0.5}.get(status, 1.0) if status != "failed" else None,
             "operation": {"type": request["type"], "target": request["target"], "project_id": None,
                           "task_id": request.get("task_id"), "job_id": None, "format": request.get("format"),
                           "function_id": None},
-            "created_date": request["created"], "started_date": request["created"], "finished_date": None,
+            "created_date": request["created"], "started_date": request.get("started"),
+            "finished_date": request.get("finished"),
             "expiry_date": None, "owner": {"id": 1, "username": "annotator"},
             "result_url": request.get("result_url"), "result_id": request.get("result_id"),
         }
@@ -257,19 +316,49 @@ class CvatStandIn:
 
     # --- request handling ---------------------------------------------------------------
 
-    def new_request(self, kind: str, target: str, task_id: int, **extra) -> str:
+    def new_request(self, kind: str, target: str, task_id: int, *, work: Callable[[dict], None] | None = None,
+                    **extra) -> str:
+        """A queued background request; ``work(request)`` runs when a poll finishes it (it may set
+        ``status`` to ``failed`` and a ``message``, or ``started`` to keep it running)."""
         # Real request ids are base64 and may hold '/', '+', '='.
         rq_id = base64.b64encode(b"\xfb\xff\xbf" + f"{kind}:{task_id}:{secrets.token_hex(3)}".encode()).decode()
-        self.requests[rq_id] = {"type": kind, "target": target, "task_id": task_id, "status": "queued",
-                                "created": _now(), **extra}
+        self.requests[rq_id] = {"id": rq_id, "type": kind, "target": target, "task_id": task_id,
+                                "status": "queued", "created": _now(), "polls": 0, "work": work, **extra}
         return rq_id
+
+    def advance_request(self, rq_id: str) -> None:
+        """One poll: queued, then started, and after ``request_polls`` polls the work runs and it finishes."""
+        request = self.requests[rq_id]
+        if request["status"] not in ("queued", "started"):
+            return
+        request["polls"] = request.get("polls", 0) + 1
+        if request["polls"] <= self.request_polls or request.get("hang"):  # a hung worker: started for ever
+            if request["polls"] > 1 or self.request_polls <= 1:
+                request["status"], request["started"] = "started", request.get("started") or _now()
+            return
+        request["status"], request["started"] = "finished", request.get("started") or _now()
+        work = request.get("work")
+        if work is not None:
+            work(request)
+        if request["status"] in ("finished", "failed"):
+            request["finished"] = _now()
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
                 if fault.times > 0 and path.startswith(fault.path_prefix) and fault.method in (None, method):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
+                    self.injected.append((fault.kind, method, path))
                     return fault
+            if self._random_faults is not None:
+                rate, kinds, rng = self._random_faults
+                if rng.random() < rate:
+                    kind = rng.choice(kinds)
+                    self.injected.append((kind, method, path))
+                    return Fault(kind, None, "/", 1)
         return None
 
 
@@ -300,17 +389,26 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.cvat.requests_log.append((method, path))
+        self._answer_lost = False
         fault = self.cvat.take_fault(method, path)
-        if fault is not None:
-            status = {"unauthorized": 401, "throttled": 429, "server_error": 500, "unavailable": 503}[fault.kind]
-            headers = {"Retry-After": "0"} if status == 429 else {}
+        if fault is not None and fault.kind == "dropped":
+            return self._drop()
+        if fault is not None and fault.kind != "dropped_after":
+            status = FAULT_STATUSES[fault.kind]
+            headers = [("Retry-After", "0")] if status == 429 else []
             return self._send(status, {"detail": f"injected {fault.kind}"}, headers=headers)
+        self._answer_lost = fault is not None  # handled, then the connection drops: the client never hears
+        try:
+            self._route(method, path, query, body)
+        except HttpError as error:
+            self._send(error.status, error.body)
+
+    def _route(self, method: str, path: str, query: dict, body: bytes) -> None:
         if path == "/api/server/about" and method == "GET":
             return self._send(200, self.cvat.about_json())
         if path == "/api/auth/login" and method == "POST":
             return self._login(body)
-        if not self._authorized():
-            return self._send(401, {"detail": "Authentication credentials were not provided."})
+        self._authenticate(method)
         for pattern, route_method, handler in _ROUTES:
             match = re.fullmatch(pattern, path)
             if match and route_method == method:
@@ -318,54 +416,95 @@ class _Handler(BaseHTTPRequestHandler):
                     return handler(self, query, body, *[unquote(g) for g in match.groups()])
         self._send(404, {"detail": f"no route {method} {path}"})
 
-    def _authorized(self) -> bool:
+    def _authenticate(self, method: str) -> None:
+        """A token, or a session cookie; a session writes only with its CSRF token in X-CSRFToken (Django's rule)."""
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Bearer ") and auth.removeprefix("Bearer ") in self.cvat.tokens:
-            return True
-        cookies = self.headers.get("Cookie", "")
-        return any(f"sessionid={sid}" in cookies for sid in self.cvat.sessions)
+            return
+        cookies = SimpleCookie(self.headers.get("Cookie", ""))
+        session = cookies.get("sessionid")
+        if session is None or session.value not in self.cvat.sessions:
+            raise HttpError(401, {"detail": "Authentication credentials were not provided."})
+        if method in WRITE_METHODS:
+            header = self.headers.get("X-CSRFToken")
+            if not header:
+                raise HttpError(403, {"detail": "CSRF Failed: CSRF token missing."})
+            cookie = cookies.get("csrftoken")
+            if cookie is None or header != cookie.value or header != self.cvat.sessions[session.value]:
+                raise HttpError(403, {"detail": "CSRF Failed: CSRF token incorrect."})
 
-    def _send(self, status: int, payload=None, *, raw: bytes | None = None, headers: dict | None = None,
-              content_type: str = "application/json") -> None:
+    def _drop(self) -> None:
+        """Close the connection without a word, as a proxy or a crashed worker does."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client may have gone already
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, status: int, payload=None, *, raw: bytes | None = None,
+              headers: list[tuple[str, str]] | dict | None = None, content_type: str = "application/json") -> None:
+        if self._answer_lost:
+            return self._drop()
         data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
+        for key, value in headers.items() if isinstance(headers, dict) else headers or []:
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 
     def _paginated(self, items: list[dict], query: dict) -> None:
-        page, size = int(query.get("page", 1)), int(query.get("page_size", PAGE_SIZE))
-        chunk = items[(page - 1) * size : page * size]
-        has_next = page * size < len(items)
-        self._send(200, {"count": len(items), "next": f"{self.cvat.url}{self.path}&page={page + 1}" if has_next else None,
-                         "previous": None, "results": chunk})
+        try:
+            page = int(query.get("page", 1))
+            size = int(query.get("page_size", self.cvat.page_size)) or self.cvat.page_size
+        except ValueError:
+            raise HttpError(404, {"detail": "Invalid page."}) from None
+        last = max(1, -(-len(items) // size))
+        if not 1 <= page <= last:
+            raise HttpError(404, {"detail": "Invalid page."})
+
+        def link(number: int) -> str:
+            return f"{self.cvat.url}{urlsplit(self.path).path}?{urlencode({**query, 'page': number})}"
+
+        self._send(200, {"count": len(items), "next": link(page + 1) if page < last else None,
+                         "previous": link(page - 1) if page > 1 else None,
+                         "results": items[(page - 1) * size : page * size]})
+
+    def _validated(self, body: bytes, model_name: str) -> dict:
+        """The JSON body, checked against cvat-sdk's request model ``model_name`` as CVAT's serializer would."""
+        from cvat_sdk.api_client import Configuration, model_utils, models
+        from cvat_sdk.api_client.exceptions import OpenApiException
+
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as error:
+            raise HttpError(400, {"detail": f"JSON parse error - {error}"}) from None
+        try:
+            model_utils.validate_and_convert_types(
+                data, (getattr(models, model_name),), ["body"], True, True, configuration=Configuration()
+            )
+        except (TypeError, OpenApiException) as error:
+            raise HttpError(400, {"non_field_errors": [f"not a valid {model_name}: {error}"]}) from None
+        return data
 
     # handlers -----------------------------------------------------------------------
 
     def _login(self, body: bytes) -> None:
-        data = json.loads(body or b"{}")
+        data = self._validated(body, "LoginSerializerExRequest")
         if self.cvat.users.get(data.get("username")) != data.get("password"):
             return self._send(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
         session, csrf = secrets.token_hex(8), secrets.token_hex(8)
-        self.cvat.sessions.add(session)
-        self.send_response(200)
-        body_out = json.dumps({"key": secrets.token_hex(8)}).encode()
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body_out)))
-        self.send_header("Set-Cookie", f"sessionid={session}; Path=/")
-        self.send_header("Set-Cookie", f"csrftoken={csrf}; Path=/")
-        self.end_headers()
-        self.wfile.write(body_out)
+        key = secrets.token_hex(8)
+        self.cvat.sessions[session] = csrf
+        self.cvat.issued_secrets |= {session, csrf, key}
+        self._send(200, {"key": key}, headers=[("Set-Cookie", f"sessionid={session}; Path=/"),
+                                                ("Set-Cookie", f"csrftoken={csrf}; Path=/")])
 
     def projects_list(self, query, body):
         items = [p for p in self.cvat.projects.values() if "name" not in query or p["name"] == query["name"]]
         self._paginated([self.cvat.project_json(p) for p in items], query)
 
     def projects_create(self, query, body):
-        data = json.loads(body)
+        data = self._validated(body, "ProjectWriteRequest")
         project = {"id": next(self.cvat._ids), "name": data["name"], "created": _now()}
         self.cvat.projects[project["id"]] = project
         for label in data.get("labels", []):
@@ -394,7 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._paginated([self.cvat.task_json(t) for t in items], query)
 
     def tasks_create(self, query, body):
-        data = json.loads(body)
+        data = self._validated(body, "TaskWriteRequest")
         task = Task(id=next(self.cvat._ids), name=data["name"], project_id=data.get("project_id"),
                     segment_size=int(data.get("segment_size") or 0))
         self.cvat.tasks[task.id] = task
@@ -421,16 +560,24 @@ class _Handler(BaseHTTPRequestHandler):
                 task.pending_files[PurePosixPath(filename).name] = content
             return self._send(200, raw=b"")
         if "Upload-Finish" in self.headers:
-            fields = _form_fields(self.headers.get("Content-Type", ""), body)
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.startswith("application/json"):
+                self._validated(body, "DataRequest")
+            fields = _form_fields(content_type, body)
             order = fields.get("upload_file_order") or sorted(task.pending_files)
             names = order if isinstance(order, list) else [order]
-            self._add_frames(task, [(name, task.pending_files[name]) for name in names])
+            files = [(name, task.pending_files[name]) for name in names]
         else:  # files from the share, named relative to its root
-            data = json.loads(body)
-            self._add_frames(task, [(path, b"") for path in data.get("server_files", [])])
-        rq_id = self.cvat.new_request("create", "task", task.id)
-        self.cvat.requests[rq_id]["status"] = "finished"
-        self._send(202, {"rq_id": rq_id})
+            data = self._validated(body, "DataRequest")
+            files = [(path, b"") for path in data.get("server_files", [])]
+
+        def add_frames(request: dict) -> None:  # CVAT's worker, once the request is taken
+            if task.id not in self.cvat.tasks:
+                request.update(status="failed", message=f"Task {task.id} was deleted")
+            else:
+                self._add_frames(task, files)
+
+        self._send(202, {"rq_id": self.cvat.new_request("create", "task", task.id, work=add_frames)})
 
     def _add_frames(self, task: Task, files: list[tuple[str, bytes]]) -> None:
         from PIL import Image
@@ -456,7 +603,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def jobs_patch(self, query, body, job_id):
         job = self.cvat.jobs[int(job_id)]
-        data = json.loads(body)
+        data = self._validated(body, "PatchedJobWriteRequest")
         job.state = data.get("state", job.state)
         job.stage = data.get("stage", job.stage)
         self._send(200, self.cvat.job_json(job))
@@ -469,21 +616,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def task_export(self, query, body, task_id):
         task = self.cvat.tasks[int(task_id)]
-        rq_id = self.cvat.new_request("export", "task", task.id, format=query.get("format"))
-        request = self.cvat.requests[rq_id]
-        if self.cvat.export_mode == "fails":
-            request.update(status="failed", message="Export failed: the worker was killed (out of memory)")
-        elif self.cvat.export_mode == "never_finishes":
-            request["status"] = "started"
-        else:
-            self.cvat.exports[rq_id] = self.cvat.coco_export(task)
-            request.update(status="finished", result_url=f"{self.cvat.url}/api/requests/{rq_id}/download",
-                           result_id=task.id)
+        if query.get("format") not in EXPORT_FORMATS:  # CVAT's serializer error, as DRF lists it
+            raise HttpError(400, ["Unknown format specified for the request"])
+        mode = self.cvat.export_mode
+
+        def export(request: dict) -> None:  # CVAT's worker: the annotations as they are when it runs
+            if mode == "fails":
+                request.update(status="failed", message="Export failed: the worker was killed (out of memory)")
+            else:
+                self.cvat.exports[request["id"]] = self.cvat.coco_export(task)
+                request.update(result_url=f"{self.cvat.url}/api/requests/{request['id']}/download",
+                               result_id=task.id)
+
+        rq_id = self.cvat.new_request("export", "task", task.id, work=export, format=query["format"],
+                                      hang=mode == "never_finishes")
         self._send(202, {"rq_id": rq_id})
 
     def requests_get(self, query, body, rq_id):
         if rq_id not in self.cvat.requests:
             return self._send(404, {"detail": "Not found."})
+        self.cvat.advance_request(rq_id)
         self._send(200, self.cvat.request_json(rq_id))
 
     def requests_download(self, query, body, rq_id):

@@ -123,15 +123,79 @@ def content_hash(files: ExportFiles, *, fmt: ExportFormat, classes: list[str]) -
     ``dataset.yaml`` counts without its ``path`` line (where the export lies on this
     machine); the health report is derived from the other files.
     """
-    digest = hashlib.sha256()
+    portable = dataset_yaml_text(classes, None) if fmt == "yolo" else None
+    return _digest(files.manifest(), files.folders, portable)
+
+
+def content_hash_on_disk(folder: Path, *, fmt: ExportFormat) -> str:
+    """The content hash of the export in ``folder`` as its files are now, re-hashed from disk.
+
+    It equals the ``content_hash`` recorded in ``export_info.yaml`` exactly while no file
+    of the version was edited, added or removed. Left out, like ``content_hash`` leaves
+    them out: ``export_info.yaml``, ``health/``, ``dataset.yaml``'s ``path`` line, and
+    the label caches Ultralytics writes next to the label folders (``labels/train.cache``).
+    Every file is read once (images too: a stored image's sha256 is its id).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = Path(folder)
+    files, folders = _export_tree(folder)
+    portable = None
     if fmt == "yolo":
-        portable = hashlib.sha256(dataset_yaml_text(classes, None).encode()).hexdigest()
+        portable = _portable_dataset_yaml(folder / DATASET_FILE)
+    # hashlib releases the GIL on large reads, so threads hash images side by side.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(_file_sha256, [folder / name for name in files]))
+    return _digest(dict(zip(files, digests, strict=True)), folders, portable)
+
+
+def _digest(manifest: Mapping[str, str], folders: list[str], portable_dataset_yaml: str | None) -> str:
+    digest = hashlib.sha256()
+    if portable_dataset_yaml is not None:
+        portable = hashlib.sha256(portable_dataset_yaml.encode()).hexdigest()
         digest.update(f"{DATASET_FILE} {portable}\n".encode())
-    for path, file_digest in sorted(files.manifest().items()):
+    for path, file_digest in sorted(manifest.items()):
         digest.update(f"{path} {file_digest}\n".encode())
-    for folder in sorted(files.folders):
-        digest.update(f"{folder}/\n".encode())
+    for name in sorted(folders):
+        digest.update(f"{name}/\n".encode())
     return digest.hexdigest()
+
+
+def _export_tree(folder: Path) -> tuple[list[str], list[str]]:
+    """The files the content hash covers, and the folders holding no folder (the split folders)."""
+    files, leaves = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        relative = Path(dirpath).relative_to(folder).as_posix()
+        if relative == ".":
+            dirnames[:] = [name for name in dirnames if name != HEALTH_DIR]
+            filenames = [name for name in filenames if name not in (INFO_FILE, DATASET_FILE)]
+            prefix = ""
+        else:
+            prefix = f"{relative}/"
+            if not dirnames:
+                leaves.append(relative)
+        if relative == "labels":  # Ultralytics' label caches, derived from the label files
+            filenames = [name for name in filenames if not name.endswith(".cache")]
+        files += [prefix + name for name in filenames]
+    return files, leaves
+
+
+def _portable_dataset_yaml(path: Path) -> str:
+    """``dataset.yaml`` without its ``path`` key, as ``dataset_yaml_text`` writes it (the raw text if unreadable)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if not isinstance(document, dict):
+        return text
+    document.pop("path", None)
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def next_version(exports_dir: Path, label_set: str) -> int:

@@ -245,17 +245,21 @@ def _create_next_batch(cycle: _Cycle, registries: LabelingRegistries, open_batch
         store = cycle.layout.store.resolve()
         share_paths = [f"{prefix}/{Path(path).resolve().relative_to(store).as_posix()}".lstrip("/") for path in files]
     try:
-        task_id = cycle.cvat().create_task(
-            name=batch_id,
-            project_id=cycle.cvat_project(),
-            files=files,
-            share_paths=share_paths,
-            segment_size=params.cvat.segment_size,
-            image_quality=params.cvat.image_quality,
-        )
+        project_id = cycle.cvat_project()
     except Exception:
-        shutil.rmtree(pending, ignore_errors=True)
+        shutil.rmtree(pending, ignore_errors=True)  # no task of this batch can exist yet
         raise
+    # From here on a failed call may still have made the task (CVAT did it, the answer was
+    # lost): the pending folder stays, and the next cycle adopts that task or deletes it
+    # (_finish_pending_batches), so no task is left in CVAT without its batch.
+    task_id = cycle.cvat().create_task(
+        name=batch_id,
+        project_id=project_id,
+        files=files,
+        share_paths=share_paths,
+        segment_size=params.cvat.segment_size,
+        image_quality=params.cvat.image_quality,
+    )
     _open_batch(cycle, pending, batch_id, params.label_set, len(chosen), task_id)
     return {"batch_id": batch_id, "num_images": len(chosen), "cvat_task_id": task_id}
 

@@ -4,8 +4,8 @@ The model comes from the catalog (``trained_model``: the training of the same ``
 run``, ``evaluation.run_id``, or the project's latest training) with its weights on
 disk, as does the registry's ``@champion`` (``champion_model``, None while there is
 none). The model is evaluated on the frozen split of the export it trained on, whose
-content hash is checked against the one the run recorded; the champion on the same
-split, in the same run.
+files are re-hashed and checked against the content hash the run recorded; the
+champion on the same split, in the same run.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cv_pipelines.config.resolvers import in_project, project_relative, project_
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.errors import ExportNotFoundError
 from cv_pipelines.exports.versions import ExportRef, find_export, write_data_yaml
+from cv_pipelines.exports.writing import content_hash_on_disk
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models.evaluation import (
     HEADLINE,
@@ -182,7 +183,7 @@ def _summary(plan, split: str, result, champion_result, differences: dict[str, f
 
 
 def _export_of(trained: TrackedModel, root) -> ExportRef:
-    """The export the run trained on, checked to hold the same content still."""
+    """The export the run trained on, its files re-hashed to check they hold the same content still."""
     lineage = trained.lineage
     path = lineage.get("export_path") or trained.summary.get("export_path")
     if not path:
@@ -196,10 +197,20 @@ def _export_of(trained: TrackedModel, root) -> ExportRef:
         raise ConfigurationError(
             f"the export training run {trained.run_id} was trained on is gone: {exc}; evaluate a newer run"
         ) from None
-    if export.lineage()["export_content_hash"] != lineage.get("export_content_hash"):
+    recorded = lineage.get("export_content_hash") or ""
+    if export.lineage()["export_content_hash"] != recorded:
         raise ConfigurationError(
             f"export {export.name} no longer holds the data training run {trained.run_id} was trained "
             "on (content hash differs), so its test split is not the frozen one; evaluate a newer run"
+        )
+    # export_info.yaml only says what was written; an edited label or a removed image shows in the files.
+    on_disk = content_hash_on_disk(export.path, fmt=export.info.get("format", "yolo"))
+    if on_disk != recorded:
+        raise ConfigurationError(
+            f"export {export.name} no longer holds the data training run {trained.run_id} was trained on: "
+            f"its files were changed after it was written (they hash to {on_disk[:12]}, the run recorded "
+            f"{recorded[:12]}), so its test split is not the frozen one; restore the export's files, or "
+            "evaluate a run trained on another export"
         )
     return export
 
