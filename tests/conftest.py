@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cv_pipelines.config.offline import TELEMETRY_OFF
+from tests.support.projects import *  # noqa: F403  (session-scoped trained templates)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
