@@ -10,18 +10,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, project_env, run_kedro
-from tests.test_training import build_exported_project, client_for, use_copy
+from tests.conftest import REPO_ROOT, project_env
+from tests.support.projects import kedro_cli, use_template
+from tests.test_training import client_for
 
 BROKEN = {"extra_args": {"lr0": -5.0}}  # Ultralytics refuses it when training starts
-
-
-@pytest.fixture(scope="module")
-def export_template(tmp_path_factory) -> Path:
-    return build_exported_project(tmp_path_factory.mktemp("matrix_template") / "project")
+#: The smallest RT-DETR that is still one (rtdetr-l's layout, narrow): seconds, not minutes.
+RTDETR_TINY = str(REPO_ROOT / "tests/support/models/rtdetr-tiny.yaml")
+REUSED = "tests.support.trainers:ReusedWeightsTrainer"
 
 
 def set_matrix(root: Path, **matrix) -> None:
@@ -33,8 +31,8 @@ def set_matrix(root: Path, **matrix) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def with_candidates(template: Path, target: Path, monkeypatch, **matrix) -> Path:
-    root = use_copy(template, target, monkeypatch)
+def with_candidates(template, target: Path, monkeypatch, **matrix) -> Path:
+    root = use_template(template, target, monkeypatch)
     set_matrix(root, **matrix)
     return root
 
@@ -46,21 +44,21 @@ def matrix_runs(root: Path):
                               order_by=["attributes.start_time ASC"])
 
 
-def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(export_template, tmp_path, monkeypatch):
+def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_template, tmp_path, monkeypatch):
     root = with_candidates(
-        export_template, tmp_path / "project", monkeypatch,
+        exported_template, tmp_path / "project", monkeypatch,
         candidates={
             "yolov8n": {},
-            "rtdetr": {"model": "rtdetr-l.yaml", "batch": 4},
+            "rtdetr": {"model": RTDETR_TINY, "batch": 4},
             "frozen": {"trainer": "tests.support.trainers:FrozenBackboneTrainer"},
             "broken": BROKEN,
         },
         retries=1, required=["yolov8n"], rank_by="mAP50",
     )
-    # The user's trainer lives in tests/support: importable like a user's own package.
-    result = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test",
-                       env=project_env(root, PYTHONPATH=str(REPO_ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The user's trainer lives in tests/support: importable like a user's own package. The
+    # candidates train in parallel threads, as the README and the workflow run them.
+    result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--runner", "ThreadRunner")
+    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
 
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert set(leaderboard["candidate"]) == {"yolov8n", "rtdetr", "frozen", "broken"}
@@ -87,52 +85,65 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(export_tem
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mAP50")] == [1]
         assert run.inputs.dataset_inputs[0].dataset.name == "demo_v1"
     assert by_candidate["rtdetr"][0].data.tags["cv_pipelines.model_family"] == "rtdetr"
-    assert by_candidate["rtdetr"][0].data.params["training.model"] == "rtdetr-l.yaml"
+    assert by_candidate["rtdetr"][0].data.params["training.model"] == RTDETR_TINY
     frozen_dir = root / by_candidate["frozen"][0].data.tags["cv_pipelines.run_dir"]
     assert (frozen_dir / "trained_by.txt").read_text() == "FrozenBackboneTrainer"
     assert yaml.safe_load((frozen_dir / "args.yaml").read_text())["freeze"] == 3
 
 
 def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_select(
-    export_template, tmp_path, monkeypatch
+    exported_template, trained_template, tmp_path, monkeypatch
 ):
-    root = with_candidates(export_template, tmp_path / "project", monkeypatch,
+    root = with_candidates(exported_template, tmp_path / "project", monkeypatch,
                            candidates={"good": {}, "broken": BROKEN}, retries=0)
-    failed = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test")
-    assert failed.returncode != 0
-    assert "required matrix candidate(s) failed: broken" in failed.stderr and "Traceback" not in failed.stderr
+    failed = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test")
+    assert failed.exit_code == 2 and isinstance(failed.exception, SystemExit)  # a sentence, no traceback
+    assert "required matrix candidate(s) failed: broken" in failed.stderr
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "failed"}
 
+    # What is selected, not how well it trains, is what the rest shows: "good" now reuses a
+    # trained template's weights (evaluated for real) instead of training again.
+    a = client_for(trained_template.root).get_run(trained_template.runs["A"])
+    monkeypatch.setenv("CV_TEST_REUSED_WEIGHTS", str(trained_template.root / a.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"))
+    set_matrix(root, candidates={"good": {"trainer": REUSED}, "broken": BROKEN})
+
     # matrix.exclude: the leaderboard lists the excluded candidate as skipped; the run passes.
-    excluded = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")
-    assert excluded.returncode == 0, excluded.stderr[-3000:]
+    excluded = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")
+    assert excluded.exit_code == 0, (excluded.stderr[-3000:], excluded.exception)
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "skipped"}
 
     # Kedro's own filter: one namespace runs that candidate's nodes only.
     before = len(matrix_runs(root))
-    alone = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test", "--namespaces", "matrix.good")
-    assert alone.returncode == 0, alone.stderr[-3000:]
+    alone = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--namespaces", "matrix.good")
+    assert alone.exit_code == 0, (alone.stderr[-3000:], alone.exception)
     new = matrix_runs(root)[before:]
     assert [r.data.tags["cv_pipelines.candidate"] for r in new] == ["good"]
 
 
-def test_list_shows_candidates_and_arguments_without_training(project):
+def list_candidates(capsys, root: Path, *args: str) -> str:
+    """``python -m cv_pipelines.commands.matrix list --env test <args>``, in this process; its stdout."""
+    from cv_pipelines.commands import matrix
+
+    capsys.readouterr()
+    assert matrix.main(["list", "--env", "test", "--project-path", str(root), *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_list_shows_candidates_and_arguments_without_training(project, capsys):
     set_matrix(project, candidates={
         "small": {}, "wide": {"imgsz": 96, "extra_args": {"lr0": 0.01}}, "detr": {"model": "rtdetr-l.yaml"}})
-    command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
-    table = subprocess.run(command, cwd=project, env=project_env(project), capture_output=True, text=True)
-    assert table.returncode == 0, table.stderr
-    assert "3 candidate(s) would run" in table.stdout
-    wide = next(line for line in table.stdout.splitlines() if line.strip().startswith("matrix.wide"))
+    table = list_candidates(capsys, project)
+    assert "3 candidate(s) would run" in table
+    wide = next(line for line in table.splitlines() if line.strip().startswith("matrix.wide"))
     assert "imgsz=96" in wide and "lr0=0.01" in wide and "optimizer=AdamW" in wide  # merged with training
-    rows = json.loads(subprocess.run([*command, "--format", "json", "--exclude", "detr"], cwd=project,
-                                     env=project_env(project), capture_output=True, text=True, check=True).stdout)
+    rows = json.loads(list_candidates(capsys, project, "--format", "json", "--exclude", "detr"))
     assert [r["candidate"] for r in rows] == ["small", "wide"] and rows[0]["epochs"] == 1
-    namespaces = subprocess.run([*command, "--format", "namespaces", "--only", "detr,small"], cwd=project,
-                                env=project_env(project), capture_output=True, text=True, check=True)
-    assert namespaces.stdout.strip() == "matrix.small,matrix.detr"
+    namespaces = list_candidates(capsys, project, "--format", "namespaces", "--only", "detr,small")
+    assert namespaces.strip() == "matrix.small,matrix.detr"
+    # The real command: its exit status and its one line on stderr.
+    command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
     unknown = subprocess.run([*command, "--only", "nosuch"], cwd=project, env=project_env(project),
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown matrix candidate(s) nosuch" in unknown.stderr
@@ -140,17 +151,14 @@ def test_list_shows_candidates_and_arguments_without_training(project):
 
     # No candidates: one, "default", with the training parameters as they are.
     set_matrix(project, candidates={})
-    default = subprocess.run([*command, "--format", "namespaces"], cwd=project, env=project_env(project),
-                             capture_output=True, text=True, check=True)
-    assert default.stdout.strip() == "matrix.default"
+    assert list_candidates(capsys, project, "--format", "namespaces").strip() == "matrix.default"
 
 
-def test_a_trainer_without_the_interface_is_refused(export_template, tmp_path, monkeypatch):
-    root = with_candidates(export_template, tmp_path / "project", monkeypatch,
+def test_a_trainer_without_the_interface_is_refused(exported_template, tmp_path, monkeypatch):
+    root = with_candidates(exported_template, tmp_path / "project", monkeypatch,
                            candidates={"odd": {"trainer": "tests.support.trainers:NotATrainer"}})
-    result = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test",
-                       env=project_env(root, PYTHONPATH=str(REPO_ROOT)))
-    assert result.returncode != 0
+    result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert "trainer 'tests.support.trainers:NotATrainer' lacks train() or evaluate()" in result.stderr
 
 

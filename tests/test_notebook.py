@@ -26,7 +26,8 @@ import pytest
 
 from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import REPO_ROOT, project_env, run_kedro
-from tests.test_viz import EXPECTED_PIPELINES, TrapProxy, trained_project
+from tests.support.projects import copy_project
+from tests.test_viz import EXPECTED_PIPELINES, TrapProxy
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 TOUR = "01_tour.ipynb"
@@ -66,10 +67,9 @@ def jupyter_env(root: Path, home: Path, trap: TrapProxy) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tour_project(tmp_path_factory) -> Path:
-    """A copy of the trained project with the repository's notebooks in it (not a copy's usual part)."""
-    root = tmp_path_factory.mktemp("tour") / "project"
-    shutil.copytree(trained_project(tmp_path_factory), root, symlinks=True)
+def tour_project(tmp_path_factory, trained_template) -> Path:
+    """A copy of the session's trained project with the repository's notebooks in it (not a copy's usual part)."""
+    root = copy_project(trained_template.root, tmp_path_factory.mktemp("tour") / "project")
     shutil.copytree(NOTEBOOKS, root / "notebooks")
     return root
 

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import socketserver
@@ -31,8 +30,8 @@ from urllib.request import urlopen
 
 import pytest
 
-from tests.conftest import REPO_ROOT, make_project_copy, project_env, run_kedro
-from tests.test_training import BUILD_EXPORT
+from tests.conftest import REPO_ROOT, project_env, run_kedro
+from tests.support.projects import copy_project
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = (
@@ -53,36 +52,6 @@ LAYERS = {"raw", "registries", "exports", "models", "reporting"}
 KEDRO_VIZ_PAGE_FONTS = {"fonts.googleapis.com", "fonts.gstatic.com"}
 #: kedro-viz's update check: refused by the proxy that the README and `make viz` set.
 KEDRO_VIZ_UPDATE_CHECK = {"pypi.python.org", "pypi.org"}
-
-# Trainings of the shared project: the first trains and is evaluated in two runs, the
-# second in one `training,evaluation` run (one MLflow run holding both), as users do both.
-TRAIN_AND_EVALUATE = BUILD_EXPORT + """
-from kedro.framework.session import KedroSession
-_run_pipeline(root, "training", "test", {"training": {"epochs": 1}})
-_run_pipeline(root, "evaluation", "test")
-with KedroSession.create(project_path=root, env="test", runtime_params={"training": {"epochs": 2}}) as session:
-    session.run(pipeline_names=["training", "evaluation"])
-"""
-
-
-def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project with a demo export, two trainings and their evaluations, made once per session.
-
-    Shared by this module and test_notebook.py (read-only: each test that writes copies it).
-    """
-    root = tmp_path_factory.getbasetemp() / "trained-template" / "project"
-    if (root / ".trained").exists():
-        return root
-    shutil.rmtree(root.parent, ignore_errors=True)
-    make_project_copy(root)
-    result = subprocess.run(
-        [sys.executable, "-c", TRAIN_AND_EVALUATE, str(root)], cwd=root, env=project_env(root),
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    (root / ".trained").touch()
-    return root
-
 
 # --- the trap proxy -----------------------------------------------------------------------
 
@@ -273,8 +242,9 @@ def screenshot(page, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def viz_project(tmp_path_factory) -> Path:
-    return trained_project(tmp_path_factory)
+def viz_project(tmp_path_factory, trained_template) -> Path:
+    """A copy of the session's trained project (kedro viz writes into the project it shows)."""
+    return copy_project(trained_template.root, tmp_path_factory.mktemp("viz") / "project")
 
 
 @pytest.fixture
@@ -390,8 +360,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
 
 
 def test_viz_build_writes_a_static_site_that_renders_offline(viz_project, tmp_path, browser, trap, browser_trap):
-    project = tmp_path / "project"
-    shutil.copytree(viz_project, project, symlinks=True)
+    project = copy_project(viz_project, tmp_path / "project")
     result = run_kedro(project, "viz", "build", "--include-previews",
                        env=project_env(project, **{**trap.env(), **makefile_viz_offline(trap.url)}), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -328,11 +328,12 @@ def build_gate_scenarios(learned: Template, folder: Path) -> Template:
         def at(source: Path, name: str) -> Path:
             return enter_project(copy_project(source, folder / name), monkeypatch)
 
+        # The project's paths follow CV_PIPELINES_PROJECT_ROOT: every step enters its project first.
         def evaluate(root: Path, run_id: str) -> None:
-            run_in_process(root, ["evaluation"], {"evaluation": {"run_id": run_id}})
+            run_in_process(enter_project(root, monkeypatch), ["evaluation"], {"evaluation": {"run_id": run_id}})
 
         def deploy(root: Path, name: str, params: dict | None = None) -> None:
-            run_in_process(root, ["deployment"], params)
+            run_in_process(enter_project(root, monkeypatch), ["deployment"], params)
             steps[name] = {"summary": last_deployment(root), "registry": registry_state(root)}
 
         u_evaluated = at(learned.root, "u-evaluated")
@@ -344,7 +345,7 @@ def build_gate_scenarios(learned: Template, folder: Path) -> Template:
         evaluate(u_first, learned_run)
         deploy(u_first, "first_champion")
         try:
-            run_in_process(u_first, ["deployment"], {"deployment": {"action": "rollback"}})
+            run_in_process(enter_project(u_first, monkeypatch), ["deployment"], {"deployment": {"action": "rollback"}})
             steps["early_rollback_error"] = None
         except ConfigurationError as exc:
             steps["early_rollback_error"] = exc.message
@@ -432,11 +433,21 @@ def gate_scenarios(tmp_path_factory, learned_template) -> Template:
     return _shared(tmp_path_factory, "deployed", lambda folder: build_gate_scenarios(learned_template, folder))
 
 
+@pytest.fixture(scope="module")
+def _deployed_copy(gate_scenarios, tmp_path_factory) -> Path:
+    # Loading ``models:/`` from a local store writes registered_model_meta into the store's
+    # model folder, so even the tests that only load and predict get a copy (one per module).
+    return copy_project(gate_scenarios.root, tmp_path_factory.mktemp("deployed") / "project")
+
+
 @pytest.fixture
-def deployed_project(gate_scenarios, monkeypatch) -> Path:
-    """The "L first" project (champion v1 = L, challenger v2 = U), as the current project; read only."""
+def deployed_project(_deployed_copy, monkeypatch) -> Path:
+    """A copy of the "L first" project (champion v1 = L, challenger v2 = U), as the current project.
+
+    Shared by the tests of a module: they load and serve the models, and change nothing else.
+    """
     import mlflow
 
-    root = enter_project(gate_scenarios.root, monkeypatch)
+    root = enter_project(_deployed_copy, monkeypatch)
     mlflow.set_tracking_uri(f"sqlite:///{root / MLFLOW_DB}")
     return root
