@@ -18,6 +18,7 @@ import pytest
 
 from cv_pipelines.config.offline import TELEMETRY_OFF
 from tests.support.projects import *  # noqa: F403  (session-scoped trained templates)
+from tests.support.projects import enter_project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,16 +60,7 @@ def make_project_copy(target: Path) -> Path:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway copy of the project; in-process code resolves paths against it."""
-    root = make_project_copy(tmp_path / "project")
-    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(root))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(root / ".ultralytics"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("CVAT_HOST", raising=False)
-    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
-    for name, value in OFFLINE_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(root)
-    return root
+    return enter_project(make_project_copy(tmp_path / "project"), monkeypatch)
 
 
 def project_env(root: Path, **extra: str) -> dict[str, str]:

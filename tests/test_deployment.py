@@ -27,8 +27,8 @@ import pytest
 
 from tests.conftest import project_env
 from tests.support.images import image_bytes, png_with_declared_size
-from tests.support.projects import MODEL, Template, kedro_cli
-from tests.test_training import client_for, export_info, runs_of
+from tests.support.projects import MODEL, Template, kedro_cli, mlflow_client, runs_of
+from tests.test_training import export_info
 
 LABELS = ["circle", "square", "triangle", "star", "ring"]
 RTDETR_TINY = Path(__file__).parent / "support/models/rtdetr-tiny.yaml"
@@ -60,13 +60,13 @@ def test_a_model_below_the_floor_is_registered_with_its_lineage_and_stays_challe
     assert summary["training_run_id"] == gate_scenarios.runs["U"]
 
     root = Path(gate_scenarios.extra["u_first_root"])  # read only
-    version = client_for(root).get_model_version(MODEL, "1")
+    version = mlflow_client(root).get_model_version(MODEL, "1")
     [training] = [r for r in runs_of(root, "training") if r.info.run_id == summary["training_run_id"]]
     info = export_info(root)
     tags = version.tags
     assert tags["training_run_id"] == training.info.run_id
     assert tags["evaluation_run_id"] == summary["evaluation_run_id"]
-    assert client_for(root).get_run(tags["evaluation_run_id"]).data.tags["evaluated_run_id"] == training.info.run_id
+    assert mlflow_client(root).get_run(tags["evaluation_run_id"]).data.tags["evaluated_run_id"] == training.info.run_id
     assert tags["data.export_name"] == "demo_v1" and tags["data.export_version"] == "1"
     assert tags["data.export_content_hash"] == info["content_hash"]
     assert tags["data.dataset_commit"] == info["dataset_commit"]
@@ -259,9 +259,9 @@ def _iou(a, b) -> float:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "with a model that learned (L), ONNX Runtime and Ultralytics disagree on the best score (0.064 vs 0.054): "
-    "the ONNX path letterboxes to a square, Ultralytics' predictor to the minimal rectangle; an untrained model "
-    "hid it. Product fix pending"))
+    "serving parity, issue #18's to fix: with a model that learned (L), ONNX Runtime and Ultralytics disagree "
+    "on the best score (0.064 vs 0.054) because the ONNX path letterboxes to a square and Ultralytics' "
+    "predictor to the stride multiple; an untrained model hid it"))
 def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
     import mlflow
     import numpy as np

@@ -13,8 +13,7 @@ import pandas as pd
 import yaml
 
 from tests.conftest import REPO_ROOT, project_env
-from tests.support.projects import kedro_cli, use_template
-from tests.test_training import client_for
+from tests.support.projects import kedro_cli, mlflow_client, use_template
 
 BROKEN = {"extra_args": {"lr0": -5.0}}  # Ultralytics refuses it when training starts
 #: The smallest RT-DETR that is still one (rtdetr-l's layout, narrow): seconds, not minutes.
@@ -38,7 +37,7 @@ def with_candidates(template, target: Path, monkeypatch, **matrix) -> Path:
 
 
 def matrix_runs(root: Path):
-    client = client_for(root)
+    client = mlflow_client(root)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string="tags.`cv_pipelines.matrix_id` != ''",
                               order_by=["attributes.start_time ASC"])
@@ -77,7 +76,7 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_t
     for run in runs:
         by_candidate.setdefault(run.data.tags["cv_pipelines.candidate"], []).append(run)
     assert [r.info.status for r in by_candidate["broken"]] == ["FAILED", "FAILED"]  # one run per attempt
-    client = client_for(root)
+    client = mlflow_client(root)
     for name in ("yolov8n", "rtdetr", "frozen"):
         [run] = by_candidate[name]
         assert run.info.status == "FINISHED"
@@ -89,6 +88,47 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_t
     frozen_dir = root / by_candidate["frozen"][0].data.tags["cv_pipelines.run_dir"]
     assert (frozen_dir / "trained_by.txt").read_text() == "FrozenBackboneTrainer"
     assert yaml.safe_load((frozen_dir / "args.yaml").read_text())["freeze"] == 3
+
+
+def test_candidates_logging_the_same_export_at_once_each_get_it_as_their_input(project):
+    """What ThreadRunner's candidates do at the same moment: MLflow's find-or-insert of the
+    dataset row must not race (it did: ``UNIQUE constraint failed: datasets.…``)."""
+    import threading
+
+    import mlflow
+
+    from cv_pipelines.exports.versions import ExportRef
+    from cv_pipelines.models.lineage import log_export_input
+
+    export = ExportRef(path=project / "data/exports/demo_v1", version=1, info={"content_hash": "c0ffee" * 8})
+    (project / "data/mlflow").mkdir(parents=True, exist_ok=True)
+    client = mlflow_client(project)
+    experiment = client.create_experiment("parallel candidates")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(4)]
+    together = threading.Barrier(len(run_ids))
+    errors: list[BaseException] = []
+
+    def candidate(run_id: str) -> None:
+        try:
+            with mlflow.start_run(run_id=run_id):  # the active run is per thread
+                together.wait()
+                log_export_input(export, "training", {})
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'data/mlflow/mlflow.db'}")
+    try:
+        threads = [threading.Thread(target=candidate, args=(run_id,)) for run_id in run_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert errors == []
+    inputs = [client.get_run(run_id).inputs.dataset_inputs for run_id in run_ids]
+    assert [[(i.dataset.name, i.dataset.digest) for i in run] for run in inputs] == [[("demo_v1", "c0ffee" * 5 + "c0")]] * 4
 
 
 def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_select(
@@ -104,7 +144,7 @@ def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_sele
 
     # What is selected, not how well it trains, is what the rest shows: "good" now reuses a
     # trained template's weights (evaluated for real) instead of training again.
-    a = client_for(trained_template.root).get_run(trained_template.runs["A"])
+    a = mlflow_client(trained_template.root).get_run(trained_template.runs["A"])
     monkeypatch.setenv("CV_TEST_REUSED_WEIGHTS", str(trained_template.root / a.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"))
     set_matrix(root, candidates={"good": {"trainer": REUSED}, "broken": BROKEN})
 

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import project_env
-from tests.support.projects import Template, kedro_cli, run_in_process, use_template
+from tests.support.projects import Template, kedro_cli, mlflow_client, run_in_process, runs_of, use_template
 
 #: The demo export as one script (used by bench/bench_training.py; the tests' templates
 #: are built by tests.support.projects).
@@ -54,22 +54,8 @@ def trained(trained_template, tmp_path, monkeypatch) -> Path:
     return use_template(trained_template, tmp_path / "project", monkeypatch)
 
 
-def client_for(root: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
-
-
-def runs_of(root: Path, pipeline: str):
-    client = client_for(root)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(
-        experiments, filter_string=f"tags.`cv_pipelines.{pipeline}` = 'true'", order_by=["attributes.start_time ASC"]
-    )
-
-
 def run_of(root: Path, run_id: str):
-    return client_for(root).get_run(run_id)
+    return mlflow_client(root).get_run(run_id)
 
 
 def export_info(root: Path, name: str = "demo_v1") -> dict:
@@ -98,7 +84,7 @@ def refused(result, sentence: str) -> None:
 def test_training_is_one_finished_run_with_history_artifacts_and_lineage(trained_template: Template):
     root = trained_template.root  # read only
     run = run_of(root, trained_template.runs["A"])  # `training`, 2 epochs, alone in its kedro run
-    client = client_for(root)
+    client = mlflow_client(root)
     all_runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time ASC"])
     # One MLflow run per tracked kedro run of the template, and no run of Ultralytics' own.
     assert [r.data.tags.get("mlflow.runName") for r in all_runs] == [
@@ -223,7 +209,7 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     # The resumed run shows the whole curve, each epoch once: the epochs before the kill
     # as the killed run logged them (the one a kill can catch between checkpoint and log
     # from results.csv), the rest logged live.
-    client = client_for(exported)
+    client = mlflow_client(exported)
     before_kill = {m.step: m.value for m in client.get_metric_history(killed.info.run_id, "val/mAP50")}
     curve = client.get_metric_history(resumed[0].info.run_id, "val/mAP50")
     assert sorted(m.step for m in curve) == [1, 2, 3]
@@ -266,7 +252,7 @@ def test_the_same_seed_gives_the_same_metrics_and_weights(trained, trained_templ
     run_in_process(trained, ["training"], {"training": {"epochs": 1}})
     again = runs_of(trained, "training")[-1]
     assert again.info.run_id not in trained_template.runs.values()
-    client = client_for(trained)
+    client = mlflow_client(trained)
     names = sorted(n for n in b.data.metrics if n.startswith(("train/", "val/", "lr/")) and n != "train/elapsed_s")
     assert "val/mAP50" in names and "train/box_loss" in names
     for name in names:
@@ -324,7 +310,7 @@ def test_evaluation_of_the_latest_training_on_the_test_split(trained, trained_te
     for plot in ("confusion_matrix.png", "pr_curve.png", "per_class_ap.png"):
         with Image.open(reporting / plot) as image:
             assert image.size[0] > 300
-    artifacts = {a.path for a in client_for(trained).list_artifacts(evaluation.info.run_id)}
+    artifacts = {a.path for a in mlflow_client(trained).list_artifacts(evaluation.info.run_id)}
     assert {"per_class.csv", "worst_images.csv", "confusion_matrix.png", "pr_curve.png", "last_evaluation.yml"} <= artifacts
     summary = yaml.safe_load((reporting / "last_evaluation.yml").read_text())
     assert summary["run_id"] == latest.info.run_id and summary["champion"] is None
@@ -332,7 +318,7 @@ def test_evaluation_of_the_latest_training_on_the_test_split(trained, trained_te
 
 def test_evaluation_compares_with_the_champion_on_the_same_split(trained, trained_template):
     champion_run = run_of(trained, trained_template.runs["A"])
-    client = client_for(trained)
+    client = mlflow_client(trained)
     client.create_registered_model("cv_pipelines_detector")
     version = client.create_model_version(
         "cv_pipelines_detector", f"runs:/{champion_run.info.run_id}/weights", run_id=champion_run.info.run_id,
@@ -490,7 +476,7 @@ def test_a_small_training_really_learns(learned_template: Template):
     """learned_template's run L (LEARNED_DEMO, LEARNED_TRAINING in tests.support.projects) against
     U, one epoch of 64 px that learns nothing: L clears the deployment's default floor (0.1)."""
     root = learned_template.root  # read only
-    client = client_for(root)
+    client = mlflow_client(root)
     learned = run_of(root, learned_template.runs["L"])
     history = [m.value for m in client.get_metric_history(learned.info.run_id, "val/mAP50")]
     losses = [m.value for m in client.get_metric_history(learned.info.run_id, "train/box_loss")]

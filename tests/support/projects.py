@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 __all__ = [
+    "deployed_copy",
     "deployed_project",
     "exported_template",
     "gate_scenarios",
@@ -186,16 +187,19 @@ def use_template(template: Template | Path, target: Path, monkeypatch: pytest.Mo
 
 
 def mlflow_client(root: Path):
+    """A client of the project ``root``'s own MLflow store."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{root / MLFLOW_DB}")
 
 
-def runs_tagged(root: Path, tag: str) -> list:
-    """The runs of every experiment with ``tags.<tag> = 'true'``, oldest first."""
+def runs_of(root: Path, pipeline: str) -> list:
+    """The runs of every experiment tagged ``cv_pipelines.<pipeline> = 'true'`` (``training`` or
+    ``evaluation``), oldest first."""
     client = mlflow_client(root)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments, filter_string=f"tags.`{tag}` = 'true'", order_by=["attributes.start_time ASC"])
+    return client.search_runs(experiments, filter_string=f"tags.`cv_pipelines.{pipeline}` = 'true'",
+                              order_by=["attributes.start_time ASC"])
 
 
 def registry_state(root: Path) -> dict[str, list[str]]:
@@ -287,8 +291,8 @@ def build_trained(exported: Template, target: Path) -> Template:
         [["training", "evaluation"], {"training": {"epochs": 1}}],
         ["digest", "after_B"],
     ])
-    a, b = runs_tagged(root, "cv_pipelines.training")
-    [a_evaluation] = [r for r in runs_tagged(root, "cv_pipelines.evaluation") if r.info.run_id != b.info.run_id]
+    a, b = runs_of(root, "training")
+    [a_evaluation] = [r for r in runs_of(root, "evaluation") if r.info.run_id != b.info.run_id]
     return Template(root, runs={"A": a.info.run_id, "A_evaluation": a_evaluation.info.run_id, "B": b.info.run_id},
                     digests=digests)
 
@@ -303,7 +307,7 @@ def build_learned(target: Path) -> Template:
         [["training"], {}],
         [["training", "evaluation"], {"training": LEARNED_TRAINING}],
     ])
-    u, learned = runs_tagged(root, "cv_pipelines.training")
+    u, learned = runs_of(root, "training")
     return Template(root, runs={"U": u.info.run_id, "L": learned.info.run_id})
 
 
@@ -434,20 +438,21 @@ def gate_scenarios(tmp_path_factory, learned_template) -> Template:
 
 
 @pytest.fixture(scope="module")
-def _deployed_copy(gate_scenarios, tmp_path_factory) -> Path:
+def deployed_copy(gate_scenarios, tmp_path_factory) -> Path:
+    """A copy of the "L first" project for one module's tests; ``deployed_project`` enters it."""
     # Loading ``models:/`` from a local store writes registered_model_meta into the store's
     # model folder, so even the tests that only load and predict get a copy (one per module).
     return copy_project(gate_scenarios.root, tmp_path_factory.mktemp("deployed") / "project")
 
 
 @pytest.fixture
-def deployed_project(_deployed_copy, monkeypatch) -> Path:
+def deployed_project(deployed_copy, monkeypatch) -> Path:
     """A copy of the "L first" project (champion v1 = L, challenger v2 = U), as the current project.
 
     Shared by the tests of a module: they load and serve the models, and change nothing else.
     """
     import mlflow
 
-    root = enter_project(_deployed_copy, monkeypatch)
+    root = enter_project(deployed_copy, monkeypatch)
     mlflow.set_tracking_uri(f"sqlite:///{root / MLFLOW_DB}")
     return root
