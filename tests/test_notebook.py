@@ -26,7 +26,8 @@ import pytest
 
 from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import REPO_ROOT, project_env, run_kedro
-from tests.test_viz import EXPECTED_PIPELINES, TrapProxy, trained_project
+from tests.support.projects import copy_project, mlflow_client, runs_of
+from tests.test_viz import EXPECTED_PIPELINES, TrapProxy
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 TOUR = "01_tour.ipynb"
@@ -66,10 +67,9 @@ def jupyter_env(root: Path, home: Path, trap: TrapProxy) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tour_project(tmp_path_factory) -> Path:
-    """A copy of the trained project with the repository's notebooks in it (not a copy's usual part)."""
-    root = tmp_path_factory.mktemp("tour") / "project"
-    shutil.copytree(trained_project(tmp_path_factory), root, symlinks=True)
+def tour_project(tmp_path_factory, trained_template) -> Path:
+    """A copy of the session's trained project with the repository's notebooks in it (not a copy's usual part)."""
+    root = copy_project(trained_template.root, tmp_path_factory.mktemp("tour") / "project")
     shutil.copytree(NOTEBOOKS, root / "notebooks")
     return root
 
@@ -104,16 +104,7 @@ def cell_with(notebook, needle: str):
     return cell
 
 
-def training_runs(root: Path) -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments, "tags.`cv_pipelines.training` = 'true'", order_by=["attributes.start_time ASC"])
-
-
 def test_tour_notebook_runs_top_to_bottom_in_the_kedro_kernel(tour_project, tmp_path, trap, monkeypatch):
-    from mlflow import MlflowClient
     from nbclient import NotebookClient
 
     env = jupyter_env(tour_project, tmp_path / "home", trap)
@@ -121,7 +112,10 @@ def test_tour_notebook_runs_top_to_bottom_in_the_kedro_kernel(tour_project, tmp_
     setup = run_kedro(tour_project, "jupyter", "setup", env=env, timeout=120)
     assert setup.returncode == 0, setup.stderr[-3000:]
     kernel = json.loads((tmp_path / "home/jupyter-data/kernels" / KERNEL / "kernel.json").read_text())
-    assert kernel["argv"][0] == sys.executable and kernel["argv"][-2:] == ["--ext", "kedro.ipython"]
+    # The same interpreter of the same venv (its bin folder compared resolved: a worktree may link its .venv).
+    python, ours = Path(kernel["argv"][0]), Path(sys.executable)
+    assert (python.name, python.parent.resolve()) == (ours.name, ours.parent.resolve())
+    assert kernel["argv"][-2:] == ["--ext", "kedro.ipython"]
 
     # nbclient starts the kernel with this process's environment and finds it in JUPYTER_DATA_DIR.
     for name, value in env.items():
@@ -130,7 +124,7 @@ def test_tour_notebook_runs_top_to_bottom_in_the_kedro_kernel(tour_project, tmp_
     notebook = nbformat.read(tour_project / "notebooks" / TOUR, as_version=4)
     client = NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(tour_project / "notebooks")}})
     champion_cell = next(i for i, c in enumerate(notebook.cells) if "champion" in c.metadata.get("tags", []))
-    runs = training_runs(tour_project)
+    runs = runs_of(tour_project, "training")
     assert len(runs) == 2
 
     with client.setup_kernel():
@@ -169,7 +163,7 @@ def test_tour_notebook_runs_top_to_bottom_in_the_kedro_kernel(tour_project, tmp_
         assert "no champion yet" in text_of(notebook.cells[champion_cell])
 
         # Once the registry's alias points at the newest training's version, the cell shows it.
-        mlflow = MlflowClient(tracking_uri=f"sqlite:///{tour_project / 'data/mlflow/mlflow.db'}")
+        mlflow = mlflow_client(tour_project)
         model_name = "cv_pipelines_detector"
         mlflow.create_registered_model(model_name)
         newest = runs[-1]

@@ -1,14 +1,15 @@
 """Training and evaluation pipelines: real Ultralytics runs tracked in a real SQLite MLflow store.
 
-Every test works in its own copy of a project that already holds a tiny demo export
-(made once per module), with its own empty MLflow store.
+Tests that only read use the session's trained templates in place (``tests.support.projects``:
+trained_template's run A and B, learned_template's run L); tests that train or evaluate
+work in their own copy of a template, with its own relocated MLflow store.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,8 +21,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import OFFLINE_ENV, make_project_copy, project_env, run_kedro, run_pipeline
+from tests.conftest import project_env
+from tests.support.projects import Template, kedro_cli, mlflow_client, run_in_process, runs_of, use_template
 
+#: The demo export as one script (used by bench/bench_training.py; the tests' templates
+#: are built by tests.support.projects).
 BUILD_EXPORT = """
 import sys
 from pathlib import Path
@@ -38,53 +42,20 @@ _run_pipeline(root, "export", "test")
 """
 
 
-def build_exported_project(target: Path, *args: str) -> Path:
-    root = make_project_copy(target)
-    result = subprocess.run(
-        [sys.executable, "-c", BUILD_EXPORT, str(root), *args], cwd=root, env=project_env(root),
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    # Each test starts from an empty MLflow store (an experiment records its artifact
-    # folder as an absolute path, which would point back into the template).
-    shutil.rmtree(root / "data/mlflow", ignore_errors=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def export_template(tmp_path_factory) -> Path:
-    return build_exported_project(tmp_path_factory.mktemp("template") / "project")
-
-
-def use_copy(template: Path, target: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(template, target, symlinks=True)
-    monkeypatch.setenv("CV_PIPELINES_PROJECT_ROOT", str(target))
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(target / ".ultralytics"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for name, value in OFFLINE_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(target)
-    return target
+@pytest.fixture
+def exported(exported_template, tmp_path, monkeypatch) -> Path:
+    """A throwaway project holding the export demo_v1 (24 tiny images) and no MLflow runs."""
+    return use_template(exported_template, tmp_path / "project", monkeypatch)
 
 
 @pytest.fixture
-def exported(export_template, tmp_path, monkeypatch) -> Path:
-    """A throwaway project holding the export demo_v1 (24 tiny images) and no MLflow runs."""
-    return use_copy(export_template, tmp_path / "project", monkeypatch)
+def trained(trained_template, tmp_path, monkeypatch) -> Path:
+    """A throwaway copy of trained_template (runs A and B), to train or evaluate in."""
+    return use_template(trained_template, tmp_path / "project", monkeypatch)
 
 
-def client_for(root: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{root / 'data/mlflow/mlflow.db'}")
-
-
-def runs_of(root: Path, pipeline: str):
-    client = client_for(root)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(
-        experiments, filter_string=f"tags.`cv_pipelines.{pipeline}` = 'true'", order_by=["attributes.start_time ASC"]
-    )
+def run_of(root: Path, run_id: str):
+    return mlflow_client(root).get_run(run_id)
 
 
 def export_info(root: Path, name: str = "demo_v1") -> dict:
@@ -95,23 +66,30 @@ def git_head(root: Path) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def artifact_file(root: Path, run, path: str) -> Path:
+    """The local file of one of ``run``'s artifacts (the store is a folder of the project)."""
+    return Path(run.info.artifact_uri.removeprefix("file://")) / path
+
+
+def refused(result, sentence: str) -> None:
+    """``result`` (``kedro_cli``) is a refusal with exit status 2 and ``sentence`` on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)  # a ClickException, not an error escaping the command
+    assert sentence in result.stderr, result.stderr
 
 
 # --- training -----------------------------------------------------------------------------
 
 
-def test_training_is_one_finished_run_with_history_artifacts_and_lineage(exported):
-    import mlflow
-
-    run_pipeline(exported, "training", params={"training": {"epochs": 2}})
-    assert mlflow.active_run() is None  # nothing left open in this process
-
-    [run] = runs_of(exported, "training")
-    client = client_for(exported)
-    all_runs = client.search_runs([run.info.experiment_id])
-    assert [r.data.tags.get("mlflow.runName") for r in all_runs] == ["training"]  # no run of Ultralytics' own
+def test_training_is_one_finished_run_with_history_artifacts_and_lineage(trained_template: Template):
+    root = trained_template.root  # read only
+    run = run_of(root, trained_template.runs["A"])  # `training`, 2 epochs, alone in its kedro run
+    client = mlflow_client(root)
+    all_runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time ASC"])
+    # One MLflow run per tracked kedro run of the template, and no run of Ultralytics' own.
+    assert [r.data.tags.get("mlflow.runName") for r in all_runs] == [
+        "import_coco", "export", "training", "evaluation", "training+evaluation"]
+    assert [r.info.run_id for r in all_runs[2:]] == [trained_template.runs[k] for k in ("A", "A_evaluation", "B")]
     assert run.info.status == "FINISHED"
 
     # Parameters from params:training, per-epoch history with the epoch as step.
@@ -126,8 +104,8 @@ def test_training_is_one_finished_run_with_history_artifacts_and_lineage(exporte
     assert {"weights/best.pt", "weights/last.pt"} <= weights
     assert {"results.csv", "confusion_matrix.png", "BoxPR_curve.png", "args.yaml", "last_training.yml"} <= top
 
-    # Lineage: the export as a dataset input, and tags for searching; the code's commit.
-    info = export_info(exported)
+    # Lineage: the export as a dataset input, and tags for searching; the code's commit, clean.
+    info = export_info(root)
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "demo_v1"
     assert dataset_input.dataset.digest == info["content_hash"][:32]
@@ -136,32 +114,38 @@ def test_training_is_one_finished_run_with_history_artifacts_and_lineage(exporte
     assert input_tags["dataset_commit"] == info["dataset_commit"]
     assert input_tags["registries_hash"] == info["registries_hash"]
     assert run.data.tags["data.export_content_hash"] == info["content_hash"]
-    assert run.data.tags["code_commit"] == git_head(exported)
-    assert run.data.tags["mlflow.source.git.commit"] == git_head(exported)
+    assert run.data.tags["code_commit"] == git_head(root)
+    assert run.data.tags["mlflow.source.git.commit"] == git_head(root)
+    assert run.data.tags["code_dirty"] == "false"
 
     # Ultralytics' arguments: deterministic, seeded, the tuned extra_args passed through.
-    run_dir = exported / run.data.tags["cv_pipelines.run_dir"]
+    run_dir = root / run.data.tags["cv_pipelines.run_dir"]
     args = yaml.safe_load((run_dir / "args.yaml").read_text())
     assert args["deterministic"] is True and args["seed"] == 0 and args["optimizer"] == "AdamW"
-    summary = yaml.safe_load((exported / "data/reporting/training/last_training.yml").read_text())
+    # The run's own copy of the summary (the project's last_training.yml is B's by now).
+    summary = yaml.safe_load(artifact_file(root, run, "last_training.yml").read_text())
     assert summary["mlflow_run_id"] == run.info.run_id and summary["epochs_done"] == 2
     assert (run_dir / "training_summary.yaml").is_file()
 
 
-def test_a_local_checkpoint_is_fine_tuned_and_a_missing_one_refused(exported):
-    run_pipeline(exported, "training")
-    [first] = runs_of(exported, "training")
+def test_a_local_checkpoint_is_fine_tuned_and_a_missing_one_refused(trained, trained_template):
+    first = run_of(trained, trained_template.runs["A"])
     weights = f"{first.data.tags['cv_pipelines.run_dir']}/weights/best.pt"  # project-relative
-    run_pipeline(exported, "training", params={"training": {"model": weights}})
-    second = runs_of(exported, "training")[-1]
+    # A local change to a tracked file: the run records that its code differs from the commit.
+    (trained / "README.md").write_text((trained / "README.md").read_text() + "\nlocal change\n")
+    before = len(runs_of(trained, "training"))
+    run_in_process(trained, ["training"], {"training": {"model": weights}})
+    second = runs_of(trained, "training")[-1]
+    assert len(runs_of(trained, "training")) == before + 1
     assert second.data.params["training.model"] == weights
-    args = yaml.safe_load((exported / second.data.tags["cv_pipelines.run_dir"] / "args.yaml").read_text())
-    assert args["model"] == str(exported / weights)
+    assert second.data.tags["code_dirty"] == "true" and second.data.tags["code_commit"] == git_head(trained)
+    args = yaml.safe_load((trained / second.data.tags["cv_pipelines.run_dir"] / "args.yaml").read_text())
+    assert args["model"] == str(trained / weights)
 
-    missing = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params",
+    missing = kedro_cli(trained, "run", "--pipelines", "training", "--env", "test", "--params",
                         "training.model=nowhere/best.pt")
-    assert missing.returncode != 0 and "model weights 'nowhere/best.pt' do not exist" in missing.stderr
-    assert len(runs_of(exported, "training")) == 2
+    refused(missing, "model weights 'nowhere/best.pt' do not exist")
+    assert len(runs_of(trained, "training")) == before + 1
 
 
 def test_asking_for_a_missing_gpu_stops_before_training_with_one_sentence(exported):
@@ -169,30 +153,37 @@ def test_asking_for_a_missing_gpu_stops_before_training_with_one_sentence(export
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.device=0")
-    assert result.returncode != 0
-    assert "training.device is '0' but this machine has no usable CUDA GPU" in result.stderr
-    assert "Traceback" not in result.stderr
+    result = kedro_cli(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.device=0")
+    refused(result, "training.device is '0' but this machine has no usable CUDA GPU")
     assert not (exported / "data/models/training").exists()
 
 
 def test_training_needs_an_export_and_names_the_missing_version(project):
-    missing = run_kedro(project, "run", "--pipelines", "training", "--env", "test")
-    assert missing.returncode != 0
-    assert "there is no export of label set 'demo'" in missing.stderr and "kedro run --pipelines export" in missing.stderr
+    missing = kedro_cli(project, "run", "--pipelines", "training", "--env", "test")
+    refused(missing, "there is no export of label set 'demo'")
+    assert "kedro run --pipelines export" in missing.stderr
+
+
+def epochs_logged(root: Path, name: str = "val/mAP50") -> int:
+    """How many epochs a running training has logged (read straight from the store it writes)."""
+    try:
+        with sqlite3.connect(f"file:{root / 'data/mlflow/mlflow.db'}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM metrics WHERE key = ?", (name,)).fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet, or locked by the writer for a moment
+        return 0
 
 
 def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     command = [str(Path(sys.executable).with_name("kedro")), "run", "--pipelines", "training", "--env", "test",
-               "--params", "training.epochs=6"]
+               "--params", "training.epochs=3"]
     process = subprocess.Popen(command, cwd=exported, env=project_env(exported), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     training_dir = exported / "data/models/training"
     deadline = time.monotonic() + 300
     try:
-        # Ultralytics writes last.pt in place: wait for a whole one (a zip's directory is
-        # written last), or the kill can land mid-write and leave nothing to resume from.
-        while not any(zipfile.is_zipfile(p) for p in training_dir.glob("*/weights/last.pt")):
+        # Epoch 1 logged means its last.pt is written (Ultralytics saves, then calls the
+        # callback that logs); the kill lands in epoch 2, long before its checkpoint.
+        while epochs_logged(exported) < 1:
             assert process.poll() is None, "training ended before it could be interrupted"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -200,15 +191,16 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     [run_dir] = [p for p in training_dir.iterdir() if p.is_dir()]
+    assert zipfile.is_zipfile(run_dir / "weights/last.pt")
     assert not (run_dir / "training_summary.yaml").exists()
     [killed] = runs_of(exported, "training")
     assert killed.info.status == "RUNNING"  # SIGKILL leaves no chance to end it
 
-    run_pipeline(exported, "training", params={"training": {"resume": True}})
+    run_in_process(exported, ["training"], {"training": {"resume": True}})
 
     assert [p for p in training_dir.iterdir() if p.is_dir()] == [run_dir]
     results = pd.read_csv(run_dir / "results.csv")
-    assert results["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert results["epoch"].tolist() == [1, 2, 3]
     assert (run_dir / "training_summary.yaml").is_file()
     resumed = [r for r in runs_of(exported, "training") if r.info.run_id != killed.info.run_id]
     assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
@@ -217,51 +209,98 @@ def test_a_killed_training_resumes_from_last_pt_in_its_own_folder(exported):
     # The resumed run shows the whole curve, each epoch once: the epochs before the kill
     # as the killed run logged them (the one a kill can catch between checkpoint and log
     # from results.csv), the rest logged live.
-    client = client_for(exported)
+    client = mlflow_client(exported)
     before_kill = {m.step: m.value for m in client.get_metric_history(killed.info.run_id, "val/mAP50")}
     curve = client.get_metric_history(resumed[0].info.run_id, "val/mAP50")
-    assert sorted(m.step for m in curve) == [1, 2, 3, 4, 5, 6]
+    assert sorted(m.step for m in curve) == [1, 2, 3]
     assert {m.step: m.value for m in curve if m.step in before_kill} == before_kill
     by_epoch = results.set_index("epoch")["metrics/mAP50(B)"]
     for point in curve:
         assert point.value == pytest.approx(by_epoch[point.step], rel=1e-4, abs=1e-6), point.step
+    assert not list(run_dir.glob("weights/.*.partial"))  # checkpoints are renamed into place whole
 
     # Nothing left to resume now: the request is refused with the reason.
-    again = run_kedro(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.resume=true")
-    assert again.returncode != 0 and "no interrupted training" in again.stderr
+    again = kedro_cli(exported, "run", "--pipelines", "training", "--env", "test", "--params", "training.resume=true")
+    refused(again, "no interrupted training")
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_whole(tmp_path):
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.files.run_folders import RunFolders
+    from cv_pipelines.models.training import RUN_FILE, interrupted_run
+
+    folders = RunFolders(tmp_path / "training")
+    run_dir = folders.new("abc")
+    (run_dir / RUN_FILE).write_text("model: yolov8n.yaml\n")
+    (run_dir / "weights").mkdir()
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x" * 10_000)
+    (run_dir / "weights/last.pt").write_bytes(whole.read_bytes())
+    assert interrupted_run(folders) == run_dir
+    # What a kill in the middle of a write leaves: the start of the file, no zip directory.
+    (run_dir / "weights/last.pt").write_bytes(whole.read_bytes()[:5_000])
+    for wanted in (None, str(run_dir)):
+        with pytest.raises(ConfigurationError, match=r"its weights/last\.pt is not a whole checkpoint"):
+            interrupted_run(folders, wanted)
+
+
+def test_the_same_seed_gives_the_same_metrics_and_weights(trained, trained_template):
+    import torch
+
+    b = run_of(trained, trained_template.runs["B"])  # 1 epoch, trained in a `training,evaluation` run
+    run_in_process(trained, ["training"], {"training": {"epochs": 1}})
+    again = runs_of(trained, "training")[-1]
+    assert again.info.run_id not in trained_template.runs.values()
+    client = mlflow_client(trained)
+    names = sorted(n for n in b.data.metrics if n.startswith(("train/", "val/", "lr/")) and n != "train/elapsed_s")
+    assert "val/mAP50" in names and "train/box_loss" in names
+    for name in names:
+        history = [(m.step, m.value) for m in client.get_metric_history(b.info.run_id, name)]
+        assert [(m.step, m.value) for m in client.get_metric_history(again.info.run_id, name)] == history, name
+
+    def tensors(run) -> dict:
+        weights = trained / run.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"
+        return torch.load(weights, map_location="cpu", weights_only=False)["model"].float().state_dict()
+
+    first, second = tensors(b), tensors(again)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
 
 
 # --- evaluation ---------------------------------------------------------------------------
 
 
-def test_evaluation_of_the_latest_training_on_the_test_split(exported):
-    run_pipeline(exported, "training")
-    [first] = runs_of(exported, "training")
-    first_dir = exported / first.data.tags["cv_pipelines.run_dir"]
-    before = tree_bytes(first_dir)
-    run_pipeline(exported, "training")
-    latest = runs_of(exported, "training")[-1]
+def test_evaluation_of_the_latest_training_on_the_test_split(trained, trained_template):
+    first, latest = (run_of(trained, trained_template.runs[k]) for k in ("A", "B"))
+    assert latest.info.start_time > first.info.start_time
 
-    # Each training has its own folder, named after its run; the earlier one is untouched.
-    latest_dir = exported / latest.data.tags["cv_pipelines.run_dir"]
+    # Each training has its own folder, named after its run; the earlier one was left
+    # untouched by the later training (digests taken while the template was built).
+    first_dir = trained / first.data.tags["cv_pipelines.run_dir"]
+    latest_dir = trained / latest.data.tags["cv_pipelines.run_dir"]
     assert latest_dir != first_dir and latest_dir.parent == first_dir.parent
     assert first.info.run_id[:12] in first_dir.name and latest.info.run_id[:12] in latest_dir.name
-    assert tree_bytes(first_dir) == before
+    earlier = {k: v for k, v in trained_template.digests["after_B"].items() if k.startswith(f"{first_dir.relative_to(trained)}/")}
+    assert earlier and earlier == {
+        k: v for k, v in trained_template.digests["after_A"].items() if k.startswith(f"{first_dir.relative_to(trained)}/")
+    }
 
-    run_pipeline(exported, "evaluation")
-    [evaluation] = runs_of(exported, "evaluation")
+    before = {r.info.run_id for r in runs_of(trained, "evaluation")}
+    run_in_process(trained, ["evaluation"])
+    [evaluation] = [r for r in runs_of(trained, "evaluation") if r.info.run_id not in before]
     assert evaluation.info.status == "FINISHED"
     assert evaluation.data.tags["evaluated_run_id"] == latest.info.run_id
-    assert evaluation.data.tags["data.export_content_hash"] == export_info(exported)["content_hash"]
+    assert evaluation.data.tags["data.export_content_hash"] == export_info(trained)["content_hash"]
     for name in ("test/mAP50", "test/mAP50-95", "test/precision", "test/recall"):
         assert 0.0 <= evaluation.data.metrics[name] <= 1.0, name
 
-    reporting = exported / "data/reporting/evaluation"
+    reporting = trained / "data/reporting/evaluation"
     per_class = pd.read_csv(reporting / "per_class.csv")
     assert per_class["class"].tolist() == ["circle", "square", "triangle", "star", "ring"]
     test_boxes = sum(
-        len((exported / "data/exports/demo_v1/labels/test" / f"{p.stem}.txt").read_text().splitlines())
-        for p in (exported / "data/exports/demo_v1/images/test").iterdir()
+        len((trained / "data/exports/demo_v1/labels/test" / f"{p.stem}.txt").read_text().splitlines())
+        for p in (trained / "data/exports/demo_v1/images/test").iterdir()
     )
     assert per_class["instances"].sum() == test_boxes  # the test split, not val or train
     worst = pd.read_csv(reporting / "worst_images.csv")
@@ -271,40 +310,39 @@ def test_evaluation_of_the_latest_training_on_the_test_split(exported):
     for plot in ("confusion_matrix.png", "pr_curve.png", "per_class_ap.png"):
         with Image.open(reporting / plot) as image:
             assert image.size[0] > 300
-    artifacts = {a.path for a in client_for(exported).list_artifacts(evaluation.info.run_id)}
+    artifacts = {a.path for a in mlflow_client(trained).list_artifacts(evaluation.info.run_id)}
     assert {"per_class.csv", "worst_images.csv", "confusion_matrix.png", "pr_curve.png", "last_evaluation.yml"} <= artifacts
     summary = yaml.safe_load((reporting / "last_evaluation.yml").read_text())
     assert summary["run_id"] == latest.info.run_id and summary["champion"] is None
 
 
-def test_evaluation_compares_with_the_champion_on_the_same_split(exported):
-    run_pipeline(exported, "training")
-    [champion_run] = runs_of(exported, "training")
-    client = client_for(exported)
+def test_evaluation_compares_with_the_champion_on_the_same_split(trained, trained_template):
+    champion_run = run_of(trained, trained_template.runs["A"])
+    client = mlflow_client(trained)
     client.create_registered_model("cv_pipelines_detector")
     version = client.create_model_version(
         "cv_pipelines_detector", f"runs:/{champion_run.info.run_id}/weights", run_id=champion_run.info.run_id,
         tags={"training_run_id": champion_run.info.run_id},
     )
     client.set_registered_model_alias("cv_pipelines_detector", "champion", version.version)
-    run_pipeline(exported, "training", params={"training": {"epochs": 2}})
 
-    run_pipeline(exported, "evaluation")
-    [evaluation] = runs_of(exported, "evaluation")
+    before = {r.info.run_id for r in runs_of(trained, "evaluation")}
+    run_in_process(trained, ["evaluation"])  # of B, the latest training
+    [evaluation] = [r for r in runs_of(trained, "evaluation") if r.info.run_id not in before]
     metrics = evaluation.data.metrics
+    assert evaluation.data.tags["evaluated_run_id"] == trained_template.runs["B"]
     assert evaluation.data.tags["champion_version"] == "1"
     for name in ("mAP50", "mAP50-95", "precision", "recall"):
         assert metrics[f"delta/test/{name}"] == pytest.approx(metrics[f"test/{name}"] - metrics[f"champion/test/{name}"])
-    per_class = pd.read_csv(exported / "data/reporting/evaluation/per_class.csv")
+    per_class = pd.read_csv(trained / "data/reporting/evaluation/per_class.csv")
     assert {"champion_mAP50", "delta_mAP50"} <= set(per_class.columns)
-    summary = yaml.safe_load((exported / "data/reporting/evaluation/last_evaluation.yml").read_text())
+    summary = yaml.safe_load((trained / "data/reporting/evaluation/last_evaluation.yml").read_text())
     assert summary["champion"]["run_id"] == champion_run.info.run_id
 
 
 def test_evaluation_without_a_training_run_says_what_to_do(exported):
-    result = run_kedro(exported, "run", "--pipelines", "evaluation", "--env", "test")
-    assert result.returncode != 0
-    assert "no training has run in this project yet" in result.stderr and "Traceback" not in result.stderr
+    result = kedro_cli(exported, "run", "--pipelines", "evaluation", "--env", "test")
+    refused(result, "no training has run in this project yet")
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -434,31 +472,23 @@ def test_the_trained_model_dataset_looks_its_run_up_once_for_the_check_and_the_l
 # --- learning signal ----------------------------------------------------------------------
 
 
-def test_a_small_training_really_learns(tmp_path, monkeypatch):
-    """160 demo images of 128 px, 20 epochs (about a minute here): measured test mAP50 0.14
-    against about 0 for an untrained model; the floor is half of that."""
-    template = build_exported_project(tmp_path / "template", "demo_data.num_images=160", "demo_data.image_size=128")
-    root = use_copy(template, tmp_path / "project", monkeypatch)
-    run_pipeline(root, "training", params={"training": {"epochs": 20, "imgsz": 128, "batch": 16}})
-    run_pipeline(root, "evaluation")
-
-    [training] = runs_of(root, "training")
-    history = [m.value for m in client_for(root).get_metric_history(training.info.run_id, "val/mAP50")]
-    losses = [m.value for m in client_for(root).get_metric_history(training.info.run_id, "train/box_loss")]
+def test_a_small_training_really_learns(learned_template: Template):
+    """learned_template's run L (LEARNED_DEMO, LEARNED_TRAINING in tests.support.projects) against
+    U, one epoch of 64 px that learns nothing: L clears the deployment's default floor (0.1)."""
+    root = learned_template.root  # read only
+    client = mlflow_client(root)
+    learned = run_of(root, learned_template.runs["L"])
+    history = [m.value for m in client.get_metric_history(learned.info.run_id, "val/mAP50")]
+    losses = [m.value for m in client.get_metric_history(learned.info.run_id, "train/box_loss")]
     assert max(history[-5:]) > history[0] + 0.05
     assert losses[-1] < 0.8 * losses[0]
-    [evaluation] = runs_of(root, "evaluation")
-    assert evaluation.data.metrics["test/mAP50"] >= 0.07
+    assert learned.data.tags["evaluated_run_id"] == learned.info.run_id  # evaluated in the same run
+    assert learned.data.metrics["test/mAP50"] >= 0.1
 
 
-def test_training_and_evaluation_in_one_kedro_run_evaluate_the_model_just_trained(exported):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(exported)
-    with KedroSession.create(project_path=exported, env="test") as session:
-        session.run(pipeline_names=["training", "evaluation"])
-    [run] = runs_of(exported, "training")
+def test_training_and_evaluation_in_one_kedro_run_evaluate_the_model_just_trained(trained_template: Template):
+    run = run_of(trained_template.root, trained_template.runs["B"])  # read only
+    assert run.data.tags["cv_pipelines.training"] == "true"
     assert run.data.tags["cv_pipelines.evaluation"] == "true"  # one run did both
     assert run.data.tags["evaluated_run_id"] == run.info.run_id
     assert "test/mAP50" in run.data.metrics and "val/mAP50" in run.data.metrics

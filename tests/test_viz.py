@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import socketserver
@@ -31,16 +30,14 @@ from urllib.request import urlopen
 
 import pytest
 
-from tests.conftest import REPO_ROOT, make_project_copy, project_env, run_kedro
-from tests.test_training import BUILD_EXPORT
+from tests.conftest import REPO_ROOT, project_env, run_kedro
+from tests.support.projects import copy_project
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = (
     "Debian's chromium is not installed at /usr/bin/chromium: run `make browser` (part of `make test`) as root, "
     "or `sudo apt-get install -y --no-install-recommends chromium chromium-driver`."
 )
-#: Where screenshots go, so a person can look at what the browser showed (git-ignored).
-ARTIFACTS = Path(os.environ.get("CV_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 
 #: Pipelines the graph must show (at least: newer ones, such as deployment and the training
 #: matrix, are shown too, and their own tests cover them).
@@ -53,36 +50,6 @@ LAYERS = {"raw", "registries", "exports", "models", "reporting"}
 KEDRO_VIZ_PAGE_FONTS = {"fonts.googleapis.com", "fonts.gstatic.com"}
 #: kedro-viz's update check: refused by the proxy that the README and `make viz` set.
 KEDRO_VIZ_UPDATE_CHECK = {"pypi.python.org", "pypi.org"}
-
-# Trainings of the shared project: the first trains and is evaluated in two runs, the
-# second in one `training,evaluation` run (one MLflow run holding both), as users do both.
-TRAIN_AND_EVALUATE = BUILD_EXPORT + """
-from kedro.framework.session import KedroSession
-_run_pipeline(root, "training", "test", {"training": {"epochs": 1}})
-_run_pipeline(root, "evaluation", "test")
-with KedroSession.create(project_path=root, env="test", runtime_params={"training": {"epochs": 2}}) as session:
-    session.run(pipeline_names=["training", "evaluation"])
-"""
-
-
-def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project with a demo export, two trainings and their evaluations, made once per session.
-
-    Shared by this module and test_notebook.py (read-only: each test that writes copies it).
-    """
-    root = tmp_path_factory.getbasetemp() / "trained-template" / "project"
-    if (root / ".trained").exists():
-        return root
-    shutil.rmtree(root.parent, ignore_errors=True)
-    make_project_copy(root)
-    result = subprocess.run(
-        [sys.executable, "-c", TRAIN_AND_EVALUATE, str(root)], cwd=root, env=project_env(root),
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    (root / ".trained").touch()
-    return root
-
 
 # --- the trap proxy -----------------------------------------------------------------------
 
@@ -133,6 +100,18 @@ def makefile_viz_offline(proxy_url: str) -> dict[str, str]:
     return {name: value.replace("http://127.0.0.1:9", proxy_url) for name, value in settings.items()}
 
 
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Where screenshots and refused requests go, so a person can look at what the browser showed:
+    ``CV_TEST_ARTIFACTS`` when set (CI keeps it), else a folder of the session's temporary dir;
+    never the checkout."""
+    folder = os.environ.get("CV_TEST_ARTIFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(folder)
+    return tmp_path_factory.mktemp("test-artifacts")
+
+
 @pytest.fixture
 def trap():
     """The proxy kedro viz's own requests go to."""
@@ -143,14 +122,13 @@ def trap():
 
 
 @pytest.fixture
-def browser_trap(request):
+def browser_trap(request, artifacts):
     """The proxy chromium's requests go to: the page's, and chromium's own (updates, sign-in)."""
     proxy = TrapProxy()
     yield proxy
     proxy.shutdown()
     proxy.server_close()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"{request.node.name}-refused-requests.txt").write_text("\n".join(proxy.attempts) + "\n")
+    (artifacts / f"{request.node.name}-refused-requests.txt").write_text("\n".join(proxy.attempts) + "\n")
 
 
 def chromium_own(host: str) -> bool:
@@ -265,16 +243,16 @@ def select_in_list(page, name: str) -> None:
     page.locator(".pipeline-metadata__title", has_text=re.compile(rf"^{re.escape(name)}$")).wait_for(timeout=30_000)
 
 
-def screenshot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
+def screenshot(page, folder: Path, name: str) -> Path:
+    path = folder / name
     page.screenshot(path=str(path))
     return path
 
 
 @pytest.fixture(scope="module")
-def viz_project(tmp_path_factory) -> Path:
-    return trained_project(tmp_path_factory)
+def viz_project(tmp_path_factory, trained_template) -> Path:
+    """A copy of the session's trained project (kedro viz writes into the project it shows)."""
+    return copy_project(trained_template.root, tmp_path_factory.mktemp("viz") / "project")
 
 
 @pytest.fixture
@@ -310,7 +288,7 @@ def viz_server(viz_project, trap):
 
 
 def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_project, viz_server, browser, trap,
-                                                                       browser_trap):
+                                                                       browser_trap, artifacts):
     url, server_output = viz_server
     api = json.loads(urlopen(url + "api/main", timeout=30).read())
 
@@ -353,7 +331,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     headers = set(table.locator("th").all_inner_texts())
     assert {"image_id", "path", "width", "height"} <= headers, headers
     assert table.locator("tr.preview-table__row").count() >= 5
-    screenshot(page, "viz-export-images-registry.png")
+    screenshot(page, artifacts, "viz-export-images-registry.png")
 
     # The sample of exported images with their boxes previews as a picture, and opens large.
     select_in_list(page, "export_sample_images")
@@ -365,7 +343,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     large = page.locator(".pipeline-metadata-modal img")
     large.wait_for(timeout=30_000)
     assert large.get_attribute("src") == picture.get_attribute("src")
-    screenshot(page, "viz-export-sample-images.png")
+    screenshot(page, artifacts, "viz-export-sample-images.png")
 
     # The evaluation's plots (confusion matrix, PR curve, per-class AP) are pictures too.
     page.goto(url)
@@ -374,7 +352,7 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     for name in ("evaluation_confusion_matrix", "evaluation_pr_curve", "evaluation_per_class_plot"):
         select_in_list(page, name)
         page.locator(".pipeline-metadata__plot img").wait_for(timeout=30_000)
-    screenshot(page, "viz-evaluation.png")
+    screenshot(page, artifacts, "viz-evaluation.png")
 
     # Offline: nothing left the machine; the traps refused every outside request. The page
     # asked for nothing but kedro-viz's font link, the server for nothing but its update
@@ -389,9 +367,9 @@ def test_viz_run_shows_every_pipeline_with_layers_and_previews_offline(viz_proje
     assert "heapanalytics" not in page.content()  # kedro-viz's page telemetry stays off
 
 
-def test_viz_build_writes_a_static_site_that_renders_offline(viz_project, tmp_path, browser, trap, browser_trap):
-    project = tmp_path / "project"
-    shutil.copytree(viz_project, project, symlinks=True)
+def test_viz_build_writes_a_static_site_that_renders_offline(viz_project, tmp_path, browser, trap, browser_trap,
+                                                             artifacts):
+    project = copy_project(viz_project, tmp_path / "project")
     result = run_kedro(project, "viz", "build", "--include-previews",
                        env=project_env(project, **{**trap.env(), **makefile_viz_offline(trap.url)}), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -417,7 +395,7 @@ def test_viz_build_writes_a_static_site_that_renders_offline(viz_project, tmp_pa
             page = open_page(browser, f"http://127.0.0.1:{server.server_address[1]}/")
             choose_pipeline(page, "training")
             assert {"train_model", "trained_model"} <= node_labels(page)
-            screenshot(page, "viz-build-static-site.png")
+            screenshot(page, artifacts, "viz-build-static-site.png")
             assert outside_requests(page) <= KEDRO_VIZ_PAGE_FONTS, outside_requests(page)
         finally:
             server.shutdown()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from cv_pipelines.models.trainers import UltralyticsTrainer
+import os
+import shutil
+
+from cv_pipelines.models.trainers import TrainedModel, UltralyticsTrainer
 
 
 class FrozenBackboneTrainer(UltralyticsTrainer):
@@ -17,3 +20,15 @@ class FrozenBackboneTrainer(UltralyticsTrainer):
 
 class NotATrainer:
     """Lacks the interface: the matrix must refuse it with a sentence."""
+
+
+class ReusedWeightsTrainer(UltralyticsTrainer):
+    """Trains nothing: copies the weights named by ``CV_TEST_REUSED_WEIGHTS`` (a trained template's
+    best.pt) into its run folder; its evaluation is the real one. For tests of which candidates
+    run, where a training would prove nothing more."""
+
+    def train(self, *, params, run_dir, **kwargs):
+        weights = run_dir / "weights/best.pt"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.environ["CV_TEST_REUSED_WEIGHTS"], weights)
+        return TrainedModel(weights=weights, family="yolo", epochs_done=1, seconds=0.0)

@@ -7,6 +7,7 @@ are set here, on the active run.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,12 @@ EVALUATION_TAG = "cv_pipelines.evaluation"
 FAMILY_TAG = "cv_pipelines.model_family"
 #: A training run's model, as an MLflow artifact path.
 WEIGHTS_ARTIFACT = "weights/best.pt"
+
+# MLflow's SQL store finds or inserts the dataset row (one per experiment, name and digest)
+# in a read-then-insert transaction: two ThreadRunner candidates logging the same export at
+# once both insert it, and one fails on the unique key. One at a time, the second finds the
+# first's row and only links it to its own run.
+_input_lock = threading.Lock()
 
 
 def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) -> None:
@@ -46,7 +53,8 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
         # MLflow's dataset digest column holds 36 characters; the full hash is a tag.
         digest=lineage["export_content_hash"][:32],
     )
-    mlflow.log_input(dataset, context=context, tags=lineage)
+    with _input_lock:
+        mlflow.log_input(dataset, context=context, tags=lineage)
 
 
 def log_files(*paths: str | Path | None) -> None:

@@ -198,14 +198,61 @@ def interrupted_run(folders: RunFolders, wanted: str | None = None) -> Path:
             raise ConfigurationError(f"cannot resume {wanted}: there is no weights/last.pt in {folder}")
         if (folder / SUMMARY_FILE).is_file():
             raise ConfigurationError(f"cannot resume {folder.name}: that training finished; start a new one instead")
-        return folder
+        return _check_checkpoint(folder)
     for folder in reversed(folders.all(RUN_FILE)):
         if (folder / "weights/last.pt").is_file() and not (folder / SUMMARY_FILE).is_file():
-            return folder
+            return _check_checkpoint(folder)
     raise ConfigurationError(
         f"training.resume is set but no interrupted training (a run folder with weights/last.pt and no "
         f"{SUMMARY_FILE}) exists in {training_dir}; set training.resume: false to start a new one"
     )
+
+
+def _check_checkpoint(folder: Path) -> Path:
+    """``folder`` if its ``weights/last.pt`` is a whole checkpoint (a zip whose members all read back)."""
+    import zipfile
+
+    last = folder / "weights/last.pt"
+    try:
+        with zipfile.ZipFile(last) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        damaged = str(exc)
+    if damaged is not None:
+        raise ConfigurationError(
+            f"cannot resume {folder.name}: its weights/last.pt is not a whole checkpoint ({damaged}); "
+            "start a new training with training.resume: false"
+        )
+    return folder
+
+
+def _write_checkpoints_atomically(trainer) -> None:
+    """Make the Ultralytics ``trainer`` write ``last.pt`` and ``best.pt`` whole or not at all.
+
+    Ultralytics rewrites them in place at every epoch, so a kill during a write would
+    leave a torn ``last.pt`` to resume from; here each is written beside itself and
+    renamed over the old one (``os.replace`` is atomic).
+    """
+    import os
+
+    save_model = trainer.save_model
+
+    def save_model_atomically() -> bool:
+        final = {"last": trainer.last, "best": trainer.best}
+        partial = {name: path.with_name(f".{path.name}.partial") for name, path in final.items()}
+        for path in partial.values():
+            path.unlink(missing_ok=True)  # left by a kill: best.pt is written only when it improves
+        trainer.last, trainer.best = partial["last"], partial["best"]
+        try:
+            saved = save_model()
+        finally:
+            trainer.last, trainer.best = final["last"], final["best"]
+        for name, path in partial.items():
+            if path.exists():
+                os.replace(path, final[name])
+        return saved
+
+    trainer.save_model = save_model_atomically
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -354,6 +401,7 @@ def train_yolo(
             # Ultralytics restores every argument (data, epochs, optimizer state, folder)
             # from the checkpoint; only the device may change.
             yolo = ultralytics_model(run_dir / "weights/last.pt", family)
+            yolo.add_callback("on_pretrain_routine_start", _write_checkpoints_atomically)
             reporter.register(yolo)
             yolo.train(resume=True, device=device)
         else:
@@ -375,6 +423,7 @@ def train_yolo(
                 "verbose": False,
             }
             yolo = ultralytics_model(model, family)
+            yolo.add_callback("on_pretrain_routine_start", _write_checkpoints_atomically)
             reporter.register(yolo)
             yolo.train(**arguments)
     trainer = yolo.trainer
