@@ -364,3 +364,29 @@ def test_a_copied_project_has_its_own_mlflow_store_naming_only_itself(project, t
     with sqlite3.connect(copy / STORE) as db:
         assert db.execute("select value from experiment_tags where key = 'sibling'").fetchall() == [(f"{copy}2/x",)]
     assert cells_naming(copy / STORE, tmp_path / "third")
+
+
+def test_the_font_download_stays_off_while_any_thread_is_inside_the_context():
+    """Parallel matrix candidates each enter ``no_font_download``; the first to leave must not turn it off."""
+    import threading
+
+    from ultralytics.data import utils as data_utils
+
+    from cv_pipelines.config.offline import no_font_download
+
+    original = data_utils.check_font
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_candidate() -> None:
+        with no_font_download():
+            inside.set()
+            leave.wait(timeout=30)
+
+    thread = threading.Thread(target=other_candidate)
+    with no_font_download():
+        thread.start()
+        assert inside.wait(timeout=30)
+    assert data_utils.check_font is not original  # the other thread is still inside
+    leave.set()
+    thread.join(timeout=30)
+    assert data_utils.check_font is original

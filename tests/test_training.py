@@ -22,7 +22,8 @@ import yaml
 from PIL import Image
 
 from tests.conftest import project_env
-from tests.support.projects import Template, kedro_cli, mlflow_client, run_in_process, runs_of, use_template
+from tests.support.cli import kedro_cli
+from tests.support.projects import Template, mlflow_client, run_in_process, runs_of, use_template
 
 #: The demo export as one script (used by bench/bench_training.py; the tests' templates
 #: are built by tests.support.projects).

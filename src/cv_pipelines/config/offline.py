@@ -7,7 +7,10 @@ Values a user set explicitly in the environment are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 #: Telemetry switches of every tool we ship with. MLflow honours only the literal
@@ -70,21 +73,41 @@ def ultralytics_settings_offline(project_root: Path | None = None) -> None:
         settings.update(changed)
 
 
-def no_font_download():
+@contextlib.contextmanager
+def no_font_download() -> Iterator[None]:
     """A context in which Ultralytics never fetches its plotting font from the internet.
 
     ``check_det_dataset`` and the plot annotator call ``check_font``, which downloads
     Arial when no local copy exists: offline that waits on the network, and nothing may
     be downloaded at run time anyway. Without it the annotator falls back to PIL's
     built-in font, which is all the plots need.
+
+    The patch is process-wide, so it is counted: it stays on while any thread is inside
+    the context (the matrix trains candidates in parallel under ThreadRunner, and one
+    finishing must not turn it off under another still training).
     """
-    import contextlib
-    from unittest import mock
+    global _font_patch, _font_patch_users
+    with _font_patch_lock:
+        if _font_patch_users == 0:
+            from unittest import mock
 
-    from ultralytics.data import utils as data_utils  # heavy imports kept local
-    from ultralytics.utils import plotting
+            from ultralytics.data import utils as data_utils  # heavy imports kept local
+            from ultralytics.utils import plotting
 
-    stack = contextlib.ExitStack()
-    for module in (data_utils, plotting):
-        stack.enter_context(mock.patch.object(module, "check_font", lambda *args, **kwargs: None))
-    return stack
+            _font_patch = contextlib.ExitStack()
+            for module in (data_utils, plotting):
+                _font_patch.enter_context(mock.patch.object(module, "check_font", lambda *args, **kwargs: None))
+        _font_patch_users += 1
+    try:
+        yield
+    finally:
+        with _font_patch_lock:
+            _font_patch_users -= 1
+            if _font_patch_users == 0 and _font_patch is not None:
+                _font_patch.close()
+                _font_patch = None
+
+
+_font_patch_lock = threading.Lock()
+_font_patch: contextlib.ExitStack | None = None
+_font_patch_users = 0
