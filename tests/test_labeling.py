@@ -15,7 +15,7 @@ from cv_pipelines.errors import ExternalServiceError
 from cv_pipelines.images.ingestion import ingest_images
 from cv_pipelines.labeling.batches import read_manifest
 from cv_pipelines.registries import parts as registry_parts
-from tests.conftest import run_pipeline
+from tests.conftest import project_env, run_kedro, run_pipeline
 from tests.cvat_server import CvatStandIn
 from tests.support.images import image_bytes, write
 from tests.test_ingestion import settings_for
@@ -239,6 +239,21 @@ def test_unreachable_cvat_and_unsupported_versions_are_explained(project, five_i
     with pytest.raises(ExternalServiceError, match=r"cannot be reached"):
         cycle(project, cvat={"max_retries": 0})
     assert not (project / "data/batches").exists() or not any((project / "data/batches").iterdir())
+
+
+def test_a_service_failure_exits_with_3_and_one_sentence(project, five_images):
+    """The real command's exit status and stderr for an ExternalServiceError: a CVAT nobody answers at."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port that was free a moment ago and has no server now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = project_env(project, CVAT_HOST=f"http://127.0.0.1:{port}", CVAT_ACCESS_TOKEN="test-token")
+    completed = run_kedro(project, "run", "--pipelines", "labeling", "--env", "test",
+                          "--params", "labeling.cvat.max_retries=0", env=env)
+    assert completed.returncode == 3, completed.stderr
+    assert "cannot be reached" in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 def test_password_login_and_a_wrong_password(project, five_images, monkeypatch, tmp_path):
