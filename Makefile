@@ -71,10 +71,11 @@ lint: install
 # pytest exits 5 when it collected no test: that is a failure too.
 # Two workers (pytest-xdist): Ultralytics trains on one torch thread on a 2-core machine,
 # and most other tests wait on processes, sockets or SQLite, so two keep both cores busy.
+# A module stays on one worker (--dist loadfile), so its module-scoped copies are made once.
 # `make test PYTEST_WORKERS=0` runs the suite in one process.
 PYTEST_WORKERS ?= 2
 test: install browser tools
-	@$(BIN)/python -m pytest -p xdist -n $(PYTEST_WORKERS); status=$$?; \
+	@$(BIN)/python -m pytest -p xdist -n $(PYTEST_WORKERS) --dist loadfile; status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: no tests were collected; failing." >&2; fi; \
 	exit $$status
 
