@@ -330,10 +330,9 @@ def build_service(
 
 def _project_deployment_params(env: str | None) -> dict[str, Any]:
     """``deployment.*`` as ``kedro run`` would see them (conf/base, then conf/<env>)."""
-    from cv_pipelines.config.loader import project_parameters
-    from cv_pipelines.config.parameters import DeploymentParams
+    from cv_pipelines.config.loader import section_parameters
 
-    return DeploymentParams.model_validate(project_parameters(env).get("deployment", {})).model_dump()
+    return section_parameters("deployment", env=env).model_dump()
 
 
 def main(argv: list[str] | None = None) -> None:
