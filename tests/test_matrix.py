@@ -135,19 +135,17 @@ def test_candidates_logging_the_same_export_at_once_each_get_it_as_their_input(p
 def test_a_required_failure_fails_the_run_after_the_leaderboard_and_filters_select(
     exported_template, trained_template, tmp_path, monkeypatch
 ):
+    # What fails and what is selected, not how well it trains, is what this shows: "good"
+    # reuses a trained template's weights (evaluated for real) instead of training again.
+    a = mlflow_client(trained_template.root).get_run(trained_template.runs["A"])
+    monkeypatch.setenv("CV_TEST_REUSED_WEIGHTS", str(trained_template.root / a.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"))
     root = with_candidates(exported_template, tmp_path / "project", monkeypatch,
-                           candidates={"good": {}, "broken": BROKEN}, retries=0)
+                           candidates={"good": {"trainer": REUSED}, "broken": BROKEN}, retries=0)
     failed = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test")
     assert failed.exit_code == 2 and isinstance(failed.exception, SystemExit)  # a sentence, no traceback
     assert "required matrix candidate(s) failed: broken" in failed.stderr
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert dict(zip(leaderboard["candidate"], leaderboard["status"], strict=True)) == {"good": "ok", "broken": "failed"}
-
-    # What is selected, not how well it trains, is what the rest shows: "good" now reuses a
-    # trained template's weights (evaluated for real) instead of training again.
-    a = mlflow_client(trained_template.root).get_run(trained_template.runs["A"])
-    monkeypatch.setenv("CV_TEST_REUSED_WEIGHTS", str(trained_template.root / a.data.tags["cv_pipelines.run_dir"] / "weights/best.pt"))
-    set_matrix(root, candidates={"good": {"trainer": REUSED}, "broken": BROKEN})
 
     # matrix.exclude: the leaderboard lists the excluded candidate as skipped; the run passes.
     excluded = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--params", "matrix.exclude=broken")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import project_env
 from tests.support.cli import kedro_cli
-from tests.support.projects import Template, mlflow_client, run_in_process, runs_of, use_template
+from tests.support.projects import LEARNED_TRAINING, Template, mlflow_client, run_in_process, runs_of, use_template
 
 #: The demo export as one script (used by bench/bench_training.py; the tests' templates
 #: are built by tests.support.projects).
@@ -387,8 +387,9 @@ def test_each_epoch_is_reported_as_it_ends_and_the_final_validation_is_not_an_ep
         metrics={"metrics/mAP50(B)": 0.1, "val/box_loss": 2.5},
     )
     for epoch, loss, map50 in ((0, 3.0, 0.1), (1, 2.0, 0.3)):  # what Ultralytics' trainer does per epoch
-        trainer.epoch, trainer.tloss, trainer.metrics["metrics/mAP50(B)"] = epoch, loss, map50
+        trainer.epoch, trainer.tloss = epoch, loss
         reporter.on_train_epoch_end(trainer)
+        trainer.metrics = {"metrics/mAP50(B)": map50, "val/box_loss": 2.5}  # its validate() returns a new dict
         reporter.on_fit_epoch_end(trainer)
     trainer.epoch = 2  # its final validation of best.pt: on_fit_epoch_end alone, the counter moved on
     reporter.on_fit_epoch_end(trainer)
@@ -401,6 +402,31 @@ def test_each_epoch_is_reported_as_it_ends_and_the_final_validation_is_not_an_ep
         "val/box_loss": [{"value": 2.5, "step": 1}, {"value": 2.5, "step": 2}],
         "lr/pg0": [{"value": 0.01, "step": 1}, {"value": 0.01, "step": 2}],
     }
+
+
+def test_epochs_that_were_not_validated_report_no_validation_metrics():
+    """``val: false``: Ultralytics validates the last epoch only and keeps zeros in place of the others'."""
+    from types import SimpleNamespace
+
+    from cv_pipelines.models import training
+
+    reported = []
+    reporter = training.EpochReporter(lambda epoch, metrics: reported.append((epoch, metrics)))
+    placeholder = {"metrics/mAP50(B)": 0, "val/box_loss": 0}  # set up before the first epoch
+    trainer = SimpleNamespace(epoch=0, train_time_start=0.0, tloss=3.0, lr={}, metrics=placeholder,
+                              label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": loss})
+    reporter.on_train_epoch_end(trainer)
+    reporter.on_fit_epoch_end(trainer)  # not validated: metrics is still the placeholder
+    trainer.epoch = 1
+    reporter.on_train_epoch_end(trainer)
+    trainer.metrics = {"metrics/mAP50(B)": 0.4, "val/box_loss": 1.5}  # the last epoch is validated
+    reporter.on_fit_epoch_end(trainer)
+
+    assert [sorted(metrics) for _, metrics in reported] == [
+        ["train/box_loss", "train/elapsed_s"],
+        ["train/box_loss", "train/elapsed_s", "val/box_loss", "val/mAP50"],
+    ]
+    assert reported[1][1]["val/mAP50"] == 0.4
 
 
 def test_training_parameters_refuse_what_the_pipeline_owns_and_bad_devices():
@@ -479,10 +505,13 @@ def test_a_small_training_really_learns(learned_template: Template):
     root = learned_template.root  # read only
     client = mlflow_client(root)
     learned = run_of(root, learned_template.runs["L"])
-    history = [m.value for m in client.get_metric_history(learned.info.run_id, "val/mAP50")]
+    untrained = run_of(root, learned_template.runs["U"])
     losses = [m.value for m in client.get_metric_history(learned.info.run_id, "train/box_loss")]
-    assert max(history[-5:]) > history[0] + 0.05
     assert losses[-1] < 0.8 * losses[0]
+    # L validates at its last epoch only (LEARNED_TRAINING's val: false): one point, at step 20.
+    [validated] = client.get_metric_history(learned.info.run_id, "val/mAP50")
+    assert validated.step == LEARNED_TRAINING["epochs"]
+    assert validated.value > untrained.data.metrics["val/mAP50"] + 0.05
     assert learned.data.tags["evaluated_run_id"] == learned.info.run_id  # evaluated in the same run
     assert learned.data.metrics["test/mAP50"] >= 0.1
 

@@ -281,17 +281,21 @@ def metric_name(column: str) -> str | None:
     return re.sub(r"[^\w./\- :]", "_", name)
 
 
-def epoch_metrics(trainer) -> dict[str, float]:
+def epoch_metrics(trainer, *, validated: bool = True) -> dict[str, float]:
     """The metrics of the epoch an Ultralytics ``trainer`` just finished, named by ``metric_name``.
 
     The same values ``results.csv`` gets for that epoch, taken where Ultralytics' own
     MLflow callback takes them: the training losses, the validation metrics and the
-    learning rates of the trainer, plus the seconds since training started.
+    learning rates of the trainer, plus the seconds since training started. Without
+    ``validated`` (the epoch was not validated: ``val: false`` validates the last epoch
+    only) the validation metrics are left out rather than reported as the zeros that
+    Ultralytics keeps in their place.
     """
     values: dict[str, Any] = {"time": time.time() - trainer.train_time_start}
     if trainer.tloss is not None:  # None when no batch ran: label_loss_items would give bare names
         values |= trainer.label_loss_items(trainer.tloss, prefix="train")
-    values |= trainer.metrics or {}
+    if validated:
+        values |= trainer.metrics or {}
     values |= trainer.lr or {}
     return {name: float(value) for key, value in values.items() if (name := metric_name(key)) is not None}
 
@@ -306,6 +310,7 @@ class EpochReporter:
     def __init__(self, on_epoch_end: EpochCallback | None = None) -> None:
         self._on_epoch_end = on_epoch_end
         self._trained_epoch: int | None = None
+        self._metrics_before_validation: object = None
         self.last_epoch = 0
 
     def register(self, model) -> None:
@@ -316,6 +321,7 @@ class EpochReporter:
     def on_train_epoch_end(self, trainer) -> None:
         """Note the epoch whose training passes just ended; its validation follows."""
         self._trained_epoch = trainer.epoch
+        self._metrics_before_validation = trainer.metrics
 
     def on_fit_epoch_end(self, trainer) -> None:
         """Report the epoch just trained and validated."""
@@ -325,7 +331,10 @@ class EpochReporter:
         if trainer.epoch != self._trained_epoch:
             return
         self._trained_epoch = None
-        self.report(trainer.epoch + 1, epoch_metrics(trainer))
+        # A validation replaces trainer.metrics with a new dict; an epoch it skipped
+        # (``val: false``) keeps the placeholder of zeros set up before the first epoch.
+        validated = trainer.metrics is not self._metrics_before_validation
+        self.report(trainer.epoch + 1, epoch_metrics(trainer, validated=validated))
 
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         """Count ``epoch`` done and pass it and its ``metrics`` on."""
