@@ -280,6 +280,13 @@ def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
     assert np.allclose(onnx.loc[0, ["x1", "y1", "x2", "y2"]].astype(float),
                        torch.loc[0, ["x1", "y1", "x2", "y2"]].astype(float), atol=1.5)
     assert onnx.loc[0, "score"] == pytest.approx(torch.loc[0, "score"], abs=1e-3)
+    # And every other box of the five: one of ONNX's at IoU >= 0.9, same class, same score.
+    corners = ["x1", "y1", "x2", "y2"]
+    for _, box in torch.iterrows():
+        matches = [other for _, other in onnx.iterrows() if other["class_id"] == box["class_id"]
+                   and _iou(other[corners].astype(float).tolist(), box[corners].astype(float).tolist()) >= 0.9]
+        assert matches, f"no ONNX box matches {box.to_dict()}"
+        assert min(abs(float(m["score"]) - float(box["score"])) for m in matches) <= 1e-3, box.to_dict()
 
 
 def test_the_packaged_model_refuses_what_is_not_an_image(deployed):
