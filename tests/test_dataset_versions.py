@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cv_pipelines.errors import ConfigurationError, ExternalServiceError
 from cv_pipelines.images.ingestion import ingest_images, read_images_registry
 from cv_pipelines.versioning.dataset_versions import (
     SnapshotError,
@@ -140,9 +141,10 @@ def test_a_snapshot_that_failed_to_push_is_pushed_in_full_by_the_next(project, m
 
     with monkeypatch.context() as patch:
         patch.setattr(dvc_data.hashfile.transfer, "transfer", network_down)
-        with pytest.raises(OSError, match="network down"):
+        with pytest.raises(ExternalServiceError, match="network down"):
             snapshot(project)  # the pointers are re-added, their listings never reach the remote
     assert git(project, "tag", "--list", "data/*").splitlines() == ["data/demo/v1"]
+    assert git(project, "status", "--porcelain") == ""  # the re-added pointers were put back
 
     again = snapshot(project)
     assert again.tag == "data/demo/v2"
@@ -216,7 +218,7 @@ def test_a_deleted_image_is_restored_from_the_remote(project):
 
 def test_unknown_version_and_detached_head_are_refused_clearly(project):
     add_images(project, range(2))
-    with pytest.raises(SnapshotError, match="is not a tag or revision"):
+    with pytest.raises(ConfigurationError, match="is not a tag or revision"):
         read_registry_at(project, Path("data/registry/images"), "data/demo/v9")
     git(project, "checkout", "-q", "--detach")
     with pytest.raises(SnapshotError, match="HEAD is detached"):
