@@ -576,6 +576,8 @@ def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
     Raises:
         ExternalServiceError: some are in neither the DVC cache nor the remote (one sentence, naming the first).
     """
+    from dvc_data.index.index import DataIndexDirError
+
     from cv_pipelines.errors import ExternalServiceError
 
     root = Path(root).resolve()
@@ -589,7 +591,7 @@ def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_atomically_with(target, _fetcher(fs, path), durable=False, suffix=".fetching")
-        except FileNotFoundError:
+        except (FileNotFoundError, DataIndexDirError):  # the image, or its shard's listing, is nowhere
             lost.append(path)
             continue
         os.chmod(target, 0o444)
