@@ -68,15 +68,8 @@ def test_a_snapshot_killed_before_or_after_any_step_is_finished_once_by_the_next
     seeds = iter(range(100, 1000))
     for version, (step, when) in enumerate(KILL_POINTS, start=2):
         add_images(project, [next(seeds), next(seeds)])
-        killed = subprocess.run(
-            [sys.executable, "-c", KILLED_SNAPSHOT, str(project), step, when],
-            env=project_env(project),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        kill_snapshot(project, step, when)
         point = f"killed {when} {step}"
-        assert killed.returncode == -signal.SIGKILL, f"{point}: {killed.stdout}{killed.stderr}"
 
         snapshot(project)  # the rerun
 
@@ -90,3 +83,28 @@ def test_a_snapshot_killed_before_or_after_any_step_is_finished_once_by_the_next
         assert git(project, "status", "--porcelain") == "", point
         assert dvc_status_cloud(project) == {}, point
     print(f"{len(KILL_POINTS)} kill points, 1 trial each: 0 versions lost, 0 duplicated")
+
+
+def kill_snapshot(root: Path, step: str, when: str) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SNAPSHOT, str(root), step, when],
+        env=project_env(root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, f"killed {when} {step}: {killed.stdout}{killed.stderr}"
+
+
+def test_a_version_committed_but_never_tagged_is_tagged_even_under_later_commits(project):
+    add_images(project, range(3))
+    kill_snapshot(project, "git tag", "before")
+    untagged = git(project, "rev-parse", "HEAD")
+    (project / "notes.txt").write_text("the user's own work, committed before the next snapshot")
+    git(project, "add", "notes.txt")
+    git(project, "commit", "-q", "-m", "the user's commit")
+    add_images(project, range(10, 12))
+
+    assert snapshot(project).tag == "data/demo/v2"
+    assert git(project, "rev-parse", "data/demo/v1^{commit}") == untagged
+    assert git(project, "status", "--porcelain") == ""

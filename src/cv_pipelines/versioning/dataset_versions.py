@@ -40,6 +40,7 @@ _STATE_FORMAT = 2  # 2: written after the tag, with the commit it belongs to
 #: The trailer of a snapshot commit naming the tag it gets: a snapshot killed between its
 #: commit and its tag is tagged by the next one.
 VERSION_TRAILER = "Dataset-Version"
+_INTERRUPTED_LOOKBACK = 50  # commits of HEAD's history searched for a snapshot commit left untagged
 #: Most sub-folders of one tracked folder re-added one by one; above it the folder is
 #: re-added whole. A granular add costs about a quarter of a whole store shard at 100,000
 #: images (it rewrites the shard's listing each time), so few new images per shard (a
@@ -376,17 +377,28 @@ def _pointer(target: Path) -> Path:
 
 
 def _tag_interrupted_version(root: Path) -> tuple[str, str] | None:
-    """Tag HEAD when it is a snapshot commit whose tag was never made (a snapshot killed in
-    between); returns the tag and commit, or None when HEAD needs no tag."""
-    tag = _git(root, "log", "-1", f"--format=%(trailers:key={VERSION_TRAILER},valueonly)", "HEAD", check=False)
-    if not tag or current_commit(root, tag) is not None:
-        return None
-    commit = current_commit(root)
-    assert commit is not None  # HEAD has a message, so it is a commit
-    subject = _git(root, "log", "-1", "--format=%s", commit)
-    _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {subject}", commit)
-    logger.info("Tagged %s at %s: the snapshot that committed it stopped before its tag", tag, commit[:10])
-    return tag, commit
+    """Tag the snapshot commits among HEAD's last few whose tag was never made (a snapshot killed
+    between its commit and its tag, maybe followed by commits of the user's); returns the
+    newest such tag and commit, or None when none needed a tag."""
+    log = _git(
+        root,
+        "log",
+        f"-{_INTERRUPTED_LOOKBACK}",
+        f"--format=%H %(trailers:key={VERSION_TRAILER},valueonly,separator=%x20)",
+        "HEAD",
+        check=False,
+    )
+    wanted = [(tag, commit) for commit, _, tag in (line.partition(" ") for line in log.splitlines()) if tag]
+    existing = set(_git(root, "tag", "--list", "data/*").splitlines()) if wanted else set()
+    newest = None
+    for tag, commit in reversed(wanted):  # oldest first
+        if tag in existing:
+            continue
+        subject = _git(root, "log", "-1", "--format=%s", commit)
+        _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {subject}", commit)
+        logger.info("Tagged %s at %s: the snapshot that committed it stopped before its tag", tag, commit[:10])
+        newest = (tag, commit)
+    return newest
 
 
 def _not_committed(root: Path, paths: list[str]) -> list[str]:
