@@ -108,3 +108,22 @@ def test_a_version_committed_but_never_tagged_is_tagged_even_under_later_commits
     assert snapshot(project).tag == "data/demo/v2"
     assert git(project, "rev-parse", "data/demo/v1^{commit}") == untagged
     assert git(project, "status", "--porcelain") == ""
+
+
+def test_a_pointer_a_kill_left_half_written_is_repaired_and_re_added(project):
+    """DVC writes a ``.dvc`` file in place: a kill inside that write leaves it empty or cut, and DVC
+    then refuses to load the repository at all."""
+    add_images(project, range(6))
+    snapshot(project)
+    add_images(project, range(20, 22))
+    shards = sorted((project / "data/store/images").glob("*.dvc"))
+    shards[0].write_text("")  # killed between the truncation and the write
+    cut = shards[1].read_text()
+    shards[1].write_text(cut[: len(cut) // 2])  # killed inside the write
+    (project / "data/registry/images.dvc").write_text("outs:\n- md5: 0")
+
+    assert snapshot(project).tag == "data/demo/v2"
+    assert git(project, "status", "--porcelain") == ""
+    assert dvc_status_cloud(project) == {}
+    at_v2 = read_registry_at(project, Path("data/registry/images"), "data/demo/v2")
+    assert len(at_v2) == 8

@@ -233,12 +233,42 @@ def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[
 # --- snapshot -------------------------------------------------------------------------
 
 
+def _is_whole_pointer(pointer: Path) -> bool:
+    """Whether ``pointer`` parses as a single-output ``.dvc`` file with a path and a hash."""
+    import yaml
+
+    try:
+        outs = yaml.safe_load(pointer.read_text()).get("outs")
+        return bool(outs[0]["path"] and outs[0]["md5"])
+    except (yaml.YAMLError, AttributeError, LookupError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def _repair_torn_pointers(root: Path, pointers: list[Path]) -> None:
+    """Put back, from HEAD (or remove, when HEAD has none), pointers a kill left half-written.
+
+    DVC writes a ``.dvc`` file in place, so a kill can leave it empty or cut; DVC then
+    refuses to load the repository at all. The target is re-added whole afterwards (its
+    pointer's digest no longer matches the state).
+    """
+    for pointer in pointers:
+        if not pointer.exists() or _is_whole_pointer(pointer):
+            continue
+        relative = pointer.relative_to(root).as_posix()
+        committed = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=root, capture_output=True, check=False)
+        if committed.returncode == 0:
+            write_bytes_atomically(pointer, committed.stdout, durable=False)
+        else:
+            pointer.unlink()
+        logger.warning("%s was half-written (a snapshot was killed while DVC wrote it); re-adding its folder", relative)
+
+
 def pointed_object(pointer: Path):
     """The object (a ``.dir`` listing for a folder) a single-output ``.dvc`` file names, or None."""
     import yaml
     from dvc_data.hashfile.hash_info import HashInfo
 
-    if not pointer.exists():
+    if not pointer.exists() or not _is_whole_pointer(pointer):
         return None
     outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
     value = outs[0].get("md5")
@@ -488,6 +518,7 @@ def snapshot_dataset(
         interrupted = _tag_interrupted_version(root)
         changes, stamps = changed_targets(root, targets, _load_state(root))
         pointer_files = [_pointer(t) for t in targets]
+        _repair_torn_pointers(root, pointer_files)
         ignores = sorted({t.parent / ".gitignore" for t in targets})
         if changes or push:
             with _restored_if_failed([_pointer(c.target) for c in changes] + ignores):
