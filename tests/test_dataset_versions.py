@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cv_pipelines.errors import ConfigurationError, ExternalServiceError
 from cv_pipelines.images.ingestion import ingest_images, read_images_registry
 from cv_pipelines.versioning.dataset_versions import (
     SnapshotError,
@@ -140,9 +142,10 @@ def test_a_snapshot_that_failed_to_push_is_pushed_in_full_by_the_next(project, m
 
     with monkeypatch.context() as patch:
         patch.setattr(dvc_data.hashfile.transfer, "transfer", network_down)
-        with pytest.raises(OSError, match="network down"):
+        with pytest.raises(ExternalServiceError, match="network down"):
             snapshot(project)  # the pointers are re-added, their listings never reach the remote
     assert git(project, "tag", "--list", "data/*").splitlines() == ["data/demo/v1"]
+    assert git(project, "status", "--porcelain") == ""  # the re-added pointers were put back
 
     again = snapshot(project)
     assert again.tag == "data/demo/v2"
@@ -216,7 +219,7 @@ def test_a_deleted_image_is_restored_from_the_remote(project):
 
 def test_unknown_version_and_detached_head_are_refused_clearly(project):
     add_images(project, range(2))
-    with pytest.raises(SnapshotError, match="is not a tag or revision"):
+    with pytest.raises(ConfigurationError, match="is not a tag or revision"):
         read_registry_at(project, Path("data/registry/images"), "data/demo/v9")
     git(project, "checkout", "-q", "--detach")
     with pytest.raises(SnapshotError, match="HEAD is detached"):
@@ -289,3 +292,130 @@ def test_the_catalog_reads_registries_at_a_dataset_version(project):
     with KedroSession.create(project_path=project, env="test") as s:
         current = s.load_context().catalog.load("images_registry")
     assert (len(at_v1), len(current)) == (4, 7)
+
+
+# --- the DVC remote: lost objects are pushed again, an unwritable one stops the snapshot -----------
+
+
+def dvc_status_cloud(root: Path) -> dict:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return repo.status(cloud=True)
+
+
+def test_a_remote_that_lost_its_objects_gets_all_of_the_next_version(project, tmp_path):
+    from dvc.repo import Repo
+
+    add_images(project, range(20))
+    snapshot(project)
+    shutil.rmtree(project.parent / "cv_pipelines-dvc-remote")
+    add_images(project, range(50, 53))
+
+    assert snapshot(project).tag == "data/demo/v2"
+    assert objects_missing_from_remote(project) == []
+    assert dvc_status_cloud(project) == {}
+    clone = tmp_path / "clone"  # beside the project: the same relative remote
+    subprocess.run(["git", "clone", "-q", "--branch", "data/demo/v2", str(project), str(clone)], check=True)
+    with Repo(str(clone)) as repo:
+        repo.pull()
+    assert len([p for p in (clone / "data/store/images").rglob("*.jpg")]) == 23
+
+
+def make_unwritable(remote: Path, project: Path, tmp_path: Path) -> None:
+    """The remote folder read-only; as root, whom permissions do not stop, a remote below a regular file."""
+    if os.geteuid() != 0:
+        for folder in [remote, *(p for p in remote.rglob("*") if p.is_dir())]:
+            folder.chmod(0o555)
+        return
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    (project / ".dvc/config.local").write_text(f"['remote \"local\"']\n    url = {blocker / 'remote'}\n")
+
+
+def test_an_unwritable_remote_stops_the_snapshot_with_one_sentence_and_leaves_the_tree_as_it_was(project, tmp_path):
+    add_images(project, range(10))
+    snapshot(project)
+    remote = project.parent / "cv_pipelines-dvc-remote"
+    make_unwritable(remote, project, tmp_path)
+    add_images(project, range(40, 44))
+    pointers = {p: p.read_bytes() for p in (project / "data").rglob("*.dvc")}
+
+    with pytest.raises(ExternalServiceError) as refused:
+        snapshot(project)
+    sentence = refused.value.message
+    assert "\n" not in sentence and sentence.count(". ") == 0, sentence
+    assert sentence.startswith("The DVC remote 'local' (") and "make the remote writable" in sentence, sentence
+    assert git(project, "status", "--porcelain") == ""  # no pointer modified, nothing staged
+    assert {p: p.read_bytes() for p in (project / "data").rglob("*.dvc")} == pointers
+    assert git(project, "tag", "--list", "data/*") == "data/demo/v1"
+
+    (project / ".dvc/config.local").unlink(missing_ok=True)
+    for folder in [remote, *(p for p in remote.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)
+    assert snapshot(project).tag == "data/demo/v2"
+    assert objects_missing_from_remote(project) == []
+
+
+def test_a_snapshot_with_an_unwritable_remote_exits_3_through_kedro(project, tmp_path):
+    from tests.support.cli import kedro_cli
+
+    add_images(project, range(3))
+    make_unwritable(project.parent / "cv_pipelines-dvc-remote", project, tmp_path)
+    result = kedro_cli(project, "run", "--pipelines", "snapshot")
+    assert result.exit_code == 3, result.output
+    assert "The DVC remote 'local'" in result.output and "could not be written" in result.output
+    assert git(project, "tag", "--list") == "" and git(project, "status", "--porcelain") == ""
+
+
+# --- one sentence for a dataset version that does not exist or whose images are gone ------------
+
+
+def test_a_dataset_version_that_does_not_exist_is_refused_before_any_node_runs(project):
+    from cv_pipelines.datasets.parquet_registry_dataset import ParquetRegistryDataset
+    from tests.support.cli import kedro_cli
+
+    add_images(project, range(2))
+    snapshot(project)
+    with pytest.raises(ConfigurationError, match=r"dataset_version 'data/demo/v9' is not a tag or revision"):
+        ParquetRegistryDataset(path="data/registry/images", rev="data/demo/v9").check_loadable()
+    ParquetRegistryDataset(path="data/registry/images", rev="data/demo/v1").check_loadable()
+
+    result = kedro_cli(project, "run", "--pipelines", "export", "--params", "dataset_version=data/demo/v9")
+    assert result.exit_code == 2, result.output
+    assert "Error: dataset_version 'data/demo/v9' is not a tag or revision" in result.output
+
+
+def test_a_dataset_version_that_does_not_exist_exits_2_without_a_traceback(project):
+    """The real command's exit status and stderr for an unknown ``dataset_version`` (three tracebacks before)."""
+    from tests.conftest import run_kedro
+
+    completed = run_kedro(project, "run", "--pipelines", "export", "--params", "dataset_version=data/demo/v9")
+    assert completed.returncode == 2, completed.stderr
+    assert "dataset_version 'data/demo/v9' is not a tag or revision" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_images_gone_from_the_store_cache_and_remote_are_one_sentence(project):
+    from tests.support.cli import kedro_cli
+    from tests.test_export import ingest, label, small_images
+
+    for row in ingest(project, small_images(3)).values():
+        label(project, row, [("ring", 1, 1, 30, 20)])
+    snapshot(project)
+    paths = read_images_registry(project / "data/registry")["path"].tolist()
+    for path in paths:  # the images, not the listings or the registries, gone from everywhere
+        md5 = hashlib.md5((project / path).read_bytes()).hexdigest()
+        for objects in (project / ".dvc/cache/files/md5", project.parent / "cv_pipelines-dvc-remote/files/md5"):
+            (objects / md5[:2] / md5[2:]).unlink()
+        (project / path).chmod(0o644)
+        (project / path).unlink()
+
+    with pytest.raises(ExternalServiceError) as lost:
+        ensure_images_present(project, paths, "data/demo/v1")
+    assert lost.value.message.startswith(
+        f"3 image(s) of dataset version 'data/demo/v1' are in neither the store, the DVC cache nor the DVC remote (the first: {paths[0]})"
+    )
+    result = kedro_cli(project, "run", "--pipelines", "export", "--params", "dataset_version=data/demo/v1")
+    assert result.exit_code == 3, result.output
+    assert "Error: 3 image(s) of dataset version 'data/demo/v1' are in neither" in result.output

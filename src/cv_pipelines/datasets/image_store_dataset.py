@@ -81,6 +81,10 @@ class ImageStoreDataset(AbstractDataset[IngestionPlan, pd.DataFrame]):
         """The images registry: one row per stored image, paths relative to the project root."""
         return self._registry.load()
 
+    def check_loadable(self) -> None:
+        """Refuse a ``rev`` that names no dataset version with one sentence, before any node runs."""
+        self._registry.check_loadable()
+
     def save(self, data: IngestionPlan) -> None:
         """Commit the ingestion plan ``data``; logs one line saying what it did."""
         if self._rev is not None:

@@ -92,6 +92,17 @@ class ParquetRegistryDataset(AbstractDataset[pd.DataFrame | KeyedRows, pd.DataFr
             return frame[columns] if columns and not frame.empty else frame
         return registry_parts.read_registry(self._path, columns=columns, schema=self._schema)
 
+    def check_loadable(self) -> None:
+        """Refuse a ``rev`` that names no dataset version with one sentence, before any node runs (the hooks call it).
+
+        Kedro would report it only when a node loads the registry, in three tracebacks.
+        """
+        if self._rev is not None:
+            from cv_pipelines.config.resolvers import project_root
+            from cv_pipelines.versioning.dataset_versions import check_dataset_version
+
+            check_dataset_version(project_root(), self._rev)
+
     def save(self, data: pd.DataFrame | KeyedRows) -> None:
         """Append ``data`` as a part, or replace by key when it is :class:`KeyedRows` (none: nothing written)."""
         if isinstance(data, KeyedRows) and not data.parts:

@@ -4,9 +4,11 @@ A snapshot tracks the image store in shards (one ``.dvc`` pointer per top-level 
 prefix, ``data/store/images/ab.dvc``) and each registry folder with its own pointer,
 re-adds only what changed since the last snapshot (told by directory modification
 times: a new image touches its ``ab/cd/`` folder, and only those folders of a shard are
-re-added when they are few), pushes to the DVC remote only the objects the re-added
-listings gained, commits only the pointer files, and tags the commit
-``data/<label_set>/v<N>``. Its cost follows the batch, not the size of the store.
+re-added when they are few), makes sure the DVC remote holds every listing the version
+points to (pushing what a re-added listing gained, or all of a listing the remote lacks),
+commits only the pointer files, and tags the commit ``data/<label_set>/v<N>``. Its cost
+follows the batch and the number of shards, not the size of the store. Killed at any
+step, the next snapshot finishes the same version once (see `snapshot_dataset`).
 
 Reading a version never touches the working tree: registries are read through DVC's
 file system at the tag (``DVCFileSystem(rev=...)``), and an image missing from the
@@ -27,13 +29,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from cv_pipelines.files.atomic import write_atomically_with, write_text_atomically
+from cv_pipelines.files.atomic import write_atomically_with, write_bytes_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
 #: Registry folders under the registry root that make up a dataset version.
 VERSIONED_REGISTRIES = ("images", "rejections", "annotations", "labels", "exclusions", "batches")
 _STATE_FILE = "cv_pipelines_snapshot_state.json"  # under .dvc/tmp: per working tree, not in git
+_STATE_FORMAT = 2  # 2: written after the tag, with the commit it belongs to
+#: The trailer of a snapshot commit naming the tag it gets: a snapshot killed between its
+#: commit and its tag is tagged by the next one.
+VERSION_TRAILER = "Dataset-Version"
+_INTERRUPTED_LOOKBACK = 50  # commits of HEAD's history searched for a snapshot commit left untagged
 #: Most sub-folders of one tracked folder re-added one by one; above it the folder is
 #: re-added whole. A granular add costs about a quarter of a whole store shard at 100,000
 #: images (it rewrites the shard's listing each time), so few new images per shard (a
@@ -140,14 +147,35 @@ def _folder_stamp(folder: Path) -> dict:
 
 
 def _load_state(root: Path) -> dict:
+    """The folder stamps the last finished snapshot recorded, or {} (everything is re-added).
+
+    The state is written only once a snapshot's version is committed and tagged (or found
+    to need no commit), and names the commit it was written at: a state from an older
+    format, or whose commit is no longer in HEAD's history (a reset), is not trusted.
+    """
     path = root / ".dvc" / "tmp" / _STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    commit = state.get("commit") if isinstance(state, dict) and state.get("format") == _STATE_FORMAT else None
+    if not commit or not _is_ancestor_of_head(root, commit):
+        return {}
+    return state.get("targets") or {}
 
 
-def _save_state(root: Path, state: dict) -> None:
+def _save_state(root: Path, targets: dict) -> None:
     path = root / ".dvc" / "tmp" / _STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": _STATE_FORMAT, "commit": current_commit(root), "targets": targets}
     write_text_atomically(path, json.dumps(state), durable=False)  # a cache: losing it costs one full re-add
+
+
+def _is_ancestor_of_head(root: Path, commit: str) -> bool:
+    completed = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=root, capture_output=True, check=False
+    )
+    return completed.returncode == 0
 
 
 def snapshot_targets(root: Path, store_dir: Path, registry_dir: Path) -> list[Path]:
@@ -205,12 +233,42 @@ def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[
 # --- snapshot -------------------------------------------------------------------------
 
 
+def _is_whole_pointer(pointer: Path) -> bool:
+    """Whether ``pointer`` parses as a single-output ``.dvc`` file with a path and a hash."""
+    import yaml
+
+    try:
+        outs = yaml.safe_load(pointer.read_text()).get("outs")
+        return bool(outs[0]["path"] and outs[0]["md5"])
+    except (yaml.YAMLError, AttributeError, LookupError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def _repair_torn_pointers(root: Path, pointers: list[Path]) -> None:
+    """Put back, from HEAD (or remove, when HEAD has none), pointers a kill left half-written.
+
+    DVC writes a ``.dvc`` file in place, so a kill can leave it empty or cut; DVC then
+    refuses to load the repository at all. The target is re-added whole afterwards (its
+    pointer's digest no longer matches the state).
+    """
+    for pointer in pointers:
+        if not pointer.exists() or _is_whole_pointer(pointer):
+            continue
+        relative = pointer.relative_to(root).as_posix()
+        committed = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=root, capture_output=True, check=False)
+        if committed.returncode == 0:
+            write_bytes_atomically(pointer, committed.stdout, durable=False)
+        else:
+            pointer.unlink()
+        logger.warning("%s was half-written (a snapshot was killed while DVC wrote it); re-adding its folder", relative)
+
+
 def pointed_object(pointer: Path):
     """The object (a ``.dir`` listing for a folder) a single-output ``.dvc`` file names, or None."""
     import yaml
     from dvc_data.hashfile.hash_info import HashInfo
 
-    if not pointer.exists():
+    if not pointer.exists() or not _is_whole_pointer(pointer):
         return None
     outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
     value = outs[0].get("md5")
@@ -218,66 +276,210 @@ def pointed_object(pointer: Path):
     return HashInfo(outs[0].get("hash", "md5-dos2unix"), value) if value else None
 
 
-def objects_to_push(cache, remote_odb, changes) -> list:
-    """The objects a snapshot uploads: for each re-added target, its new ``.dir`` listing and
-    the files in it that the previous listing did not have, or every file when that previous
-    listing is not on the remote.
+def objects_to_push(cache, remote_odb, pointers) -> list:
+    """The objects a snapshot uploads so that every listing its version points to is on the
+    remote with all its files: nothing for a listing already there; for another, the files
+    its previous listing did not have (when that one is on the remote) or all its files
+    (when it is not: a new target, a remote that lost objects or a remote never pushed to),
+    then the listing itself.
 
-    ``changes`` pairs each target's object before and after ``dvc add``. A ``.dir`` listing on
-    the remote means every file it lists is there too: DVC uploads a listing only after all
-    its files (the rule `dvc push` relies on with its remote index). Checking that costs one
-    existence query per re-added target, never a listing of the remote. (`dvc push` of the
-    pointers instead collects every file of every re-added listing into its data index and
-    re-checks every listing it ever pushed: its cost grows with the store and the history.)
+    ``pointers`` pairs each tracked target's object before and after `dvc add` (the same
+    object twice for a target that did not change). A ``.dir`` listing on the remote means
+    every file it lists is there too: DVC uploads a listing only after all its files (the
+    rule `dvc push` relies on with its remote index). Checking that costs one existence
+    query per target, never a listing of the remote, so the cost follows the shards, not
+    the images. (`dvc push` of the pointers instead collects every file of every listing
+    into its data index: its cost grows with the store and the history.)
     """
     from dvc_data.hashfile.tree import Tree
 
-    usable = {old.value for old, new in changes if old and new and old.isdir}
-    on_remote = set(remote_odb.list_oids_exists(usable)) if usable else set()
+    listings = {obj.value for pair in pointers for obj in pair if obj is not None}
+    on_remote = set(remote_odb.list_oids_exists(listings)) if listings else set()
     objects = []
-    for old, new in changes:
-        if new is None:
+    for old, new in pointers:
+        if new is None or new.value in on_remote:
             continue
         if new.isdir:
-            files = {oid for _, _, oid in Tree.load(cache, new)}
-            if old is not None and old.value in on_remote:
-                # No longer in the local cache: push the whole listing.
-                with contextlib.suppress(FileNotFoundError):
+            try:
+                files = {oid for _, _, oid in Tree.load(cache, new)}
+            except FileNotFoundError:
+                files = set()  # the listing is nowhere: the transfer's status check reports it
+            if old is not None and old.isdir and old.value != new.value and old.value in on_remote:
+                with contextlib.suppress(FileNotFoundError):  # no longer in the local cache: push it all
                     files -= {oid for _, _, oid in Tree.load(cache, old)}
             objects += sorted(files, key=lambda h: h.value)
         objects.append(new)  # after its files: a listing is uploaded last
     return objects
 
 
-def push_new_objects(repo, pointer_files: list[Path], changes, remote: str | None = None) -> None:
-    """Upload to the DVC remote what the re-added targets gained (see `objects_to_push`);
-    raise if an object failed to upload or exists neither in the cache nor on the remote."""
-    from dvc.exceptions import UploadError
+class _TransferErrors(logging.Filter):
+    """Keeps DVC's per-object transfer errors (logged with their tracebacks) out of the log, and the first reason."""
+
+    LOGGERS = ("dvc_data.hashfile.transfer", "dvc_objects.fs.generic")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.first is None and record.exc_info and record.exc_info[1] is not None:
+            self.first = str(record.exc_info[1]) or type(record.exc_info[1]).__name__
+        return False
+
+    @contextlib.contextmanager
+    def installed(self):
+        loggers = [logging.getLogger(name) for name in self.LOGGERS]
+        for each in loggers:
+            each.addFilter(self)
+        try:
+            yield self
+        finally:
+            for each in loggers:
+                each.removeFilter(self)
+
+
+def push_version_objects(
+    repo, pointer_files: list[Path], before: dict[Path, object], remote: str | None = None
+) -> None:
+    """Make sure the DVC remote holds every object the pointers name (see `objects_to_push`).
+
+    ``before`` maps each re-added pointer to the object it named before `dvc add`.
+
+    Raises:
+        SnapshotError: no remote is configured, or an object is neither in the cache nor on the remote.
+        ExternalServiceError: the remote cannot be written or reached (one sentence naming it and the fix).
+    """
+    from dvc.config import NoRemoteError
     from dvc_data.hashfile.transfer import transfer
 
+    try:
+        dvc_remote = repo.cloud.get_remote(remote, "push")
+    except NoRemoteError:
+        raise SnapshotError(
+            f"No DVC remote {'named ' + repr(remote) if remote else 'is configured'} to push the snapshot to; "
+            "add one (dvc remote add -d <name> <url>) or set snapshot.push to false, then snapshot again."
+        ) from None
     cache = repo.cache.local
-    dvc_remote = repo.cloud.get_remote(remote, "push")
-    if (
-        dvc_remote.worktree
-        or dvc_remote.fs.version_aware
-        or any(new is not None and new.name != cache.hash_name for _, new in changes)
-    ):
-        # A cloud-versioned remote (DVC records the versions in the pointers), or objects
-        # of another hash kind: leave it all to `dvc push`.
-        repo.push(targets=[str(p) for p in pointer_files], remote=remote)
-        return
-
-    def refuse_missing(status) -> None:
-        if status.missing:
-            names = ", ".join(sorted(h.value for h in status.missing)[:5])
-            raise SnapshotError(
-                f"{len(status.missing)} object(s) are neither in the DVC cache nor on the remote: {names}"
+    after = {p: pointed_object(p) for p in pointer_files}
+    pairs = [(before.get(p, new), new) for p, new in after.items()]
+    errors = _TransferErrors()
+    try:
+        with errors.installed():
+            if (
+                dvc_remote.worktree
+                or dvc_remote.fs.version_aware
+                or any(new is not None and new.name != cache.hash_name for _, new in pairs)
+            ):
+                # A cloud-versioned remote (DVC records the versions in the pointers), or objects
+                # of another hash kind: leave it all to `dvc push`.
+                repo.push(targets=[str(p) for p in pointer_files], remote=remote)
+                return
+            odb = repo.cloud.get_remote_odb(remote, "push")
+            result = transfer(
+                cache, odb, objects_to_push(cache, odb, pairs), cache_odb=cache, validate_status=_refuse_missing
             )
-
-    odb = repo.cloud.get_remote_odb(remote, "push")
-    result = transfer(cache, odb, objects_to_push(cache, odb, changes), cache_odb=cache, validate_status=refuse_missing)
+    except SnapshotError:
+        raise
+    except Exception as exc:  # OSError, DVC's errors, and whatever the remote's client raises
+        raise _remote_error(dvc_remote, errors.first or str(exc) or type(exc).__name__) from None
     if result.failed:
-        raise UploadError(len(result.failed))
+        raise _remote_error(dvc_remote, errors.first or f"{len(result.failed)} object(s) failed to upload")
+
+
+def _refuse_missing(status) -> None:
+    if status.missing:
+        names = ", ".join(sorted(h.value for h in status.missing)[:5])
+        raise SnapshotError(f"{len(status.missing)} object(s) are neither in the DVC cache nor on the remote: {names}")
+
+
+def _remote_error(dvc_remote, reason: str):
+    from cv_pipelines.errors import ExternalServiceError
+
+    return ExternalServiceError(
+        f"The DVC remote {dvc_remote.name!r} ({dvc_remote.path}) could not be written ({reason.rstrip('.')}), "
+        "so no dataset version was committed or tagged and the pointer files are as they were; make the remote "
+        f"writable (or point it elsewhere: dvc remote modify {dvc_remote.name} url <url>), then snapshot again."
+    )
+
+
+def _pointer(target: Path) -> Path:
+    return target.with_name(target.name + ".dvc")
+
+
+def _tag_interrupted_version(root: Path) -> tuple[str, str] | None:
+    """Tag the snapshot commits among HEAD's last few whose tag was never made (a snapshot killed
+    between its commit and its tag, maybe followed by commits of the user's); returns the
+    newest such tag and commit, or None when none needed a tag."""
+    log = _git(
+        root,
+        "log",
+        f"-{_INTERRUPTED_LOOKBACK}",
+        f"--format=%H %(trailers:key={VERSION_TRAILER},valueonly,separator=%x20)",
+        "HEAD",
+        check=False,
+    )
+    wanted = [(tag, commit) for commit, _, tag in (line.partition(" ") for line in log.splitlines()) if tag]
+    existing = set(_git(root, "tag", "--list", "data/*").splitlines()) if wanted else set()
+    newest = None
+    for tag, commit in reversed(wanted):  # oldest first
+        if tag in existing:
+            continue
+        subject = _git(root, "log", "-1", "--format=%s", commit)
+        _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {subject}", commit)
+        logger.info("Tagged %s at %s: the snapshot that committed it stopped before its tag", tag, commit[:10])
+        newest = (tag, commit)
+    return newest
+
+
+def _not_committed(root: Path, paths: list[str]) -> list[str]:
+    """Those of ``paths`` whose working-tree or staged content differs from HEAD (untracked ones too):
+    pointers an interrupted snapshot re-added but never committed."""
+    if not paths:
+        return []
+    status = ["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", *paths]
+    out = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True).stdout  # not stripped: "XY path"
+    return sorted({entry[3:] for entry in out.split("\0") if entry})
+
+
+@contextlib.contextmanager
+def _restored_if_failed(files: list[Path]):
+    """Put ``files`` back as they were (absent ones removed) if the block raises."""
+    saved = {path: path.read_bytes() if path.exists() else None for path in files}
+    try:
+        yield
+    except BaseException:
+        for path, data in saved.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            elif not path.exists() or path.read_bytes() != data:
+                write_bytes_atomically(path, data, durable=False)
+        raise
+
+
+def _add_changed(root: Path, changes: list[TargetChange], pointer_files: list[Path], push: bool, remote: str | None):
+    """`dvc add` what changed and push what the remote lacks; returns the re-added targets' new stamps."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))
+    repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
+    try:
+        before = {_pointer(c.target): pointed_object(_pointer(c.target)) for c in changes}
+        add_paths: list[Path] = []
+        for change in changes:
+            # A granular add splices sub-folders into the previous listing, which must be
+            # in the cache (DVC would otherwise try to pull it).
+            old = before[_pointer(change.target)]
+            in_cache = old is not None and repo.cache.local.exists(old.value)
+            add_paths += change.add_paths if in_cache else [change.target]
+        if add_paths:
+            repo.add([str(path) for path in add_paths])
+        if push:
+            push_version_objects(repo, pointer_files, before, remote=remote)
+    finally:
+        repo.close()
+    # Stamped after `dvc add`: with a link cache it re-links the files it added, which
+    # touches their folders, and it rewrites the pointers.
+    return {c.target.relative_to(root).as_posix(): _folder_stamp(c.target) for c in changes}
 
 
 def snapshot_dataset(
@@ -291,9 +493,17 @@ def snapshot_dataset(
     remote: str | None = None,
     lock_timeout_s: float = 600.0,
 ) -> SnapshotResult:
-    """DVC-track what changed, push it, commit only the pointer files, tag the commit."""
-    from dvc.repo import Repo
+    """DVC-track what changed, push what the remote lacks, commit only the pointer files, tag the commit.
 
+    Killed at any step, the next snapshot finishes the same version, once: the state of
+    what was added is written only after the tag, pointers re-added but never committed
+    are committed, and a snapshot commit left without its tag is tagged. A remote that
+    cannot be written stops it before the commit, with the pointer files put back.
+
+    Raises:
+        SnapshotError: git or DVC is in a state a snapshot cannot commit from.
+        ExternalServiceError: the DVC remote could not be written.
+    """
     from cv_pipelines.registries.writer_lock import writer_lock
 
     root = Path(root).resolve()
@@ -302,52 +512,62 @@ def snapshot_dataset(
     if not targets:
         return SnapshotResult(committed=False, message="the store and registries are empty; nothing to snapshot")
     (root / registry_dir).mkdir(parents=True, exist_ok=True)
-    # No ingestion or pull may change the store or registries between what DVC hashes
-    # and the folder times recorded for the next snapshot.
+    # Held to the end: no ingestion or pull may change the store or registries between what
+    # DVC hashes and the folder times recorded, nor a second snapshot commit the same pointers.
     with writer_lock(root / registry_dir, timeout_s=lock_timeout_s):
-        changes, state = changed_targets(root, targets, _load_state(root))
-        changed = [c.target for c in changes]
-        pointer_files = [t.with_name(t.name + ".dvc") for t in changed]
-        if changes:
-            repo = Repo(str(root))
-            repo.scm_context.quiet = True  # we stage and commit the pointers ourselves
-            try:
-                before = [pointed_object(p) for p in pointer_files]
-                add_paths: list[Path] = []
-                # `before` has one pointer per change, in order.
-                for change, old in zip(changes, before, strict=True):
-                    # A granular add splices sub-folders into the previous listing, which
-                    # must be in the cache (DVC would otherwise try to pull it).
-                    in_cache = old is not None and repo.cache.local.exists(old.value)
-                    add_paths += change.add_paths if in_cache else [change.target]
-                repo.add([str(path) for path in add_paths])
-                if push:
-                    after = [pointed_object(p) for p in pointer_files]
-                    push_new_objects(repo, pointer_files, list(zip(before, after, strict=True)), remote=remote)
-            finally:
-                repo.close()
-            # Stamped after `dvc add`: with a link cache it re-links the files it added,
-            # which touches their folders, and it rewrites the pointers.
-            for target in changed:
-                state[target.relative_to(root).as_posix()] = _folder_stamp(target)
-            _save_state(root, state)
-
-    paths = [p.relative_to(root).as_posix() for p in pointer_files]
-    paths += [p.relative_to(root).as_posix() for p in {t.parent / ".gitignore" for t in changed} if p.exists()]
-    if not paths:
-        return SnapshotResult(committed=False, message="nothing changed since the last snapshot; no commit, no tag")
-    _git(root, "add", "--", *paths)
-    # Only these paths: whatever else the user has staged stays staged and uncommitted.
-    if not _git(root, "diff", "--cached", "--name-only", "--", *paths):
-        return SnapshotResult(committed=False, message="the DVC pointers did not change; no commit, no tag")
-    _git(root, "commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths)
-    commit = _git(root, "rev-parse", "--verify", "HEAD^{commit}")  # the commit just made; raises if unreadable
-    tag = next_version_tag(root, label_set)
-    _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {message}", commit)
+        interrupted = _tag_interrupted_version(root)
+        changes, stamps = changed_targets(root, targets, _load_state(root))
+        pointer_files = [_pointer(t) for t in targets]
+        _repair_torn_pointers(root, pointer_files)
+        ignores = sorted({t.parent / ".gitignore" for t in targets})
+        if changes or push:
+            with _restored_if_failed([_pointer(c.target) for c in changes] + ignores):
+                stamps |= _add_changed(root, changes, pointer_files, push, remote)
+        tracked = [p.relative_to(root).as_posix() for p in [*pointer_files, *ignores] if p.exists()]
+        paths = _not_committed(root, tracked)
+        if paths:
+            _git(root, "add", "--", *paths)
+        # Only these paths: whatever else the user has staged stays staged and uncommitted.
+        if not paths or not _git(root, "diff", "--cached", "--name-only", "--", *paths):
+            _save_state(root, stamps)
+            if interrupted:
+                tag, commit = interrupted
+                return SnapshotResult(committed=True, tag=tag, commit=commit, message="tagged an interrupted snapshot")
+            return SnapshotResult(committed=False, message="nothing changed since the last snapshot; no commit, no tag")
+        tag = next_version_tag(root, label_set)
+        _git(
+            root,
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            f"{message}\n\n{VERSION_TRAILER}: {tag}",
+            "--only",
+            "--",
+            *paths,
+        )
+        commit = _git(root, "rev-parse", "--verify", "HEAD^{commit}")  # the commit just made; raises if unreadable
+        _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {message}", commit)
+        _save_state(root, stamps)
     return SnapshotResult(committed=True, tag=tag, commit=commit, changed_targets=paths)
 
 
 # --- reading a version -----------------------------------------------------------------
+
+
+def check_dataset_version(root: Path, rev: str) -> None:
+    """Refuse, with one sentence, a dataset version that names no tag or revision of the repository at ``root``.
+
+    Raises:
+        ConfigurationError: ``rev`` names nothing in the repository.
+    """
+    from cv_pipelines.errors import ConfigurationError
+
+    if current_commit(Path(root), rev) is None:
+        raise ConfigurationError(
+            f"dataset_version {rev!r} is not a tag or revision of this project's git repository; list the "
+            "dataset versions with `git tag -l 'data/*'` and pass one of them (--params dataset_version=<tag>)."
+        )
 
 
 def _open_fs(root: Path, rev: str | None):
@@ -355,10 +575,7 @@ def _open_fs(root: Path, rev: str | None):
         return None
     from dvc.api import DVCFileSystem
 
-    if current_commit(root, rev) is None:
-        raise SnapshotError(
-            f"Dataset version {rev!r} is not a tag or revision of {root}; list versions with `git tag -l 'data/*'`."
-        )
+    check_dataset_version(root, rev)
     return DVCFileSystem(str(root), rev=rev)
 
 
@@ -397,17 +614,36 @@ def resolve_version(root: Path, rev: str | None, frames: dict[str, pd.DataFrame]
 
 
 def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
-    """Fetch stored images missing from the working tree from DVC (cache or remote); returns how many."""
+    """Fetch stored images missing from the working tree from DVC (cache or remote); returns how many.
+
+    Raises:
+        ExternalServiceError: some are in neither the DVC cache nor the remote (one sentence, naming the first).
+    """
+    from dvc_data.index.index import DataIndexDirError
+
+    from cv_pipelines.errors import ExternalServiceError
+
     root = Path(root).resolve()
     missing = [p for p in paths if not (root / p).exists()]
     if not missing:
         return 0
     fs = _open_fs(root, rev or "HEAD")
+    lost = []
     for path in missing:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically_with(target, _fetcher(fs, path), durable=False, suffix=".fetching")
+        try:
+            write_atomically_with(target, _fetcher(fs, path), durable=False, suffix=".fetching")
+        except (FileNotFoundError, DataIndexDirError):  # the image, or its shard's listing, is nowhere
+            lost.append(path)
+            continue
         os.chmod(target, 0o444)
+    if lost:
+        raise ExternalServiceError(
+            f"{len(lost)} image(s) of dataset version {rev or 'HEAD'!r} are in neither the store, the DVC cache "
+            f"nor the DVC remote (the first: {lost[0]}); push them from a clone that still has them "
+            "(dvc push), or use another dataset version."
+        )
     logger.info("Fetched %d image(s) missing from the store from DVC", len(missing))
     return len(missing)
 
