@@ -75,6 +75,8 @@ def mixed_drop(project: Path) -> dict[str, bytes]:
         "anim.gif": image_bytes(9, fmt="GIF"),
         "bomb.png": png_with_declared_size(50_000, 50_000),
         "readme.txt": b"not an image at all",
+        "dot.png": image_bytes(10, size=(1, 1), fmt="PNG"),  # Ultralytics refuses sides under 10 px
+        "thin.jpg": image_bytes(11, size=(9, 40)),
     }
     for name, data in {**good, **bad}.items():
         write(incoming / name, data)
@@ -112,6 +114,8 @@ def test_ingests_stores_once_and_quarantines_bad_input(project, mixed_drop):
     assert "truncated JPEG" in reasons["cut.jpg"]
     assert "decompression bomb" in reasons["bomb.png"]
     assert "unsupported" in reasons["anim.gif"] and "unsupported" in reasons["readme.txt"]
+    assert "1x1 pixels; Ultralytics trains only on images of at least 10x10" in reasons["dot.png"]
+    assert "9x40 pixels" in reasons["thin.jpg"]
 
     report = result.report().set_index("original_path")
     assert report.loc["copies/a_again.jpg", "outcome"] == "duplicate_in_drop"
@@ -179,8 +183,13 @@ def test_two_ingestions_at_once_register_every_image_exactly_once(project):
     paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     env = project_env(project, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(project)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(project)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     results = [p.communicate(timeout=120) for p in procs]
@@ -258,7 +267,7 @@ def test_kedro_run_prints_a_one_line_summary(project, mixed_drop, caplog):
     """The real command prints the summary on its stderr; a second run (in-process) says nothing changed."""
     completed = run_kedro(project, "run", "--pipelines", "ingestion", "--env", "test")
     assert completed.returncode == 0, completed.stderr
-    assert "7 new, 1 duplicate(s), 6 rejected in" in completed.stderr
+    assert "7 new, 1 duplicate(s), 8 rejected in" in completed.stderr
     assert "images/s" in completed.stderr
 
     caplog.set_level(logging.INFO, logger="cv_pipelines")
@@ -312,8 +321,9 @@ def test_registry_dataset_appends_and_replaces_by_key(project):
     exclusions.save(KeyedRows({"demo-batch_1": rows}))
     part = registry_parts.keyed_part_path(project / "data/registry/exclusions", "demo-batch_1")
     written = part.stat().st_mtime_ns
-    exclusions.save(KeyedRows({"demo-batch_1": rows.assign(excluded_at=now + pd.Timedelta("1s"))},
-                              unchanged_if=("excluded_at",)))
+    exclusions.save(
+        KeyedRows({"demo-batch_1": rows.assign(excluded_at=now + pd.Timedelta("1s"))}, unchanged_if=("excluded_at",))
+    )
     assert part.stat().st_mtime_ns == written  # same rows: the part is left as it is
     exclusions.save(KeyedRows({"demo-batch_1": rows.head(1)}))
     exclusions.save(rows.tail(1))  # a DataFrame appends a part
