@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import socket
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -346,3 +350,140 @@ def test_a_copy_still_there_is_stored_when_the_planned_first_one_vanished(projec
     assert (result.new, result.duplicates) == (1, 0)
     assert read_images_registry(project / "data/registry")["original_path"].tolist() == ["b.jpg"]
     assert drop_files(project) == [] and len(store_files(project)) == 1
+
+
+def run_bounded(call, *, timeout_s: float, unblock=()):
+    """``call()`` in a thread, failing the test if it does not return within ``timeout_s``.
+
+    On a timeout, each FIFO in ``unblock`` is opened for writing and closed, so a reader
+    blocked on it gets end-of-file and the thread ends with the test.
+    """
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        for fifo in unblock:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"did not return within {timeout_s} s (blocked on a FIFO?)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def regular_store_files(root: Path) -> list[Path]:
+    """Every store entry, asserting each is a regular file with one name: the store's own."""
+    entries = sorted(p for p in (root / "data/store/images").rglob("*") if not p.is_dir() or p.is_symlink())
+    for path in entries:
+        mode = path.lstat()
+        assert stat.S_ISREG(mode.st_mode) and mode.st_nlink == 1, path
+    return entries
+
+
+@pytest.fixture
+def linked_drop(project, tmp_path) -> dict[str, Path]:
+    """A drop of symbolic links: to a file outside, to a file inside, dangling, a loop, to a folder."""
+    incoming = project / "data/incoming"
+    outside = write(tmp_path / "outside/photo.jpg", image_bytes(81))
+    write(tmp_path / "outside/album/inner.jpg", image_bytes(82))
+    write(incoming / "real.jpg", image_bytes(83))
+    links = {
+        "outside.jpg": outside,
+        "alias.jpg": Path("real.jpg"),  # inside the drop zone: refused all the same
+        "dangling.jpg": tmp_path / "nowhere.jpg",
+        "loop.jpg": Path("loop.jpg"),
+        "album": tmp_path / "outside/album",
+    }
+    for name, target in links.items():
+        (incoming / name).symlink_to(target)
+    return {"outside": outside, **{name: incoming / name for name in links}}
+
+
+def test_symlinks_are_set_aside_with_their_reason_and_never_followed(project, linked_drop):
+    outside = linked_drop["outside"]
+    mode_before = outside.stat().st_mode
+
+    result = ingest_images(settings_for(project))
+
+    assert (result.new, result.rejected) == (1, 5)
+    stored = regular_store_files(project)
+    assert [p.read_bytes() for p in stored] == [image_bytes(83)]
+    assert outside.stat().st_mode == mode_before and outside.read_bytes() == image_bytes(81)  # untouched
+    rejections = registry_parts.read_registry(project / "data/registry/rejections").set_index("original_path")
+    assert sorted(rejections.index) == ["album", "alias.jpg", "dangling.jpg", "loop.jpg", "outside.jpg"]
+    assert rejections.loc["outside.jpg", "reason"] == (
+        f"outside.jpg: a symbolic link (to {str(outside)!r}), not a regular file; symbolic links are never "
+        "followed; drop a copy of the file itself instead (the entry is set aside in quarantine)"
+    )
+    for name, row in rejections.iterrows():
+        assert (project / row.quarantine_path).is_symlink(), name  # the link itself, moved
+    assert drop_files(project) == [] and not any((project / "data/incoming").iterdir())
+
+    again = ingest_images(settings_for(project))  # set aside once: not re-rejected on every run
+
+    assert (again.new, again.rejected) == (0, 0)
+    assert len(registry_parts.read_registry(project / "data/registry/rejections")) == 5
+
+
+def test_a_plan_made_before_the_lock_sets_aside_a_dangling_link(project, tmp_path):
+    """The pipeline's path re-checks inputs at commit time: a dangling link is still there."""
+    from cv_pipelines.images.ingestion import check_new_images, commit_ingestion, list_new_images, plan_ingestion
+
+    (project / "data/incoming").mkdir(parents=True)
+    (project / "data/incoming/gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    params = settings_for(project).params
+    plan = plan_ingestion(check_new_images(list_new_images(project / "data/incoming"), params), params)
+
+    assert commit_ingestion(plan, layout_for(project)).rejected == 1
+    assert (project / "data/quarantine" / plan.run_id / "gone.jpg").is_symlink()
+    assert not (project / "data/incoming/gone.jpg").is_symlink()
+
+
+def test_pipes_sockets_and_devices_are_set_aside_in_bounded_time(project, monkeypatch):
+    incoming = project / "data/incoming"
+    write(incoming / "ok.jpg", image_bytes(91))
+    fifo = incoming / "x.jpg"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    monkeypatch.chdir(incoming)  # a socket's path must be short: bind it relative to here
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("s.jpg")
+    kinds = {"x.jpg": "a named pipe (FIFO)", "s.jpg": "a socket"}
+    try:
+        os.mknod(incoming / "null.jpg", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        kinds["null.jpg"] = "a character device"
+    except (PermissionError, OSError):
+        pass  # no CAP_MKNOD here: pipes and sockets still cover "not a regular file"
+
+    result = run_bounded(lambda: ingest_images(settings_for(project)), timeout_s=30, unblock=[fifo])
+    sock.close()
+
+    assert (result.new, result.rejected) == (1, len(kinds))
+    rejections = registry_parts.read_registry(project / "data/registry/rejections").set_index("original_path")
+    for name, kind in kinds.items():
+        assert rejections.loc[name, "reason"].startswith(f"{name}: {kind}, not a regular file; drop a copy")
+        assert not stat.S_ISREG((project / rejections.loc[name, "quarantine_path"]).lstat().st_mode)
+    assert not any(incoming.iterdir())
+    assert (ingest_images(settings_for(project)).new, len(regular_store_files(project))) == (0, 1)
+
+
+def test_a_file_with_another_name_outside_is_copied_into_the_store(project, tmp_path):
+    """A hard link shares the inode: linking it into the store would chmod (and expose) the outside file."""
+    outside = write(tmp_path / "elsewhere.jpg", image_bytes(95))
+    (project / "data/incoming").mkdir(parents=True)
+    os.link(outside, project / "data/incoming/shared.jpg")
+    mode_before = outside.stat().st_mode
+
+    assert ingest_images(settings_for(project)).new == 1
+
+    [stored] = regular_store_files(project)
+    assert stored.read_bytes() == image_bytes(95) and not os.path.samefile(stored, outside)
+    assert outside.stat().st_mode == mode_before and outside.stat().st_nlink == 1
