@@ -164,10 +164,18 @@ def test_a_second_writer_waits_then_says_why_it_stopped(project):
     registry = project / "data/registry"
     registry.mkdir(parents=True)
     with (
-        writer_lock(registry, timeout_s=1),
-        pytest.raises(IngestionLockedError, match=r"lock file .*\.writer\.lock.*lock_timeout_s"),
+        writer_lock(registry, timeout_s=1, holder="an ingestion"),
+        pytest.raises(IngestionLockedError) as raised,
     ):
         ingest_images(settings_for(project, lock_timeout_s=0.2))
+    message = raised.value.message
+    assert message == (
+        f"The registries' writer lock {registry / '.writer.lock'} is held by an ingestion (pid {os.getpid()} on "
+        f"{socket.gethostname()}, for 0 s since {message.split(' since ')[1][:8]} UTC) and was not released within "
+        f"0.2 s; run again once that process has finished, or, if it hangs, `kill {os.getpid()}` and run again "
+        "(ingestion.lock_timeout_s sets how long to wait)."
+    )
+    assert raised.value.exit_code == 3
     assert drop_files(project)  # untouched while locked
     assert ingest_images(settings_for(project)).new == 1
 
@@ -350,6 +358,26 @@ def test_a_copy_still_there_is_stored_when_the_planned_first_one_vanished(projec
     assert (result.new, result.duplicates) == (1, 0)
     assert read_images_registry(project / "data/registry")["original_path"].tolist() == ["b.jpg"]
     assert drop_files(project) == [] and len(store_files(project)) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Kedro's AbstractDataset save wrapper turns the one-sentence RegistryLockedError raised in "
+    "ImageStoreDataset.save into a DatasetError (a traceback); needs an unwrap outside ingestion's files",
+)
+def test_a_run_after_a_hung_one_says_so_in_one_sentence(project):
+    """The lock timeout through the pipeline: exit 3, one ``Error:`` line naming the holder, no traceback."""
+    write(project / "data/incoming/a.jpg", image_bytes(71))
+    registry = project / "data/registry"
+    registry.mkdir(parents=True)
+    with writer_lock(registry, timeout_s=1, holder="an ingestion"):  # the hung run
+        result = kedro_cli(project, "run", "--pipelines", "ingestion", "--params", "ingestion.lock_timeout_s=0.2")
+    assert result.exit_code == 3, result.output
+    assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert f"is held by an ingestion (pid {os.getpid()}" in errors[0] and f"`kill {os.getpid()}`" in errors[0]
+    assert drop_files(project)  # untouched
 
 
 def run_bounded(call, *, timeout_s: float, unblock=()):

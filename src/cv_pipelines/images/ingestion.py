@@ -296,7 +296,7 @@ def ingest_images(job: IngestionJob) -> IngestionResult:
     started = time.time()
     layout, params = job.layout, job.params
     layout.registry.mkdir(parents=True, exist_ok=True)
-    with writer_lock(layout.registry, timeout_s=params.lock_timeout_s):
+    with writer_lock(layout.registry, timeout_s=params.lock_timeout_s, holder=_holder(job.consume_source)):
         recovered = recover_interrupted_ingestions(layout)
         waiting = list_new_images(layout.resolve(job.source_dir))
         checked = check_new_images(waiting, params, started_at=started)
@@ -314,9 +314,13 @@ def commit_ingestion(plan: IngestionPlan, layout: StoreLayout) -> IngestionResul
         IngestionLockedError: another writer held the lock for ``plan.lock_timeout_s``.
     """
     layout.registry.mkdir(parents=True, exist_ok=True)
-    with writer_lock(layout.registry, timeout_s=plan.lock_timeout_s):
+    with writer_lock(layout.registry, timeout_s=plan.lock_timeout_s, holder=_holder(plan.consume_source)):
         recovered = recover_interrupted_ingestions(layout)
         return _commit_locked(plan, layout, recovered, recheck_sources=True)
+
+
+def _holder(consume_source: bool) -> str:
+    return "an ingestion" if consume_source else "an image import"
 
 
 def _commit_locked(
