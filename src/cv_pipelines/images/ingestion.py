@@ -7,7 +7,13 @@ run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the re
    dotfiles skipped, files still being uploaded left for the next run).
 2. :func:`check_new_images`: read, hash and check every file (processes: hashing and
    decoding hold the GIL in PIL), and :func:`plan_ingestion`: decide each file's fate
-   (a candidate for the store, a duplicate within the drop, or a reject).
+   (a candidate for the store, a duplicate within the drop, or a reject). Only regular
+   files are read (``files/regular.py``): a symbolic link (wherever it points, inside
+   the drop zone or out, dangling or a loop; a link to a folder is not walked into), a
+   FIFO, a socket or a device is rejected unread, in bounded time, and moved as it is
+   (a rename: never followed, never opened) to the quarantine with its reason, so it
+   leaves the drop zone like any reject. Images Ultralytics cannot train on are
+   rejected here too (``images/checks.py``).
 3. :func:`commit_ingestion`: a small transaction that survives ``kill -9`` at any
    instant:
 
@@ -21,9 +27,10 @@ run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the re
 
 :func:`ingest_images` runs all three under one lock, recovery first.
 
-Invariant: an image at its store path is registered (it is linked there only after
-its registry part is committed), so "already stored?" is one ``stat`` and never a
-scan of the registry. Recovery replays c-e from the journal; each step is idempotent,
+Invariant: what the store holds is a regular file of its own (a hard link of an input
+with no other name, else a copy), and an image at its store path is registered (it is
+placed there only after its registry part is committed), so "already stored?" is one
+``stat`` and never a scan of the registry. Recovery replays c-e from the journal; each step is idempotent,
 and inputs are removed last, so a replay always finds them.
 """
 
