@@ -1,6 +1,6 @@
 import pytest
 
-from cv_pipelines.images.checks import InvalidImageError, inspect_image
+from cv_pipelines.images.checks import MIN_IMAGE_SIDE, STORE_EXTENSIONS, InvalidImageError, inspect_image
 from tests.support.images import image_bytes, png_with_declared_size
 
 
@@ -53,3 +53,38 @@ def test_verdicts_do_not_change_after_ultralytics_registers_its_image_openers():
     with pytest.raises(InvalidImageError, match="unsupported image format 'GIF'"):
         inspect_image(image_bytes(4, fmt="GIF"))
     assert inspect_image(image_bytes(5, fmt="WEBP")).format == "webp"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size", [(1, 1), (9, 40), (40, 9), (9, 9), (10, 10), (10, 40)])
+def test_the_smallest_size_is_ultralytics_own(tmp_path, size, fmt):
+    """Ultralytics' check_image (what verify_image_label runs on every training image) gives the same verdict."""
+    from ultralytics.data.utils import check_image
+
+    data = image_bytes(6, size=size, fmt=fmt)
+    path = tmp_path / f"image.{fmt.lower()}"
+    path.write_bytes(data)
+    try:
+        check_image(str(path))
+        ultralytics_accepts = True
+    except AssertionError:
+        ultralytics_accepts = False
+    try:
+        facts = inspect_image(data)
+        accepted = True
+    except InvalidImageError as exc:
+        accepted = False
+        assert str(exc) == (
+            f"image is {size[0]}x{size[1]} pixels; Ultralytics trains only on images of at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+        )
+    assert accepted == ultralytics_accepts == (min(size) >= 10)
+    if accepted:
+        assert (facts.width, facts.height) == size
+
+
+def test_every_stored_format_is_one_ultralytics_trains_on():
+    from ultralytics.data.utils import IMG_FORMATS
+
+    assert {name.lower() for name in STORE_EXTENSIONS} <= IMG_FORMATS
+    assert set(STORE_EXTENSIONS.values()) <= IMG_FORMATS

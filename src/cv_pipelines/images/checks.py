@@ -44,6 +44,15 @@ def _original_pil_open():
 
 _pil_open = _original_pil_open()
 
+#: The smallest side Ultralytics trains on: ``ultralytics.data.utils.check_image`` (used by
+#: ``verify_image_label``) refuses an image unless both sides exceed 9 pixels (8.4.190:
+#: ``assert (shape[0] > 9) & (shape[1] > 9)``). Mirrored, not imported: importing
+#: ``ultralytics.data.utils`` pulls in torch (about 3 s per process, in every check
+#: worker). Every format in ``STORE_EXTENSIONS`` is in its ``IMG_FORMATS``, and its
+#: corrupt-JPEG rule (no end-of-image marker) is refused here rather than repaired at
+#: every training run; tests/test_image_checks.py holds both rules against Ultralytics'.
+MIN_IMAGE_SIDE = 10
+
 #: File name extensions considered at all (matched case-insensitively).
 CANDIDATE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -72,9 +81,9 @@ def inspect_image(data: bytes, *, max_pixels: int = 89_478_485, mode: Validation
     """Validate ``data`` as an image and return its facts, or raise ``InvalidImageError``.
 
     >>> from PIL import Image; import io
-    >>> buf = io.BytesIO(); Image.new("RGB", (4, 3)).save(buf, "PNG")
+    >>> buf = io.BytesIO(); Image.new("RGB", (40, 30)).save(buf, "PNG")
     >>> inspect_image(buf.getvalue())
-    ImageFacts(format='png', width=4, height=3, exif_orientation=1)
+    ImageFacts(format='png', width=40, height=30, exif_orientation=1)
     """
     if not data:
         raise InvalidImageError("the file is empty (0 bytes)")
@@ -100,6 +109,11 @@ def inspect_image(data: bytes, *, max_pixels: int = 89_478_485, mode: Validation
         width, height = image.size
         if width <= 0 or height <= 0:
             raise InvalidImageError(f"image has no pixels ({width}x{height})")
+        if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+            raise InvalidImageError(
+                f"image is {width}x{height} pixels; Ultralytics trains only on images of at least "
+                f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+            )
         if width * height > max_pixels:
             raise InvalidImageError(
                 f"decompression bomb refused: {width}x{height} = {width * height} pixels "

@@ -7,7 +7,13 @@ run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the re
    dotfiles skipped, files still being uploaded left for the next run).
 2. :func:`check_new_images`: read, hash and check every file (processes: hashing and
    decoding hold the GIL in PIL), and :func:`plan_ingestion`: decide each file's fate
-   (a candidate for the store, a duplicate within the drop, or a reject).
+   (a candidate for the store, a duplicate within the drop, or a reject). Only regular
+   files are read (``files/regular.py``): a symbolic link (wherever it points, inside
+   the drop zone or out, dangling or a loop; a link to a folder is not walked into), a
+   FIFO, a socket or a device is rejected unread, in bounded time, and moved as it is
+   (a rename: never followed, never opened) to the quarantine with its reason, so it
+   leaves the drop zone like any reject. Images Ultralytics cannot train on are
+   rejected here too (``images/checks.py``).
 3. :func:`commit_ingestion`: a small transaction that survives ``kill -9`` at any
    instant:
 
@@ -21,15 +27,17 @@ run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the re
 
 :func:`ingest_images` runs all three under one lock, recovery first.
 
-Invariant: an image at its store path is registered (it is linked there only after
-its registry part is committed), so "already stored?" is one ``stat`` and never a
-scan of the registry. Recovery replays c-e from the journal; each step is idempotent,
+Invariant: what the store holds is a regular file of its own (a hard link of an input
+with no other name, else a copy), and an image at its store path is registered (it is
+placed there only after its registry part is committed), so "already stored?" is one
+``stat`` and never a scan of the registry. Recovery replays c-e from the journal; each step is idempotent,
 and inputs are removed last, so a replay always finds them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import multiprocessing
@@ -48,10 +56,11 @@ import pandas as pd
 import pyarrow as pa
 
 from cv_pipelines.config.parameters import IngestionParams
-from cv_pipelines.files.atomic import copy_atomically, write_text_atomically
+from cv_pipelines.files.atomic import write_atomically_with, write_text_atomically
+from cv_pipelines.files.regular import NotRegularFileError, open_regular_file, read_regular_file, sha256_regular_file
 from cv_pipelines.files.stamps import utc_stamp
 from cv_pipelines.images.checks import CANDIDATE_EXTENSIONS, InvalidImageError, inspect_image
-from cv_pipelines.images.store import link_or_copy, sha256_bytes, sha256_file
+from cv_pipelines.images.store import sha256_bytes
 from cv_pipelines.registries import parts as registry_parts
 from cv_pipelines.registries.schemas import IMAGES_SCHEMA, REJECTIONS_SCHEMA
 from cv_pipelines.registries.writer_lock import RegistryLockedError, writer_lock
@@ -181,6 +190,7 @@ class CheckedFile:
     height: int = 0
     exif_orientation: int = 1
     error: str = ""
+    kind: str = "file"  # what the entry is: file, or symlink, fifo, socket, ... (set aside unread)
 
 
 @dataclass(frozen=True)
@@ -293,7 +303,7 @@ def ingest_images(job: IngestionJob) -> IngestionResult:
     started = time.time()
     layout, params = job.layout, job.params
     layout.registry.mkdir(parents=True, exist_ok=True)
-    with writer_lock(layout.registry, timeout_s=params.lock_timeout_s):
+    with writer_lock(layout.registry, timeout_s=params.lock_timeout_s, holder=_holder(job.consume_source)):
         recovered = recover_interrupted_ingestions(layout)
         waiting = list_new_images(layout.resolve(job.source_dir))
         checked = check_new_images(waiting, params, started_at=started)
@@ -311,9 +321,13 @@ def commit_ingestion(plan: IngestionPlan, layout: StoreLayout) -> IngestionResul
         IngestionLockedError: another writer held the lock for ``plan.lock_timeout_s``.
     """
     layout.registry.mkdir(parents=True, exist_ok=True)
-    with writer_lock(layout.registry, timeout_s=plan.lock_timeout_s):
+    with writer_lock(layout.registry, timeout_s=plan.lock_timeout_s, holder=_holder(plan.consume_source)):
         recovered = recover_interrupted_ingestions(layout)
         return _commit_locked(plan, layout, recovered, recheck_sources=True)
+
+
+def _holder(consume_source: bool) -> str:
+    return "an ingestion" if consume_source else "an image import"
 
 
 def _commit_locked(
@@ -326,7 +340,7 @@ def _commit_locked(
     if recheck_sources:
         # Inputs a recovery or another writer removed since the plan was made are done;
         # a copy of one of them that is still there becomes the one to store.
-        entries = _planned([e.file for e in entries if os.path.exists(e.file.source)])
+        entries = _planned([e.file for e in entries if os.path.lexists(e.file.source)])
     if entries:
         journal = _journal_for(replace(plan, entries=entries), layout, result)
         _write_journal(layout.journal_dir, journal)
@@ -357,11 +371,16 @@ def list_new_images(folder: Path | str) -> NewImages:
 
 
 def _iter_source_files(source_dir: str) -> Iterator[tuple[str, str]]:
-    """(absolute path, path relative to ``source_dir``) of every visible file, sorted."""
+    """(absolute path, path relative to ``source_dir``) of every visible entry but folders, sorted.
+
+    Links, pipes, sockets and devices are listed too, so the check sets them aside with
+    their reason; a link to a folder is listed as an entry, never walked into.
+    """
     prefix_len = len(source_dir.rstrip(os.sep)) + 1
     for root, dirs, files in os.walk(source_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+        linked_dirs = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked_dirs)
+        for name in sorted([*files, *linked_dirs]):
             if not name.startswith("."):
                 path = os.path.join(root, name)
                 yield path, path[prefix_len:].replace(os.sep, "/")
@@ -439,8 +458,9 @@ def _inspect_chunk(args: tuple[list[tuple[str, str]], tuple[int, str]]) -> list[
 
 def _inspect_file(path: str, relative: str, max_pixels: int, validation: str) -> CheckedFile:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular_file(path)
+    except NotRegularFileError as exc:
+        return CheckedFile(path, relative, 0, error=str(exc), kind=exc.kind)
     except OSError as exc:
         return CheckedFile(path, relative, 0, error=f"cannot be read: {exc.strerror or exc}")
     digest = sha256_bytes(data)
@@ -494,7 +514,7 @@ def _journal_for(plan: IngestionPlan, layout: StoreLayout, result: IngestionResu
     for entry in plan.entries:
         item = entry.file
         if entry.fate == "rejected":
-            rejection = _rejection_entry(item, quarantine / item.original_path, layout)
+            rejection = _rejection_entry(item, quarantine / item.original_path, layout, plan.consume_source)
             rejections.append(rejection)
             result.add(IngestionOutcome(item.original_path, "rejected", item.sha256, rejection["reason"]))
             continue
@@ -530,18 +550,25 @@ def _outcome(item: CheckedFile, outcome: str, detail: str) -> IngestionOutcome:
 
 
 def _rejection_reason(item: CheckedFile) -> str:
+    if item.kind != "file":
+        # Refused whatever it points to, inside the drop zone or not: the store keeps only
+        # files it owns, and a link's target can change or vanish behind a registered id.
+        return f"{item.original_path}: {item.error}; drop a copy of the file itself instead (the entry is set aside in quarantine)"
     return f"{item.original_path}: {item.error}; fix or re-export the file and drop it again (kept in quarantine)"
 
 
-def _rejection_entry(item: CheckedFile, target: Path, layout: StoreLayout) -> dict:
+def _rejection_entry(item: CheckedFile, target: Path, layout: StoreLayout, consume: bool) -> dict:
     reason = _rejection_reason(item)
+    # A link or a pipe in a folder the user keeps is not moved, and has no bytes to copy.
+    kept = consume or item.kind == "file"
     return {
         "source": item.source,
+        "kind": item.kind,
         "content_sha256": item.sha256,
         "original_name": os.path.basename(item.source),
         "original_path": item.original_path,
-        "quarantine_path": layout.relative_to_root(target),
-        "quarantine_abs": str(target),
+        "quarantine_path": layout.relative_to_root(target) if kept else "",
+        "quarantine_abs": str(target) if kept else "",
         "reason": reason,
         "size_bytes": item.size_bytes,
     }
@@ -625,33 +652,61 @@ def _apply(layout: StoreLayout, journal: dict, *, recovering: bool = False) -> N
 
 
 def _place(source: str, final: str, *, consume: bool) -> None:
-    """Put ``source`` at the store path ``final`` unless it is there already.
+    """Put the bytes of the regular file ``source`` at the store path ``final`` unless it is there already.
 
-    From the drop zone: a hard link (no bytes copied; the store keeps the inode when the
-    input is removed). From a folder the user keeps: a copy, since a hard link would let
-    later edits of their file change a stored image behind its content hash.
+    What the store holds is always a regular file of its own. From the drop zone: a hard
+    link (no bytes copied; the store keeps the inode when the input is removed), but only
+    of a file with no other name, since another name (``ln /elsewhere/x.jpg``) would let
+    its owner edit a stored image, and the store's read-only mode would reach it. From a
+    folder the user keeps, or across file systems: a copy.
+
+    Raises:
+        NotRegularFileError: ``source`` was replaced by a link, pipe or device since it was checked.
+        FileNotFoundError: ``source`` is gone and ``final`` is not stored.
     """
-    if consume:
-        try:
-            os.link(source, final)
-        except FileExistsError:
-            return
-        except FileNotFoundError:
-            if os.path.exists(final):
-                return
-            if not os.path.exists(source):
-                raise
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            link_or_copy(source, final)
-        except OSError:
-            link_or_copy(source, final)  # another file system: copy
-    else:
-        if os.path.exists(final):
-            return
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        copy_atomically(source, final)
-    # The store is append-only: make an accidental edit of a stored image fail.
-    os.chmod(final, 0o444)
+    if os.path.lexists(final):
+        return
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    fd = open_regular_file(source)
+    try:
+        checked = os.fstat(fd)
+        if not (consume and checked.st_nlink == 1 and _link_same_inode(source, final, checked)):
+            _copy_descriptor(fd, final)
+    finally:
+        os.close(fd)
+    # The store is append-only: make an accidental edit of a stored image fail. Through a
+    # descriptor opened without following links, so only the store's own file changes mode.
+    stored = os.open(final, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(stored, 0o444)
+    finally:
+        os.close(stored)
+
+
+def _link_same_inode(source: str, final: str, checked: os.stat_result) -> bool:
+    """Hard-link ``source`` at ``final``; False (nothing left at ``final``) when a copy must do."""
+    try:
+        os.link(source, final, follow_symlinks=False)
+    except FileExistsError:
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            return False  # another file system, or links not allowed: copy
+        raise
+    linked = os.lstat(final)
+    if (linked.st_dev, linked.st_ino) != (checked.st_dev, checked.st_ino):
+        os.unlink(final)  # ``source`` was swapped since it was opened: copy what was checked
+        return False
+    return True
+
+
+def _copy_descriptor(fd: int, final: str) -> None:
+    def write(tmp: Path) -> None:
+        with open(os.dup(fd), "rb") as source, open(tmp, "wb") as target:
+            source.seek(0)
+            shutil.copyfileobj(source, target, 1 << 20)
+
+    write_atomically_with(final, write, durable=False, suffix=".copying")
 
 
 def _quarantine(layout: StoreLayout, journal: dict) -> None:
@@ -659,7 +714,8 @@ def _quarantine(layout: StoreLayout, journal: dict) -> None:
     if not rejections:
         return
     for item in rejections:
-        _move_to_quarantine(Path(item["source"]), Path(item["quarantine_abs"]), consume=journal["consume_source"])
+        if item["quarantine_abs"]:
+            _move_to_quarantine(item["source"], item["quarantine_abs"], consume=journal["consume_source"])
     run_id = journal["run_id"]
     if registry_parts.find_part(layout.rejections_registry, run_id) is None:
         rows = pd.DataFrame(
@@ -675,25 +731,46 @@ def _quarantine(layout: StoreLayout, journal: dict) -> None:
         )
 
 
-def _move_to_quarantine(source: Path, target: Path, *, consume: bool) -> None:
-    if target.exists():
+def _move_to_quarantine(source: str, target: str, *, consume: bool) -> None:
+    """Set ``source`` aside at ``target``: moved from the drop zone, copied from a folder the user keeps.
+
+    A move is a rename of the entry itself, so a link is moved as a link (never followed)
+    and a pipe is never opened.
+    """
+    if os.path.lexists(target) or not os.path.lexists(source):
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if consume and source.exists():
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if consume:
         try:
             os.replace(source, target)  # a move, not a write: the bytes are already whole
+            return
         except OSError:
-            shutil.copy2(source, target)
-            source.unlink()
-    elif source.exists():
-        shutil.copy2(source, target)
+            pass  # another file system: copy, then remove
+    try:
+        fd = open_regular_file(source)
+    except NotRegularFileError:
+        # A link or a pipe across file systems: it holds no bytes, and its rejection
+        # record says what it was; it still leaves the drop zone.
+        if consume:
+            os.unlink(source)
+        return
+    try:
+        _copy_descriptor(fd, target)
+    finally:
+        os.close(fd)
+    if consume:
+        os.unlink(source)
 
 
 def _remove_source(source: str, sha256: str, *, verify: bool) -> None:
     # After a crash a user may have dropped a different file under the same name, so a
     # recovery only removes what the interrupted run stored.
-    if verify and os.path.exists(source) and sha256_file(Path(source)) != sha256:
-        return
+    if verify and os.path.lexists(source):
+        try:
+            if sha256_regular_file(source) != sha256:
+                return
+        except OSError:
+            return  # no longer a regular file we can read: the next run sets it aside
     with contextlib.suppress(FileNotFoundError):
         os.unlink(source)
 
