@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cv_pipelines.config.loader import section_parameters
 from cv_pipelines.errors import ConfigurationError
@@ -95,16 +96,36 @@ def test_import_registers_images_boxes_and_backgrounds(project):
     assert "unicorn" in summary and "missing.jpg" in summary and "degenerate" in summary
 
 
-def test_reimport_replaces_rows_instead_of_duplicating(project):
+def _data_fingerprint(project: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder of the store, the registries and the quarantine: (size, mtime) by path.
+
+    What a snapshot compares (it looks at modification times first) and what a user sees.
+    """
+    files = {}
+    for part in ("store", "registry", "quarantine"):
+        for path in sorted((project / "data" / part).rglob("*")):
+            if not path.name.endswith(".lock") and "_journal" not in path.parts:  # the lock and journals come and go
+                stat = path.stat()
+                files[path.relative_to(project).as_posix()] = (stat.st_size if path.is_file() else 0, stat.st_mtime_ns)
+    return files
+
+
+def test_reimporting_unchanged_input_changes_nothing_rejections_included(project):
     folder, _ = coco_folder(project.parent)
     params = {"import_coco": {"source": str(folder)}}
     run_pipeline(project, "import_coco", params=params)
-    first = registry_parts.read_registry(project / "data/registry/annotations")
+    first = _data_fingerprint(project)
     run_pipeline(project, "import_coco", params=params)
-    again = registry_parts.read_registry(project / "data/registry/annotations")
-    assert len(again) == len(first) == 3
+
+    assert _data_fingerprint(project) == first  # no new part, no new quarantine copy, no rewritten file
+    assert len(registry_parts.read_registry(project / "data/registry/annotations")) == 3
     assert len(registry_parts.read_registry(project / "data/registry/labels")) == 3
     assert len(read_images_registry(project / "data/registry")) == 3
+    rejections = registry_parts.read_registry(project / "data/registry/rejections")
+    assert rejections["original_path"].tolist() == ["broken.jpg"]
+    assert len(list((project / "data/quarantine").rglob("broken.jpg"))) == 1
+    summary = yaml.safe_load((project / "data/reporting/import_coco/last_import.yml").read_text())
+    assert summary["images_rejected"] == 1  # still reported, just not recorded twice
 
 
 def test_import_without_a_source_says_how_to_give_one(project):
