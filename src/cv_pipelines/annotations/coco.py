@@ -442,7 +442,8 @@ def frames_to_rows(
     ``image_for_frame(file_name)`` returns ``(image_id, width, height)`` of the stored
     image (size after EXIF orientation), or None when the frame is not one of ours.
     Every known frame becomes a labeled image, with no boxes if it has none: background
-    images are data too. Two frames of the same stored image (the same bytes under two
+    images are data too. A frame labeled at another size than the stored image's (its
+    EXIF-rotated size aside) is left out: its boxes are in other pixels. Two frames of the same stored image (the same bytes under two
     names) count once when their boxes agree and are left out when they do not. The
     problems start from those of ``frames`` when it is :class:`CocoFrames`.
     """
@@ -458,6 +459,14 @@ def frames_to_rows(
             )
             continue
         image_id, width, height = found
+        if frame.width and frame.height and (frame.width, frame.height) not in ((width, height), (height, width)):
+            problems.add(
+                "image size differs from the stored image",
+                f"{source}: frame {frame.file_name!r} was labeled as a {frame.width}x{frame.height} image but the "
+                f"stored image is {width}x{height}, so its boxes would land elsewhere; it was left out: "
+                "import the annotations made on these very files",
+            )
+            continue
         by_image.setdefault(image_id, []).append((frame, width, height))
     annotations: list[dict] = []
     labeled: list[dict] = []
