@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import pyarrow as pa
 
-from cv_pipelines.annotations.coco import CocoFrame, CocoImportProblems, frames_to_rows, load_coco_frames
+from cv_pipelines.annotations.coco import CocoFrames, CocoImportProblems, frames_to_rows, load_coco_frames
 from cv_pipelines.annotations.labeled_rows import labeled_rows_tables
 from cv_pipelines.images.ingestion import IngestionPlan, describe_committed_plan
 
@@ -36,10 +36,13 @@ UNCHANGED_IF = ("pulled_at", "labeled_at")
 
 
 class CocoSourceError(ValueError):
-    """The folder to import, or its COCO file, cannot be used; ``parameter`` is the key that fixes it."""
+    """The folder to import, or its COCO file, cannot be used; ``parameter`` is the key that fixes it.
 
-    def __init__(self, message: str, parameter: str) -> None:
-        """Say what is wrong (``message``) and which ``import_coco`` parameter fixes it."""
+    ``parameter`` is None when the fix lies in the file itself (the message says it).
+    """
+
+    def __init__(self, message: str, parameter: str | None) -> None:
+        """Say what is wrong (``message``) and which ``import_coco`` parameter fixes it, if one does."""
         super().__init__(message)
         self.parameter = parameter
 
@@ -52,7 +55,7 @@ class CocoSource:
     folder: Path
     images_dir: Path
     coco_file: Path
-    frames: tuple[CocoFrame, ...]
+    frames: CocoFrames
 
     @property
     def source_task(self) -> str:
@@ -74,11 +77,12 @@ class CocoImportResult:
 
     def summary(self) -> str:
         """One line for the log."""
-        left_out = len(self.problems.sentences())
+        counts = self.problems.counts()
+        why = f" ({', '.join(f'{n} {reason}' for reason, n in counts.items())})" if counts else ""
         return (
             f"COCO import {self.name!r}: {self.labeled_images} labeled images "
             f"({self.images_new} new, {self.images_already_stored} already stored, "
-            f"{self.images_rejected} rejected), {self.boxes} boxes, {left_out} record(s) left out, "
+            f"{self.images_rejected} rejected), {self.boxes} boxes, {self.problems.count()} record(s) left out{why}, "
             f"{self.problems.clipped_boxes} box(es) clipped to the image"
         )
 
@@ -130,8 +134,8 @@ def read_coco_source(
     try:
         frames = load_coco_frames(coco_file)
     except ValueError as exc:
-        raise CocoSourceError(str(exc), "annotations") from None
-    return CocoSource(name or source.name, source, images_root, coco_file, tuple(frames))
+        raise CocoSourceError(str(exc), None) from None
+    return CocoSource(name or source.name, source, images_root, coco_file, frames)
 
 
 def coco_labeled_rows(
@@ -162,8 +166,7 @@ def coco_labeled_rows(
         source.frames, image_for_frame=_frame_lookup(stored), labels=labels, source=source.coco_file.name
     )
     result.problems = problems
-    for sentence in problems.sentences():
-        logger.warning(sentence)
+    problems.log(logger)
     annotations, labels_table = labeled_rows_tables(
         annotation_rows,
         labeled_rows,

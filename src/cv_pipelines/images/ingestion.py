@@ -511,11 +511,13 @@ def _journal_for(plan: IngestionPlan, layout: StoreLayout, result: IngestionResu
     rows: dict[str, list] = {name: [] for name in IMAGES_SCHEMA.names}
     rejections: list[dict] = []
     removals: list[CheckedFile] = []
+    recorded = set() if plan.consume_source else _recorded_rejections(layout, plan.source_id)
     for entry in plan.entries:
         item = entry.file
         if entry.fate == "rejected":
             rejection = _rejection_entry(item, quarantine / item.original_path, layout, plan.consume_source)
-            rejections.append(rejection)
+            if (item.original_path, item.sha256) not in recorded:
+                rejections.append(rejection)
             result.add(IngestionOutcome(item.original_path, "rejected", item.sha256, rejection["reason"]))
             continue
         removals.append(item)
@@ -543,6 +545,20 @@ def _journal_for(plan: IngestionPlan, layout: StoreLayout, result: IngestionResu
         "rejections": rejections,
         "remove_sources": {"source": [i.source for i in consumed], "sha256": [i.sha256 for i in consumed]},
     }
+
+
+def _recorded_rejections(layout: StoreLayout, source_id: str) -> set[tuple[str, str]]:
+    """(original_path, sha256) of the files already rejected from ``source_id``.
+
+    A folder the user keeps (the COCO import) still holds its bad files at the next
+    run: the same bytes at the same path are quarantined and recorded once, not per run.
+    """
+    if not layout.rejections_registry.is_dir():
+        return set()
+    columns = ["source_id", "original_path", "content_sha256"]
+    rows = registry_parts.read_registry(layout.rejections_registry, columns=columns, schema=REJECTIONS_SCHEMA)
+    mine = rows[rows["source_id"] == source_id]
+    return set(zip(mine["original_path"], mine["content_sha256"], strict=True))
 
 
 def _outcome(item: CheckedFile, outcome: str, detail: str) -> IngestionOutcome:

@@ -44,11 +44,15 @@ def read_coco_folder(folder: Path, params: ImportCocoParams, labeling: LabelingP
             name=params.name,
         )
     except CocoSourceError as exc:
-        raise ConfigurationError(f"{exc}: set import_coco.{exc.parameter} to fix it.") from None
+        fix = f": set import_coco.{exc.parameter} to fix it" if exc.parameter else ""
+        raise ConfigurationError(f"{exc}{fix}.") from None
 
 
 def plan_coco_images(coco_source: CocoSource, ingestion: IngestionParams) -> tuple[IngestionPlan, IngestionPlan]:
     """Check the folder's images and plan their ingestion (copied from, never removed).
+
+    The folder stays as it is, so a bad image in it is found again by every re-import;
+    the commit quarantines and records the same bytes at the same path once.
 
     Returns:
         The plan twice: for ``coco_images``, whose save commits it into the store, and
@@ -92,7 +96,9 @@ def register_coco_boxes(
         "images_new": result.images_new,
         "images_already_stored": result.images_already_stored,
         "images_rejected": result.images_rejected,
-        "left_out": result.problems.sentences(),
+        "left_out": result.problems.count(),
+        "left_out_by_reason": result.problems.counts(),
+        "left_out_records": result.problems.grouped(),
         "clipped_boxes": result.problems.clipped_boxes,
     }
     return (
