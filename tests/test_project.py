@@ -84,23 +84,6 @@ def test_cvat_credentials_from_file_and_environment_never_print_secrets():
         resolve_cvat_connection({"host": "http://x"}, environ={})
 
 
-def test_mlflow_uses_the_embedded_sqlite_store_of_the_project(bare_project):
-    """A fresh project (no store yet, unlike the copies of the session's template) creates its own."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    project = bare_project
-    assert not (project / "data/mlflow").exists()
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env="test") as session:
-        context = session.load_context()
-        uri = context.mlflow.server.mlflow_tracking_uri
-    assert uri == f"sqlite:///{project}/data/mlflow/mlflow.db"
-    tables = {row[0] for row in sqlite3.connect(project / "data/mlflow/mlflow.db").execute(
-        "select name from sqlite_master where type='table'")}
-    assert {"experiments", "runs", "registered_models"} <= tables
-
-
 def test_kedro_commands_never_add_telemetry_to_pyproject(project):
     before = (project / "pyproject.toml").read_bytes()
     env = project_env(project)
