@@ -397,6 +397,16 @@ def test_a_name_is_a_portable_file_name_and_a_git_ref_component(tmp_path):
     assert refused == BAD_NAMES
 
 
+def test_a_dataset_version_is_a_revision_that_names_no_path():
+    from cv_pipelines.config.names import check_revision
+
+    for revision in ("data/demo/v1", "HEAD", "HEAD~1", "data/demo/v2^", "0123abcd" * 5, "main"):
+        assert check_revision(revision) == revision
+    for revision in ("../x", "data/../x", "/etc", "data//v1", "-x", "data/demo/", "~1", "a b", "x.lock"):
+        with pytest.raises(ValueError, match="is not a dataset version; give a tag such as 'data/demo/v1'"):
+            check_revision(revision)
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

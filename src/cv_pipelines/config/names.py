@@ -55,9 +55,16 @@ def check_name(name: str) -> str:
     return name
 
 
+#: git's ancestry suffixes (``HEAD~1``, ``v2^``): they select a commit and name no file.
+_ANCESTRY = re.compile(r"(?:~[0-9]*|\^[0-9]*)+$")
+
+
 def check_revision(revision: str) -> str:
-    """A dataset version: a tag (``data/demo/v3``), a branch or a commit hash, as '/'-joined names."""
-    parts = revision.split("/") if isinstance(revision, str) else [revision]
+    """A dataset version: a tag (``data/demo/v3``), a branch or a commit hash, as '/'-joined names.
+
+    An ancestry suffix (``HEAD~1``) is allowed; nothing that climbs (``..``) or reads as an option (``-x``).
+    """
+    parts = _ANCESTRY.sub("", revision).split("/") if isinstance(revision, str) else [revision]
     if any(name_problem(part) is not None for part in parts):
         raise ValueError(
             f"{revision!r} is not a dataset version; give a tag such as 'data/demo/v1' (list them with "
