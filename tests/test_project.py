@@ -84,23 +84,6 @@ def test_cvat_credentials_from_file_and_environment_never_print_secrets():
         resolve_cvat_connection({"host": "http://x"}, environ={})
 
 
-def test_mlflow_uses_the_embedded_sqlite_store_of_the_project(bare_project):
-    """A fresh project (no store yet, unlike the copies of the session's template) creates its own."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    project = bare_project
-    assert not (project / "data/mlflow").exists()
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env="test") as session:
-        context = session.load_context()
-        uri = context.mlflow.server.mlflow_tracking_uri
-    assert uri == f"sqlite:///{project}/data/mlflow/mlflow.db"
-    tables = {row[0] for row in sqlite3.connect(project / "data/mlflow/mlflow.db").execute(
-        "select name from sqlite_master where type='table'")}
-    assert {"experiments", "runs", "registered_models"} <= tables
-
-
 def test_kedro_commands_never_add_telemetry_to_pyproject(project):
     before = (project / "pyproject.toml").read_bytes()
     env = project_env(project)
@@ -390,3 +373,120 @@ def test_the_font_download_stays_off_while_any_thread_is_inside_the_context():
     leave.set()
     thread.join(timeout=30)
     assert data_utils.check_font is original
+
+
+# --- names that become folders and git tags (config.names) ---------------------------------
+
+GOOD_NAMES = ["demo", "vehicles_v2", "a", "A-1.b", "0day", "x" * 100]
+BAD_NAMES = [
+    "../../../evil", "../x", "a/b", "a\\b", ".hidden", "-rf", "a..b", "x.", "x.lock", "con", "NUL.txt",
+    "two words", "", "x" * 101, "caf\u00e9", "a:b", "a~1", "a^", "a@{1}", "a*", "a?", "a[b", "\x00", "tab\t",
+]
+
+
+def test_a_name_is_a_portable_file_name_and_a_git_ref_component(tmp_path):
+    from cv_pipelines.config.names import check_name, name_problem
+
+    for name in GOOD_NAMES:
+        assert check_name(name) == name
+        tag = subprocess.run(["git", "check-ref-format", f"data/{name}/v1"], capture_output=True)
+        assert tag.returncode == 0, name
+        (tmp_path / f"{name}_v1").mkdir()  # and a folder of that name stays where it was made
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}_v1" for n in GOOD_NAMES)
+    refused = [name for name in BAD_NAMES if name_problem(name) is not None]
+    assert refused == BAD_NAMES
+
+
+def test_a_dataset_version_is_a_revision_that_names_no_path():
+    from cv_pipelines.config.names import check_revision
+
+    for revision in ("data/demo/v1", "HEAD", "HEAD~1", "data/demo/v2^", "0123abcd" * 5, "main"):
+        assert check_revision(revision) == revision
+    for revision in ("../x", "data/../x", "/etc", "data//v1", "-x", "data/demo/", "~1", "a b", "x.lock"):
+        with pytest.raises(ValueError, match="is not a dataset version; give a tag such as 'data/demo/v1'"):
+            check_revision(revision)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("labeling.label_set", "../../../evil"),
+        ("export.label_set", "a/b"),
+        ("import_coco.name", ".x"),
+        ("import_coco.label_set", "-x"),
+        ("evaluation.run_id", "../run"),
+        ("deployment.model_name", "a..b"),
+        ("snapshot.remote", "../remote"),
+        ("dataset_version", "../x"),
+    ],
+)
+def test_every_name_parameter_that_becomes_a_path_is_refused_with_its_key(key, value):
+    from cv_pipelines.config.loader import project_parameters
+    from cv_pipelines.config.parameters import validate_parameters
+
+    params = project_parameters(root=REPO_ROOT)
+    section, _, field = key.rpartition(".")
+    (params[section] if section else params)[field] = value
+    with pytest.raises(ConfigurationError) as refused:
+        validate_parameters(params)
+    sentence = str(refused.value.message)
+    assert sentence.startswith(f"Parameter '{key}' is invalid: {value!r} ")
+    assert "such as 'demo'" in sentence or "such as 'data/demo/v1'" in sentence  # the fix
+    assert sentence.count(". ") == 0 and sentence.endswith(".")  # one sentence
+
+
+def test_matrix_candidate_names_and_section_parameters_are_refused_alike():
+    from cv_pipelines.config.loader import project_parameters, section_parameters
+    from cv_pipelines.config.parameters import validate_parameters
+    from cv_pipelines.errors import ParameterError
+
+    params = project_parameters(root=REPO_ROOT)
+    params["matrix"]["candidates"] = {"../x": {}}
+    with pytest.raises(ConfigurationError, match=r"^Parameter 'matrix\.candidates\.\.\./x' is invalid: '\.\./x' "):
+        validate_parameters(params)
+    # Code outside a session (the main job, serving, scripts) reads sections the same way.
+    with pytest.raises(ParameterError, match=r"^Parameter 'labeling\.label_set' is invalid: '\.\./x' cannot"):
+        section_parameters("labeling", root=REPO_ROOT, label_set="../x")
+    with pytest.raises(ParameterError, match=r"^Parameter 'deployment\.model_name' is invalid"):
+        section_parameters("deployment", root=REPO_ROOT, model_name="a/b")
+
+
+def test_a_label_set_that_climbs_out_writes_no_export_and_tags_nothing(project):
+    """The hostile week's reproduction: the export and the snapshot of label set ../../../evil."""
+    commits = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=project, capture_output=True, text=True)
+    evil = "labeling.label_set=../../../evil,export.label_set=../../../evil"
+    for pipeline in ("export", "snapshot"):
+        result = kedro_cli(project, "run", "--pipelines", pipeline, "--params", evil)
+        assert result.exit_code == 2, result.output
+        assert isinstance(result.exception, SystemExit)  # one sentence, no traceback
+        assert "Parameter 'labeling.label_set' is invalid: '../../../evil' cannot name a folder" in result.stderr
+    assert not any(project.parent.parent.parent.glob("evil*"))
+    after = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=project, capture_output=True, text=True)
+    assert after.stdout == commits.stdout
+    assert subprocess.run(["git", "tag"], cwd=project, capture_output=True, text=True).stdout == ""
+
+
+def test_the_writers_refuse_a_name_that_escapes_even_past_the_parameters(project, tmp_path):
+    """Defence in depth: the export and snapshot writers check what they were handed, before writing."""
+    from types import SimpleNamespace
+
+    from cv_pipelines.config.loader import section_parameters
+    from cv_pipelines.exports.errors import ExportSelectionError
+    from cv_pipelines.exports.writing import write_export
+    from cv_pipelines.images.ingestion import StoreLayout
+    from cv_pipelines.pipelines.snapshot.nodes import take_snapshot
+
+    exports = project / "data/exports"
+    with pytest.raises(ExportSelectionError, match=r"label set '\.\./\.\./evil' would put its export outside"):
+        write_export(SimpleNamespace(label_set="../../evil"), project_root=project, exports_dir=exports)  # type: ignore[arg-type]
+    assert not exports.exists() and not (project / "evil_v1").exists()
+
+    layout = StoreLayout(project, Path("data/store/images"), Path("data/registry"), Path("data/quarantine"))
+    snapshot, ingestion = section_parameters("snapshot"), section_parameters("ingestion")
+    refused = r"^label set '\.\./x' cannot name a folder or a git tag; .*set labeling\.label_set to such a name\.$"
+    with pytest.raises(ConfigurationError, match=refused):
+        take_snapshot(layout, snapshot, "../x", ingestion)
+    outside = StoreLayout(project, tmp_path / "elsewhere", Path("data/registry"), Path("data/quarantine"))
+    with pytest.raises(ConfigurationError, match=r"dataset version's data would be written to .*elsewhere, outside"):
+        take_snapshot(outside, snapshot, "demo", ingestion)
+    assert subprocess.run(["git", "tag"], cwd=project, capture_output=True, text=True).stdout == ""

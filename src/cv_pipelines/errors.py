@@ -23,3 +23,10 @@ class ExternalServiceError(click.ClickException):
     """
 
     exit_code = 3
+
+
+class ParameterError(ConfigurationError, ValueError):
+    """A parameter its schema refuses, read outside a Kedro session (``config.loader.section_parameters``).
+
+    Also a ``ValueError``, as pydantic's own error was, for callers that validate values.
+    """

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -83,9 +86,16 @@ class ProjectMlflowHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        """A new session starts with no remembered run; kedro-mlflow reads its configuration."""
+        """A new session starts with no remembered run; kedro-mlflow reads its configuration and opens the store.
+
+        Opening an embedded SQLite store that does not exist yet creates and migrates it,
+        then creates the experiment: two first runs at once on a fresh clone would both
+        migrate (alembic's "duplicate column name") or both create the experiment. Only
+        one process at a time sets MLflow up; the next finds the store ready.
+        """
         self.kedro_mlflow.run_id = None
-        self.kedro_mlflow.after_context_created(context=context)
+        with _mlflow_setup_lock(context):
+            self.kedro_mlflow.after_context_created(context=context)
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version, load_versions) -> None:
@@ -126,6 +136,46 @@ class ProjectMlflowHook:
         """The session's run failed: kedro-mlflow ends it, and it is forgotten as well."""
         self.kedro_mlflow.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
         self.kedro_mlflow.run_id = None
+
+
+#: How long a session waits for another one to finish creating the MLflow store.
+MLFLOW_SETUP_TIMEOUT_S = 300.0
+_SQLITE = "sqlite:///"
+
+
+def _mlflow_setup_lock(context) -> AbstractContextManager[None]:
+    """The lock file next to the embedded SQLite store (``<db>.setup.lock``); no lock for a tracking server."""
+    from kedro.config import MissingConfigException
+    from kedro_mlflow.config.resolvers import resolve_random_name
+    from omegaconf import OmegaConf
+
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.files.locks import hold_lock
+
+    # mlflow.yml is read here before kedro-mlflow reads it: with the resolver it registers.
+    if not OmegaConf.has_resolver("km.random_name"):
+        OmegaConf.register_new_resolver("km.random_name", resolve_random_name, use_cache=True)
+    loader = context.config_loader
+    if "mlflow" not in loader.config_patterns:  # as kedro-mlflow adds it, a moment later
+        loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+    try:
+        uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+    except MissingConfigException:
+        uri = None
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri or not str(uri).startswith(_SQLITE):
+        return nullcontext()
+    db = Path(str(uri).removeprefix(_SQLITE))
+    db = db if db.is_absolute() else Path(context.project_path) / db
+    db.parent.mkdir(parents=True, exist_ok=True)
+
+    def busy(path: Path, timeout: float) -> ConfigurationError:
+        return ConfigurationError(
+            f"another kedro command has been setting up the MLflow store {db} for more than {timeout:.0f} s; "
+            "run again once it is done."
+        )
+
+    return hold_lock(db.with_name(db.name + ".setup.lock"), timeout_s=MLFLOW_SETUP_TIMEOUT_S, busy=busy)
 
 
 #: The one instance: kedro-mlflow's hook keeps the session's run between hooks and threads.

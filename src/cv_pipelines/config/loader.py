@@ -46,11 +46,21 @@ def section_parameters(section: str, *, env: str | None = None, root: Path | Non
 
     ``overrides`` replace single keys of the section, like ``--params <section>.<key>=...``:
     for scripts, benchmarks and tests that call the library with the project's defaults.
+    A value the section's model refuses raises ``ParameterError``, the run's sentence.
     """
-    from cv_pipelines.config.parameters import ProjectParams  # pydantic models: only for callers that need them
+    from pydantic import ValidationError
+
+    # pydantic models: only for callers that need them
+    from cv_pipelines.config.parameters import ProjectParams, describe_validation_error
+    from cv_pipelines.errors import ParameterError
 
     field = ProjectParams.model_fields.get(section)
     if field is None or field.annotation is None:
         raise KeyError(f"no parameters section {section!r}; sections: {', '.join(ProjectParams.model_fields)}")
     values = project_parameters(env, root=root).get(section, {})
-    return field.annotation.model_validate({**values, **overrides})
+    try:
+        return field.annotation.model_validate({**values, **overrides})
+    except ValidationError as exc:
+        # The same sentences as a run's (ConfigCheckHooks): the code outside a session
+        # (the main job, serving, scripts) refuses a name that would become a path alike.
+        raise ParameterError(describe_validation_error(exc, section)) from None

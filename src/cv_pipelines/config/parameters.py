@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cv_pipelines.config.names import Revision, SafeName
 from cv_pipelines.errors import ConfigurationError
 
 
@@ -64,7 +65,8 @@ class CvatParams(_Strict):
 class LabelingParams(_Strict):
     """``labeling``: the label set, batch selection and the loop's pace (batches folder: the catalog's)."""
 
-    label_set: str = Field(min_length=1)
+    # Names export folders and dataset version tags (config.names).
+    label_set: SafeName
     labels: list[str] = Field(min_length=1)
     batch_size: int = Field(ge=1)
     selection: Literal["newest", "random"]
@@ -89,7 +91,7 @@ class LabelingParams(_Strict):
 class ExportParams(_Strict):
     """``export.*``: what the export selects and how it splits; its folder is the catalog's ``yolo_export``."""
 
-    label_set: str = Field(min_length=1)
+    label_set: SafeName
     format: Literal["yolo", "coco"]
     split_ratios: dict[Literal["train", "val", "test"], float]
     split_seed: int
@@ -172,7 +174,7 @@ def _device_as_text(value: Any) -> Any:
 class EvaluationParams(_Strict):
     """``evaluation.*``: which training run and split are evaluated, the thresholds, how many worst images are kept."""
 
-    run_id: str | None
+    run_id: SafeName | None
     split: Literal["val", "test"]
     conf: float = Field(ge=0, le=1)
     iou: float = Field(ge=0, le=1)
@@ -187,7 +189,7 @@ class EvaluationParams(_Strict):
 class DeploymentParams(_Strict):
     """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
 
-    model_name: str = Field(min_length=1)
+    model_name: SafeName
     action: Literal["deploy", "rollback"]
     tolerance: float = Field(ge=0)
     gate_metrics: list[str]
@@ -230,7 +232,7 @@ class MatrixParams(_Strict):
 
     # Candidate overrides are checked against TrainingParams by cv_pipelines.models.matrix,
     # where the candidate's name can be put in the message.
-    candidates: dict[str, dict[str, Any] | None]
+    candidates: dict[SafeName, dict[str, Any] | None]
     only: list[str]
     exclude: list[str]
     retries: int = Field(ge=0, le=10)
@@ -260,7 +262,7 @@ class SnapshotParams(_Strict):
     """``snapshot``: whether and where to push, and the commit message (folders: the catalog's)."""
 
     push: bool
-    remote: str | None
+    remote: SafeName | None  # a DVC remote's name in .dvc/config
     message: str | None
 
 
@@ -270,15 +272,15 @@ class ImportCocoParams(_Strict):
     source: str | None
     annotations: str | None
     images_dir: str | None
-    name: str | None
-    label_set: str | None
+    name: SafeName | None
+    label_set: SafeName | None
     annotator: str
 
 
 class ProjectParams(_Strict):
     """Every top-level key the project's parameters may hold."""
 
-    dataset_version: str | None
+    dataset_version: Revision | None
     demo_data: DemoDataParams
     ingestion: IngestionParams
     import_coco: ImportCocoParams
@@ -322,11 +324,17 @@ def validate_parameters(params: dict[str, Any]) -> ProjectParams:
         raise ConfigurationError(describe_validation_error(exc)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One sentence per error in ``exc``: the parameter's dotted key, what is wrong, and where to fix it."""
+def describe_validation_error(exc: ValidationError, section: str | None = None) -> str:
+    """One sentence per error in ``exc``: the parameter's dotted key, what is wrong, and where to fix it.
+
+    ``section``: the top-level key ``exc`` was raised under, when a section's model was validated alone.
+    """
     sentences = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
+        # A mapping's key is located as its value's location plus "[key]".
+        loc = [*([section] if section else []), *(part for part in error["loc"] if part != "[key]")]
+        error = {**error, "loc": tuple(loc)}
+        key = ".".join(str(part) for part in loc)
         if error["type"] == "extra_forbidden":
             top = str(error["loc"][0])
             where = f"conf/base/parameters_{top}.yml" if len(error["loc"]) > 1 else "conf/*/parameters_*.yml"

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from cv_pipelines.config.names import escapes
 from cv_pipelines.exports.coco import coco_json
 from cv_pipelines.exports.errors import ExportLockedError, ExportSelectionError
 from cv_pipelines.exports.selection import SPLITS, ExportPlan
@@ -238,6 +239,11 @@ def write_export(
     into ``health/``. Writers of one label set's versions take turns on a lock file.
     """
     project_root, exports_dir = Path(project_root), Path(exports_dir)
+    if escapes(exports_dir / f"{plan.label_set}_v1", exports_dir):  # the label set names the folder
+        raise ExportSelectionError(
+            f"label set {plan.label_set!r} would put its export outside {exports_dir}; set labeling.label_set "
+            "and export.label_set to a plain name such as 'demo'"
+        )
     files = export_files(plan, fmt)
     digest = content_hash(files, fmt=fmt, classes=plan.classes)
     exports_dir.mkdir(parents=True, exist_ok=True)

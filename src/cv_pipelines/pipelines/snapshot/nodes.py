@@ -53,8 +53,16 @@ def take_snapshot(
     Raises:
         ConfigurationError: git or DVC refused (the sentence says why and what to do).
     """
+    from cv_pipelines.config.names import check_name, within_data_folder
     from cv_pipelines.versioning.dataset_versions import SnapshotError, snapshot_dataset
 
+    # Refused before anything is committed: the label set names the version's tag.
+    try:
+        check_name(label_set)
+    except ValueError as exc:
+        raise ConfigurationError(f"label set {exc}: set labeling.label_set to such a name.") from None
+    for folder in (image_store.store, image_store.registry):
+        within_data_folder(folder, image_store.project_root, what="the dataset version's data")
     message = params.message or f"Dataset snapshot of {label_set}" + (f": {reason}" if reason else "")
     try:
         result = snapshot_dataset(
