@@ -206,7 +206,7 @@ TRIGGERS = {
     "no-coco-file-to-import": Trigger(
         _run("import_coco", "import_coco.source=data/labeled"),
         r"set import_coco\.annotations to fix it\.",
-        ("pipelines/import_coco/nodes.py::read_coco_folder: f'{exc}: set import_coco.{exc.parameter} to fix it.'",),
+        ("pipelines/import_coco/nodes.py::read_coco_folder: f'{exc}{fix}.'",),
         setup=_empty_folder,
     ),
     "no-cvat-server": Trigger(
@@ -372,6 +372,13 @@ COVERED_ELSEWHERE = {
     "pipelines/training/nodes.py::prepare_training": TRAINING
     + "test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it",
     "pipelines/training/nodes.py::_check_pinned_export": HERE + "test_library_sentences_a_command_shows_as_they_are",
+    "registries/writer_lock.py::_busy": "tests/test_ingestion.py::test_a_run_after_a_hung_one_says_so_in_one_sentence",
+    "versioning/dataset_versions.py::_remote_error": "tests/test_dataset_versions.py::"
+    "test_a_snapshot_with_an_unwritable_remote_exits_3_through_kedro",
+    "versioning/dataset_versions.py::check_dataset_version": "tests/test_dataset_versions.py::"
+    "test_a_dataset_version_that_does_not_exist_exits_2_without_a_traceback",
+    "versioning/dataset_versions.py::ensure_images_present": "tests/test_dataset_versions.py::"
+    "test_images_gone_from_the_store_cache_and_remote_are_one_sentence",
     "serving/service.py::build_service": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",
     "serving/service.py::main": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",
 }
@@ -518,3 +525,39 @@ def test_the_export_dataset_refuses_a_label_set_that_escapes_and_writes_nothing(
     with pytest.raises(ExportDatasetError, match=r"would put its export outside .*\(nothing was written\)$"):
         YoloExportDataset(path="data/exports", label_set="../../evil").save(build)  # type: ignore[arg-type]
     assert not (project / "data/exports").exists() and not list(project.parent.glob("evil*"))
+
+
+def test_the_catalog_passes_a_datasets_sentence_through_and_wraps_anything_else():
+    """Kedro wraps what a dataset raises in DatasetError twice; the project's catalog unwraps sentences only."""
+    from kedro.io import AbstractDataset, DatasetError
+
+    from cv_pipelines.datasets.catalog import ProjectDataCatalog
+    from cv_pipelines.errors import ConfigurationError, ExternalServiceError
+
+    class Failing(AbstractDataset):
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def load(self):
+            raise self.error
+
+        def save(self, data) -> None:
+            raise self.error
+
+        def _describe(self) -> dict:
+            return {}
+
+    sentence, service, other = ConfigurationError("fix x"), ExternalServiceError("remote down"), ValueError("bug")
+    catalog = ProjectDataCatalog({"sentence": Failing(sentence), "service": Failing(service), "other": Failing(other)})
+    for name, error in (("sentence", sentence), ("service", service)):
+        with pytest.raises(type(error)) as raised:
+            catalog.load(name)
+        assert raised.value is error
+        with pytest.raises(type(error)) as raised:
+            catalog.save(name, 1)
+        assert raised.value is error
+    with pytest.raises(DatasetError, match="other: Failed while loading data") as raised:
+        catalog.load("other")
+    assert raised.value.__cause__.__cause__ is other  # everything else keeps Kedro's wrapping
+    with pytest.raises(DatasetError, match="other: Failed while saving data"):
+        catalog.save("other", 1)

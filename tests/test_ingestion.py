@@ -360,11 +360,6 @@ def test_a_copy_still_there_is_stored_when_the_planned_first_one_vanished(projec
     assert drop_files(project) == [] and len(store_files(project)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Kedro's AbstractDataset save wrapper turns the one-sentence RegistryLockedError raised in "
-    "ImageStoreDataset.save into a DatasetError (a traceback); needs an unwrap outside ingestion's files",
-)
 def test_a_run_after_a_hung_one_says_so_in_one_sentence(project):
     """The lock timeout through the pipeline: exit 3, one ``Error:`` line naming the holder, no traceback."""
     write(project / "data/incoming/a.jpg", image_bytes(71))

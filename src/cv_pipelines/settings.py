@@ -7,6 +7,7 @@ from kedro.config import OmegaConfigLoader
 from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
 from cv_pipelines.config.log_redaction import keep_credentials_out_of_hook_traces
 from cv_pipelines.config.offline import apply_offline_defaults
+from cv_pipelines.datasets.catalog import ProjectDataCatalog
 from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 
 # Importing settings is the first thing every Kedro command does with the project, so
@@ -24,4 +25,6 @@ HOOKS = (project_mlflow_hook, ConfigCheckHooks())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry", "kedro_mlflow", "kedro-mlflow")  # either spelling of the wheel
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
+# One-sentence errors raised inside datasets reach the command line as sentences.
+DATA_CATALOG_CLASS = ProjectDataCatalog
 CONFIG_LOADER_ARGS = PROJECT_CONFIG_LOADER_ARGS
