@@ -143,6 +143,18 @@ def test_a_broken_coco_file_stops_before_anything_is_stored(project):
     assert not (project / "data/store").exists()
 
 
+def test_a_folder_whose_name_cannot_name_the_import_needs_import_coco_name(tmp_path):
+    from cv_pipelines.annotations.coco_import import CocoSourceError, read_coco_source
+
+    for i, folder_name in enumerate(("my data", "..hidden", "con")):
+        made, _ = coco_folder(tmp_path / str(i))
+        folder = made.rename(made.parent / folder_name)
+        with pytest.raises(CocoSourceError, match=r"named after its folder, but .* cannot|reserved") as raised:
+            read_coco_source(folder)
+        assert raised.value.parameter == "name"
+        assert read_coco_source(folder, name="demo").name == "demo"  # a given name is the parameters' to check
+
+
 # --- bad COCO input, one table ----------------------------------------------------------------
 # Each case is one COCO file next to the same stored images; the import's nodes run in-process
 # (no Kedro session), so a case costs milliseconds. A file-level problem must stop the import

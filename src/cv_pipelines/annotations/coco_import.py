@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from cv_pipelines.annotations.coco import CocoFrames, CocoImportProblems, frames_to_rows, load_coco_frames
 from cv_pipelines.annotations.labeled_rows import labeled_rows_tables
+from cv_pipelines.config.names import NAME_RULE, name_problem
 from cv_pipelines.images.ingestion import IngestionPlan, describe_committed_plan
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ def read_coco_source(
     """
     if not source.is_dir():
         raise CocoSourceError(f"COCO import source {source} is not a folder", "source")
+    if name is None and (problem := name_problem(source.name)) is not None:
+        # The folder's name names the import's source id and its registry parts; a name
+        # those would have to rewrite could collide with another import's.
+        raise CocoSourceError(f"the import is named after its folder, but {problem}; {NAME_RULE}", "name")
     coco_file = find_coco_file(source, annotations)
     images_root = source / images_dir if images_dir else (source / "images" if (source / "images").is_dir() else source)
     try:
