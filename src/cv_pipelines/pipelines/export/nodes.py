@@ -105,11 +105,9 @@ def export_yolo_dataset(
     The lineage names the dataset version (or "working tree") and its commit, the code
     commit that made the export, and a hash of the registry rows it was made from.
     """
-    from cv_pipelines.versioning.dataset_versions import current_commit, ensure_images_present, resolve_version
+    from cv_pipelines.versioning.dataset_versions import current_commit, resolve_version
 
     root = project_root()
-    # Here, not only in the dataset's save: Kedro would wrap a lost image's sentence in tracebacks.
-    ensure_images_present(root, selection.images["path"].tolist(), dataset_version)
     version = resolve_version(root, dataset_version, selection.inputs)
     lineage = {
         "dataset_version": version.dataset_version or "working tree",
