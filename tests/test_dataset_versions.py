@@ -419,3 +419,25 @@ def test_images_gone_from_the_store_cache_and_remote_are_one_sentence(project):
     result = kedro_cli(project, "run", "--pipelines", "export", "--params", "dataset_version=data/demo/v1")
     assert result.exit_code == 3, result.output
     assert "Error: 3 image(s) of dataset version 'data/demo/v1' are in neither" in result.output
+
+
+def test_registries_gone_from_the_cache_and_remote_are_one_sentence(project):
+    """A version whose registry parts (not its images) are gone: the registry dataset says so, exit 3."""
+    from tests.support.cli import kedro_cli
+    from tests.test_export import ingest, label, small_images
+
+    for row in ingest(project, small_images(2)).values():
+        label(project, row, [("ring", 1, 1, 30, 20)])
+    snapshot(project)
+    for part in (project / "data/registry").rglob("*.parquet"):
+        md5 = hashlib.md5(part.read_bytes()).hexdigest()
+        for objects in (project / ".dvc/cache/files/md5", project.parent / "cv_pipelines-dvc-remote/files/md5"):
+            (objects / md5[:2] / md5[2:]).unlink(missing_ok=True)
+
+    with pytest.raises(ExternalServiceError, match=r"The registry data/registry/images of dataset version 'data/demo/v1' is in neither"):
+        read_registry_at(project, Path("data/registry/images"), "data/demo/v1")
+    result = kedro_cli(project, "run", "--pipelines", "export", "--params", "dataset_version=data/demo/v1")
+    assert result.exit_code == 3, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "is in neither the DVC cache nor the DVC remote" in errors[0]
+    assert "Traceback" not in result.output

@@ -377,6 +377,8 @@ COVERED_ELSEWHERE = {
     "test_a_snapshot_with_an_unwritable_remote_exits_3_through_kedro",
     "versioning/dataset_versions.py::check_dataset_version": "tests/test_dataset_versions.py::"
     "test_a_dataset_version_that_does_not_exist_exits_2_without_a_traceback",
+    "versioning/dataset_versions.py::read_registry_at": "tests/test_dataset_versions.py::"
+    "test_registries_gone_from_the_cache_and_remote_are_one_sentence",
     "versioning/dataset_versions.py::ensure_images_present": "tests/test_dataset_versions.py::"
     "test_images_gone_from_the_store_cache_and_remote_are_one_sentence",
     "serving/service.py::build_service": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",

@@ -587,7 +587,19 @@ def read_registry_at(root: Path, registry: Path, rev: str | None) -> pd.DataFram
     if rev is None:
         return registry_parts.read_registry(root / registry)
     folder = Path(registry).relative_to(root) if Path(registry).is_absolute() else Path(registry)
-    return registry_parts.read_registry(folder, fs=_open_fs(root, rev))
+    from dvc_data.index.index import DataIndexDirError
+
+    from cv_pipelines.errors import ExternalServiceError
+
+    try:
+        return registry_parts.read_registry(folder, fs=_open_fs(root, rev))
+    except (FileNotFoundError, DataIndexDirError) as exc:  # a part, or its listing, is nowhere DVC can read
+        missing = exc.filename if isinstance(exc, FileNotFoundError) and exc.filename else folder
+        raise ExternalServiceError(
+            f"The registry {folder} of dataset version {rev!r} is in neither the DVC cache nor the DVC remote "
+            f"({missing} is missing); push it from a clone that still has it (dvc push), or use another "
+            "dataset version."
+        ) from exc
 
 
 def registries_content_hash(frames: dict[str, pd.DataFrame]) -> str:
