@@ -262,8 +262,7 @@ def _iou(a, b) -> float:
 @pytest.mark.xfail(strict=True, reason=(
     "serving parity, issue #18's to fix: on a 200x120 image the ONNX path letterboxes to a square and "
     "Ultralytics' predictor to the stride multiple, so with a model that learned (L) their boxes differ (the "
-    "first L of this suite: best score 0.064 vs 0.054; the current one: the best agrees, a star at 0.0017 has "
-    "no ONNX match); an untrained model hid it"))
+    "current L: ONNX's best box is a star at 0.045, Ultralytics' a circle at 0.036); an untrained model hid it"))
 def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
     import mlflow
     import numpy as np
