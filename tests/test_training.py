@@ -516,6 +516,27 @@ def test_a_small_training_really_learns(learned_template: Template):
     assert learned.data.metrics["test/mAP50"] >= 0.1
 
 
+def test_the_errors_pass_counts_the_confusion_matrix_ultralytics_plots_without_plotting(learned_template, tmp_path,
+                                                                                      monkeypatch):
+    """errors_at_confidence draws nothing, yet counts the same matrix as Ultralytics' own plotting pass (L, conf 0.25)."""
+    import numpy as np
+
+    from cv_pipelines.models.evaluation import _validate, errors_at_confidence
+
+    root = use_template(learned_template, tmp_path / "project", monkeypatch)
+    weights = root / run_of(root, learned_template.runs["L"]).data.tags["cv_pipelines.run_dir"] / "weights/best.pt"
+    common = {"split": "test", "conf": 0.25, "iou": 0.7, "device": "cpu", "batch": 16, "project_root": root}
+    data_yaml = root / "data/exports/demo_v1/dataset.yaml"
+    errors = errors_at_confidence(weights, data_yaml, out_dir=tmp_path / "errors", **common)
+    plotted = _validate(weights, data_yaml, "yolo", root, out_dir=tmp_path / "plotted",
+                        **{k: v for k, v in common.items() if k != "project_root"})
+    assert errors.confusion.sum() > 0 and np.trace(errors.confusion[:-1, :-1]) > 0  # L finds shapes at 0.25
+    assert np.array_equal(errors.confusion, plotted.confusion_matrix.matrix)
+    assert errors.per_image[["missed", "spurious", "correct"]].to_numpy().sum() > 0
+    assert not list((tmp_path / "errors").glob("*.png")) and not list((tmp_path / "errors").glob("*.jpg"))
+    assert (tmp_path / "plotted/confusion_matrix.png").is_file()
+
+
 def test_training_and_evaluation_in_one_kedro_run_evaluate_the_model_just_trained(trained_template: Template):
     run = run_of(trained_template.root, trained_template.runs["B"])  # read only
     assert run.data.tags["cv_pipelines.training"] == "true"
