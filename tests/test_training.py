@@ -516,12 +516,13 @@ def test_a_small_training_really_learns(learned_template: Template):
     assert learned.data.metrics["test/mAP50"] >= 0.1
 
 
-def test_the_errors_pass_counts_the_confusion_matrix_ultralytics_plots_without_plotting(learned_template, tmp_path,
+def test_the_passes_without_plots_count_and_measure_what_ultralytics_plotting_pass_does(learned_template, tmp_path,
                                                                                       monkeypatch):
-    """errors_at_confidence draws nothing, yet counts the same matrix as Ultralytics' own plotting pass (L, conf 0.25)."""
+    """errors_at_confidence and a champion's evaluate_weights draw nothing, yet count the same confusion matrix and
+    measure the same metrics and curves as Ultralytics' own plotting pass (L, conf 0.25)."""
     import numpy as np
 
-    from cv_pipelines.models.evaluation import _validate, errors_at_confidence
+    from cv_pipelines.models.evaluation import _validate, errors_at_confidence, evaluate_weights
 
     root = use_template(learned_template, tmp_path / "project", monkeypatch)
     weights = root / run_of(root, learned_template.runs["L"]).data.tags["cv_pipelines.run_dir"] / "weights/best.pt"
@@ -535,6 +536,17 @@ def test_the_errors_pass_counts_the_confusion_matrix_ultralytics_plots_without_p
     assert errors.per_image[["missed", "spurious", "correct"]].to_numpy().sum() > 0
     assert not list((tmp_path / "errors").glob("*.png")) and not list((tmp_path / "errors").glob("*.jpg"))
     assert (tmp_path / "plotted/confusion_matrix.png").is_file()
+
+    unplotted = evaluate_weights(weights, data_yaml, out_dir=tmp_path / "champion", plots=False, **common)
+    precision, recall, map50, map50_95 = (float(v) for v in plotted.mean_results())
+    assert unplotted.metrics == {"mAP50": map50, "mAP50-95": map50_95, "precision": precision, "recall": recall}
+    plotted_curves = plotted.box.curves_results[0][1]
+    expected = {plotted.names[int(index)]: plotted_curves[row] for row, index in enumerate(plotted.ap_class_index)}
+    assert unplotted.precision_curves.keys() == expected.keys()
+    assert all(np.allclose(unplotted.precision_curves[name], expected[name]) for name in expected)
+    assert any(curve.any() for curve in unplotted.precision_curves.values())
+    assert np.array_equal(unplotted.recall_grid, plotted.box.curves_results[0][0])
+    assert not list((tmp_path / "champion").glob("*.png"))
 
 
 def test_training_and_evaluation_in_one_kedro_run_evaluate_the_model_just_trained(trained_template: Template):

@@ -47,8 +47,12 @@ def evaluate_weights(
     out_dir: Path,
     family: str = "yolo",
     project_root: Path | None = None,
+    plots: bool = True,
 ) -> Evaluation:
-    """Run Ultralytics' validator on ``split``; its plots land in ``out_dir``."""
+    """Run Ultralytics' validator on ``split``; its plots (if ``plots``) land in ``out_dir``.
+
+    The curves the project draws itself are computed either way.
+    """
     results = _validate(
         weights,
         data_yaml,
@@ -60,6 +64,7 @@ def evaluate_weights(
         device=device,
         batch=batch,
         out_dir=out_dir,
+        plots=plots,
     )
     classes = [results.names[i] for i in sorted(results.names)]
     precision, recall, map50, map50_95 = (float(v) for v in results.mean_results())

@@ -149,6 +149,7 @@ def _measure(plan: dict[str, Any], evaluation: EvaluationParams, root) -> tuple[
             conf=evaluation.conf,
             out_dir=out_dir / "ultralytics_champion",
             family=champion["family"],
+            plots=False,  # its curves are drawn beside the model's in pr_curve.png
             **common,
         )
     return result, errors, champion_result
