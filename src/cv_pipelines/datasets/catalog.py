@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -33,20 +35,21 @@ class ProjectDataCatalog(DataCatalog):
 
     def load(self, ds_name: str, version: str | None = None) -> Any:
         """Kedro's ``load``; a one-sentence error raised inside the dataset is re-raised as it is."""
-        try:
+        with _sentences_passed_through():
             return super().load(ds_name, version)
-        except DatasetError as exc:
-            sentence = _sentence_in(exc)
-            if sentence is None or sentence is exc:
-                raise
-            raise sentence from exc
 
     def save(self, ds_name: str, data: Any) -> None:
         """Kedro's ``save``; a one-sentence error raised inside the dataset is re-raised as it is."""
-        try:
+        with _sentences_passed_through():
             super().save(ds_name, data)
-        except DatasetError as exc:
-            sentence = _sentence_in(exc)
-            if sentence is None or sentence is exc:
-                raise
-            raise sentence from exc
+
+
+@contextmanager
+def _sentences_passed_through() -> Iterator[None]:
+    try:
+        yield
+    except DatasetError as exc:
+        sentence = _sentence_in(exc)
+        if sentence is None or sentence is exc:
+            raise
+        raise sentence from exc
