@@ -87,13 +87,15 @@ class CocoImportProblems:
         for sentence in sentences[:limit]:
             logger.warning(sentence)
         if len(sentences) > limit:
-            shown: dict[str, int] = {}
-            for sentence in sentences[:limit]:
-                reason = next(r for r, s in self.left_out.items() if sentence in s)
-                shown[reason] = shown.get(reason, 0) + 1
-            rest = ", ".join(f"{n - shown.get(r, 0)} {r}" for r, n in self.counts().items() if n > shown.get(r, 0))
+            # sentences() runs reason by reason: the first ``limit`` are the first reasons' sentences.
+            rest, budget = [], limit
+            for reason, count in self.counts().items():
+                if count > budget:
+                    rest.append(f"{count - max(budget, 0)} {reason}")
+                budget -= count
+            rest_text = ", ".join(rest)
             logger.warning(
-                "... and %d more record(s) left out (%s), listed in the summary", len(sentences) - limit, rest
+                "... and %d more record(s) left out (%s), listed in the summary", len(sentences) - limit, rest_text
             )
 
 
@@ -108,23 +110,11 @@ class CocoFrame:
 
 
 @dataclass(frozen=True)
-class CocoFrames(Sequence[CocoFrame]):
+class CocoFrames:
     """The frames of one COCO file, in file order, with the records left out while reading it."""
 
     frames: tuple[CocoFrame, ...]
     problems: CocoImportProblems = field(default_factory=CocoImportProblems)
-
-    def __getitem__(self, index):
-        """The frame(s) at ``index``."""
-        return self.frames[index]
-
-    def __len__(self) -> int:
-        """How many frames the file holds, after leaving out bad records."""
-        return len(self.frames)
-
-    def __iter__(self) -> Iterator[CocoFrame]:
-        """The frames in file order."""
-        return iter(self.frames)
 
 
 # --- the models: what a record must look like ------------------------------------------------
@@ -165,10 +155,8 @@ class CocoCategory(_Record):
     name: Annotated[StrictStr, Field(min_length=1)]
 
 
-class CocoAttributes(BaseModel):
+class CocoAttributes(_Record):
     """``annotations[i].attributes`` as CVAT writes them; only ``occluded`` is read."""
-
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     occluded: StrictBool = False
 
@@ -431,7 +419,7 @@ def _json_type(value: Any) -> str:
 
 
 def frames_to_rows(
-    frames: Sequence[CocoFrame],
+    frames: CocoFrames,
     *,
     image_for_frame: Callable[[str], tuple[str, int, int] | None],
     labels: Sequence[str],
@@ -445,11 +433,11 @@ def frames_to_rows(
     images are data too. A frame labeled at another size than the stored image's (its
     EXIF-rotated size aside) is left out: its boxes are in other pixels. Two frames of the same stored image (the same bytes under two
     names) count once when their boxes agree and are left out when they do not. The
-    problems start from those of ``frames`` when it is :class:`CocoFrames`.
+    problems start from those met while reading ``frames``.
     """
-    problems = frames.problems.copy() if isinstance(frames, CocoFrames) else CocoImportProblems()
+    problems = frames.problems.copy()
     by_image: dict[str, list[tuple[CocoFrame, int, int]]] = {}
-    for frame in frames:
+    for frame in frames.frames:
         found = image_for_frame(frame.file_name)
         if found is None:
             problems.add(
