@@ -91,7 +91,7 @@ def within_folder(path: Path, folder: Path, *, what: str) -> Path:
     name nor a link in the way can send a writer out of the folder it writes into.
     """
     inside, resolved = Path(folder).resolve(), Path(path).resolve()
-    if escapes(resolved, inside):
+    if not resolved.is_relative_to(inside):
         raise ConfigurationError(
             f"{what} would be written to {resolved}, outside {inside}; check the names in "
             "conf/base/parameters_*.yml and the folders in conf/base/globals.yml."

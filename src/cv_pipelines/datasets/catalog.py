@@ -50,6 +50,6 @@ def _sentences_passed_through() -> Iterator[None]:
         yield
     except DatasetError as exc:
         sentence = _sentence_in(exc)
-        if sentence is None or sentence is exc:
+        if sentence is None:
             raise
         raise sentence from exc

@@ -44,6 +44,7 @@ from cv_pipelines.exports.versions import (
     write_data_yaml,
 )
 from cv_pipelines.images.store import link_or_copy as _link_image  # hard link; copy across file systems
+from cv_pipelines.images.store import sha256_file
 
 ExportFormat = Literal["yolo", "coco"]
 
@@ -146,7 +147,7 @@ def content_hash_on_disk(folder: Path, *, fmt: ExportFormat) -> str:
         portable = _portable_dataset_yaml(folder / DATASET_FILE)
     # hashlib releases the GIL on large reads, so threads hash images side by side.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(_file_sha256, [folder / name for name in files]))
+        digests = list(pool.map(sha256_file, [folder / name for name in files]))
     return _digest(dict(zip(files, digests, strict=True)), folders, portable)
 
 
@@ -192,11 +193,6 @@ def _portable_dataset_yaml(path: Path) -> str:
         return text
     document.pop("path", None)
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def next_version(exports_dir: Path, label_set: str) -> int:

@@ -164,10 +164,11 @@ def _load_state(root: Path) -> dict:
     return state.get("targets") or {}
 
 
-def _save_state(root: Path, targets: dict) -> None:
+def _save_state(root: Path, targets: dict, commit: str | None = None) -> None:
+    """The stamps of ``targets`` as of ``commit`` (None: HEAD's, looked up)."""
     path = root / ".dvc" / "tmp" / _STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": _STATE_FORMAT, "commit": current_commit(root), "targets": targets}
+    state = {"format": _STATE_FORMAT, "commit": commit or current_commit(root), "targets": targets}
     write_text_atomically(path, json.dumps(state), durable=False)  # a cache: losing it costs one full re-add
 
 
@@ -233,15 +234,20 @@ def changed_targets(root: Path, targets: list[Path], state: dict) -> tuple[list[
 # --- snapshot -------------------------------------------------------------------------
 
 
-def _is_whole_pointer(pointer: Path) -> bool:
-    """Whether ``pointer`` parses as a single-output ``.dvc`` file with a path and a hash."""
+def _pointer_output(pointer: Path) -> dict | None:
+    """The one output of a whole ``.dvc`` file (a path and a hash), or None: missing, empty or cut."""
     import yaml
 
     try:
-        outs = yaml.safe_load(pointer.read_text()).get("outs")
-        return bool(outs[0]["path"] and outs[0]["md5"])
-    except (yaml.YAMLError, AttributeError, LookupError, TypeError, UnicodeDecodeError):
-        return False
+        output = yaml.safe_load(pointer.read_text()).get("outs")[0]
+        return output if output["path"] and output["md5"] else None
+    except (OSError, yaml.YAMLError, AttributeError, LookupError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _is_whole_pointer(pointer: Path) -> bool:
+    """Whether ``pointer`` parses as a single-output ``.dvc`` file with a path and a hash."""
+    return _pointer_output(pointer) is not None
 
 
 def _repair_torn_pointers(root: Path, pointers: list[Path]) -> None:
@@ -265,15 +271,13 @@ def _repair_torn_pointers(root: Path, pointers: list[Path]) -> None:
 
 def pointed_object(pointer: Path):
     """The object (a ``.dir`` listing for a folder) a single-output ``.dvc`` file names, or None."""
-    import yaml
     from dvc_data.hashfile.hash_info import HashInfo
 
-    if not pointer.exists() or not _is_whole_pointer(pointer):
+    output = _pointer_output(pointer)
+    if output is None:
         return None
-    outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
-    value = outs[0].get("md5")
     # DVC 3 writes ``hash: md5``; a pointer without it uses DVC 2's md5-dos2unix objects.
-    return HashInfo(outs[0].get("hash", "md5-dos2unix"), value) if value else None
+    return HashInfo(output.get("hash", "md5-dos2unix"), output["md5"])
 
 
 def objects_to_push(cache, remote_odb, pointers) -> list:
@@ -304,7 +308,7 @@ def objects_to_push(cache, remote_odb, pointers) -> list:
                 files = {oid for _, _, oid in Tree.load(cache, new)}
             except FileNotFoundError:
                 files = set()  # the listing is nowhere: the transfer's status check reports it
-            if old is not None and old.isdir and old.value != new.value and old.value in on_remote:
+            if old is not None and old.isdir and old.value in on_remote:  # new's is not: they differ
                 with contextlib.suppress(FileNotFoundError):  # no longer in the local cache: push it all
                     files -= {oid for _, _, oid in Tree.load(cache, old)}
             objects += sorted(files, key=lambda h: h.value)
@@ -548,7 +552,7 @@ def snapshot_dataset(
         )
         commit = _git(root, "rev-parse", "--verify", "HEAD^{commit}")  # the commit just made; raises if unreadable
         _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {message}", commit)
-        _save_state(root, stamps)
+        _save_state(root, stamps, commit)
     return SnapshotResult(committed=True, tag=tag, commit=commit, changed_targets=paths)
 
 
@@ -631,14 +635,14 @@ def ensure_images_present(root: Path, paths: list[str], rev: str | None) -> int:
     Raises:
         ExternalServiceError: some are in neither the DVC cache nor the remote (one sentence, naming the first).
     """
+    root = Path(root).resolve()
+    missing = [p for p in paths if not (root / p).exists()]
+    if not missing:
+        return 0  # the usual case, on every export load: no DVC import
     from dvc_data.index.index import DataIndexDirError
 
     from cv_pipelines.errors import ExternalServiceError
 
-    root = Path(root).resolve()
-    missing = [p for p in paths if not (root / p).exists()]
-    if not missing:
-        return 0
     fs = _open_fs(root, rev or "HEAD")
     lost = []
     for path in missing:
