@@ -454,3 +454,16 @@ def test_a_crash_between_task_creation_and_batch_folder_is_recovered(project, cv
     assert any("batch_orphan" in m for m in report["messages"])
     assert yaml.safe_load((project / "data/batches/batch_crashed/info.yaml").read_text())["status"] == "open"
     assert not list((project / "data/batches").glob(".pending_*"))
+
+
+def test_a_pull_with_many_bad_boxes_counts_them_all_and_logs_without_a_flood(project, cvat, five_images, caplog):
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    cvat.annotate(task.id, task.frames[0], [("circle", 5, 5, 30, 25)] * 41)  # one box and 40 repeats of it
+    cvat.complete_jobs(task.id)
+    with caplog.at_level(logging.WARNING, logger="cv_pipelines"):
+        assert cycle(project)["pulled"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("cv_pipelines")]
+    assert len([w for w in warnings if "box [5, 5, 30, 25] twice" in w]) == 20  # the first 20, one by one
+    assert "20 more record(s) left out (20 duplicate box)" in warnings[-1]
+    assert len(registry(project, "annotations")) == 1

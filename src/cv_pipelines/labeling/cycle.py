@@ -318,8 +318,7 @@ def _pull_batch(cycle: _Cycle, batch_dir: Path, info: BatchInfo) -> None:
     annotation_rows, labeled_rows, problems = frames_to_rows(
         frames, image_for_frame=lookup, labels=cycle.params.labels, source=f"{info.batch_id} (CVAT task {task_id})"
     )
-    for sentence in problems.sentences():
-        logger.warning(sentence)
+    problems.log(logger)  # the first ones one by one, the rest as counts: a bad export floods no log
     now = datetime.now(UTC)
     annotations, labels = labeled_rows_tables(
         annotation_rows,
