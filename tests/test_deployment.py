@@ -104,8 +104,9 @@ def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_p
 
     deployment = section_parameters("deployment")
     packaged = nodes.package_model(evaluated, None, deployment)
-    summary = nodes.register_model(packaged, evaluated, deployment)
-    assert lookups == ["trained"]
+    parity = nodes.check_serving_parity(packaged, evaluated, deployment)
+    summary = nodes.register_model(packaged, parity, evaluated, deployment)
+    assert lookups == ["trained"] and parity["measured"] is False
     assert packaged.is_empty and summary["action"] == "skipped"
     assert summary["version"] == "3" and summary["aliases"] == ["challenger"]
 
@@ -259,11 +260,9 @@ def _iou(a, b) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serving parity, issue #18's to fix: on a 200x120 image the ONNX path letterboxes to a square and "
-    "Ultralytics' predictor to the stride multiple, so with a model that learned (L) their boxes differ (the "
-    "current L: ONNX's best box is a star at 0.045, Ultralytics' a circle at 0.036); an untrained model hid it"))
 def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
+    """On a 200x120 image both packaged paths letterbox to the exported square (Ultralytics' predict
+    would pad to the stride multiple), so the model that learned finds the same boxes either way."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -287,6 +286,57 @@ def test_onnx_runtime_and_ultralytics_agree_on_the_boxes(deployed):
                    and _iou(other[corners].astype(float).tolist(), box[corners].astype(float).tolist()) >= 0.9]
         assert matches, f"no ONNX box matches {box.to_dict()}"
         assert min(abs(float(m["score"]) - float(box["score"])) for m in matches) <= 1e-3, box.to_dict()
+
+
+def test_the_registered_champion_passed_the_parity_gate_and_carries_its_figures(gate_scenarios):
+    """L, as the registry serves it, reproduces its evaluation on the test split: the figures are tagged
+    on the version and logged on its evaluation run; the last deployment's are in serving_parity.yml."""
+    import yaml
+
+    root = gate_scenarios.root
+    client = mlflow_client(root)
+    champion = client.get_model_version(MODEL, "1").tags
+    assert float(champion["parity/mAP50-95_difference"]) <= 0.002
+    assert float(champion["parity/box_agreement"]) >= 0.99 and float(champion["parity/packaged_boxes"]) > 0
+    assert float(champion["parity/evaluated_mAP50-95"]) == pytest.approx(float(champion["test/mAP50-95"]), abs=1e-5)
+    evaluation = client.get_run(champion["evaluation_run_id"]).data.metrics
+    assert evaluation["parity/packaged_mAP50-95"] == pytest.approx(float(champion["parity/packaged_mAP50-95"]), rel=1e-4)
+    # The last deployment, U's (version 2): a model that finds nothing agrees with itself at every box.
+    report = yaml.safe_load((root / "data/reporting/deployment/serving_parity.yml").read_text())
+    assert report["measured"] is True and report["images"] == len(list((root / "data/exports/demo_v1/images/test").iterdir()))
+    assert report["packaged_boxes"] == report["evaluated_boxes"] and report["box_agreement"] == 1.0
+    assert float(client.get_model_version(MODEL, "2").tags["parity/packaged_mAP50-95"]) == pytest.approx(
+        report["packaged_map50_95"], rel=1e-4)
+
+
+#: A drift of the packaged model's own post-processing: boxes scaled 5% off (a wrong gain).
+DRIFTED = ("boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad[0]) / gain)", "boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad[0]) / (gain * 1.05))")
+
+
+def test_a_packaged_model_that_drifts_from_the_evaluated_one_is_refused_before_registration(
+    learned_template, tmp_path, monkeypatch
+):
+    from cv_pipelines.models import packaging
+    from tests.support.projects import use_template
+
+    project = use_template(learned_template, tmp_path / "project", monkeypatch)
+    code = packaging.PACKAGED_MODEL_CODE.read_text()
+    assert DRIFTED[0] in code
+    drifted = tmp_path / "packaged_model.py"
+    drifted.write_text(code.replace(*DRIFTED, 1))  # the first: YOLOv8's decoding
+    monkeypatch.setattr(packaging, "PACKAGED_MODEL_CODE", drifted)
+
+    result = kedro_cli(project, "run", "--pipelines", "deployment")
+    assert result.exit_code == 4 and isinstance(result.exception, SystemExit), result.output
+    [sentence] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert f"registration of training run {learned_template.runs['L']} refused" in sentence
+    assert "the packaged model does not detect what the evaluated model detects" in sentence
+    assert "against the evaluated" in sentence and "of the boxes at conf 0.25 agree" in sentence
+    assert "nothing was registered" in sentence
+    client = mlflow_client(project)
+    assert client.search_model_versions(f"name = '{MODEL}'") == []
+    evaluation = [r for r in runs_of(project, "evaluation") if r.data.tags.get("evaluated_run_id") == learned_template.runs["L"]]
+    assert evaluation[-1].data.metrics["parity/box_agreement"] < 0.99
 
 
 def test_the_packaged_model_refuses_what_is_not_an_image(deployed):

@@ -30,3 +30,13 @@ class ParameterError(ConfigurationError, ValueError):
 
     Also a ``ValueError``, as pydantic's own error was, for callers that validate values.
     """
+
+
+class ModelRefusedError(click.ClickException):
+    """A model the deployment will not register (the parity gate); the message gives the figures.
+
+    Exit status 4: the configuration and the services were fine, the model was not.
+    Nothing is registered and no alias moves; the logged model stays in its failed run.
+    """
+
+    exit_code = 4

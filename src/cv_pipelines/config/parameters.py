@@ -186,6 +186,14 @@ class EvaluationParams(_Strict):
     _device_text = field_validator("device", mode="before")(lambda value: _device_as_text(value))
 
 
+class ParityParams(_Strict):
+    """``deployment.parity.*``: how closely the packaged model must reproduce the evaluated one to be registered."""
+
+    max_map_difference: float = Field(ge=0)
+    min_box_agreement: float = Field(ge=0, le=1)
+    match_iou: float = Field(gt=0, le=1)
+
+
 class DeploymentParams(_Strict):
     """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
 
@@ -194,6 +202,7 @@ class DeploymentParams(_Strict):
     tolerance: float = Field(ge=0)
     gate_metrics: list[str]
     champion_floor: dict[str, float]
+    parity: ParityParams
     use_onnx: bool
     conf: float = Field(gt=0, le=1)
     iou: float = Field(gt=0, le=1)

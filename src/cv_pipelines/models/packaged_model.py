@@ -19,7 +19,10 @@ with nothing detected contributes no row.
 Inference runs through ONNX Runtime on the exported ``best.onnx`` (``use_onnx: true``,
 the default: a lean numpy letterbox and NMS written here, the same geometry as
 Ultralytics'; for RT-DETR a stretched input and no NMS) or through Ultralytics' own
-``predict`` on ``best.pt``. Optional per-call params: ``conf``, ``iou``, ``max_det``.
+``predict`` on ``best.pt``. Both letterbox to the exported square (``imgsz``), the
+geometry the evaluation measured. Optional per-call params: ``conf``, ``iou``,
+``max_det``, ``multi_label`` (a box may carry every class above ``conf``, as
+Ultralytics' validator counts it for mAP; off by default, as Ultralytics' predict).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "conf": 0.25,
     "iou": 0.45,
     "max_det": 300,
+    "multi_label": False,
     "max_image_bytes": 20_000_000,
     "max_image_pixels": 40_000_000,
     # ONNX Runtime's intra-op threads; 0: its own choice (one per core). On a CPU shared
@@ -64,8 +68,9 @@ Detections = tuple[np.ndarray, np.ndarray, np.ndarray]
 class Detector(Protocol):
     """What ``PackagedDetector`` runs on each decoded image: ONNX Runtime or Ultralytics."""
 
-    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
-        """Detections in ``rgb`` (H, W, 3, uint8) above ``conf``, after NMS at ``iou``, at most ``max_det``."""
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False) -> Detections:
+        """Detections in ``rgb`` (H, W, 3, uint8) above ``conf``, after NMS at ``iou``, at most ``max_det``;
+        with ``multi_label`` one box per class above ``conf`` at each anchor, before NMS."""
         ...
 
 
@@ -185,22 +190,29 @@ def decode_predictions(
     gain: float,
     pad: tuple[float, float],
     shape: tuple[int, int],
+    multi_label: bool = False,
 ) -> Detections:
     """Boxes (N, 4) in original pixels, scores (N,), class ids (N,) from YOLOv8's raw output.
 
     ``output`` is (1, 4 + classes, anchors): centre x, centre y, width, height in
     letterboxed pixels, then one score per class. Per-class NMS by offsetting each
-    class's boxes, as Ultralytics does.
+    class's boxes, as Ultralytics' ``non_max_suppression`` does, ``multi_label`` included
+    (every anchor-class pair above ``conf`` is a candidate).
     """
     prediction = output[0].T  # (anchors, 4 + classes)
     class_scores = prediction[:, 4:]
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(class_ids)), class_ids]
-    mask = scores > conf
-    if not mask.any():
+    if multi_label and class_scores.shape[1] > 1:
+        anchors, class_ids = np.nonzero(class_scores > conf)
+        scores = class_scores[anchors, class_ids]
+    else:
+        best = class_scores.argmax(axis=1)
+        anchors = np.flatnonzero(class_scores[np.arange(len(best)), best] > conf)
+        class_ids = best[anchors]
+        scores = class_scores[anchors, class_ids]
+    if not len(anchors):
         empty = np.zeros((0,), dtype=np.float32)
         return np.zeros((0, 4), dtype=np.float32), empty, empty.astype(np.int64)
-    xywh, scores, class_ids = prediction[mask, :4], scores[mask], class_ids[mask]
+    xywh = prediction[anchors, :4]
     boxes = np.empty_like(xywh)
     boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
     boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
@@ -273,7 +285,7 @@ class OnnxDetector:
             else "yolo"
         )
 
-    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False) -> Detections:
         """One session run on ``rgb`` (H, W, 3, uint8), decoded as its head needs; boxes in ``rgb``'s pixels."""
         if self.kind == "rtdetr":
             [output] = self.session.run(None, {self.input_name: stretch(rgb, self.size)})
@@ -285,37 +297,89 @@ class OnnxDetector:
                 output, conf=conf, max_det=max_det, gain=gain, pad=(left, top), shape=rgb.shape[:2]
             )
         return decode_predictions(
-            output, conf=conf, iou=iou, max_det=max_det, gain=gain, pad=(left, top), shape=rgb.shape[:2]
+            output,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            gain=gain,
+            pad=(left, top),
+            shape=rgb.shape[:2],
+            multi_label=multi_label,
         )
 
 
 class UltralyticsDetector:
-    """``best.pt`` through Ultralytics' own ``predict`` (PyTorch), the reference path."""
+    """``best.pt`` through Ultralytics' own ``predict`` (PyTorch), the reference path.
+
+    ``rect=False``: letterboxed to the square ``imgsz``, as the exported ONNX input and
+    the evaluation are (Ultralytics' predict would pad to the stride multiple instead).
+    """
 
     def __init__(self, weights_path: str, imgsz: int, family: str = "yolo") -> None:
         # Nothing may be fetched at run time, wherever this model is loaded.
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import RTDETR, YOLO
 
+        self.weights_path, self.family = weights_path, family
         # A checkpoint does not say its family; YOLO() on RT-DETR weights would decode them wrongly.
         self.model = RTDETR(weights_path) if family == "rtdetr" else YOLO(weights_path, task="detect")
+        self._multi_label_model: Any = None  # its own predictor, built on first use
         self.imgsz = imgsz
         self._lock = threading.Lock()  # a YOLO predictor is not thread-safe
 
-    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int) -> Detections:
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False) -> Detections:
         """Ultralytics' ``predict`` on CPU for ``rgb`` (H, W, 3, uint8), one image at a time."""
         from ultralytics.engine.results import Results
 
         with self._lock:
+            model, predictor = self.model, None
+            if multi_label and self.family != "rtdetr":  # RT-DETR has no NMS to label
+                model, predictor = self._multi_label(), _multi_label_predictor()
             # Ultralytics takes numpy images as BGR, like OpenCV.
-            [result] = self.model.predict(
-                rgb[:, :, ::-1], imgsz=self.imgsz, conf=conf, iou=iou, max_det=max_det, device="cpu", verbose=False
+            [result] = model.predict(
+                rgb[:, :, ::-1],
+                predictor=predictor if model.predictor is None else None,
+                imgsz=self.imgsz,
+                conf=conf,
+                iou=iou,
+                max_det=max_det,
+                rect=False,
+                device="cpu",
+                verbose=False,
             )
         boxes = result.boxes if isinstance(result, Results) else None
         if boxes is None:  # a classification or pose checkpoint: no detection head
             raise TypeError(f"Ultralytics returned no boxes for {type(self.model).__name__}: not a detection model")
         # CPU tensors (device="cpu"); np.asarray shares their memory, as .numpy() does.
         return np.asarray(boxes.xyxy), np.asarray(boxes.conf), np.asarray(boxes.cls).astype(np.int64)
+
+    def _multi_label(self) -> Any:
+        from ultralytics import YOLO
+
+        if self._multi_label_model is None:
+            self._multi_label_model = YOLO(self.weights_path, task="detect")
+        return self._multi_label_model
+
+
+@functools.cache
+def _multi_label_predictor() -> type:
+    """Ultralytics' detection predictor with its NMS in multi-label mode, as its validator runs it."""
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.utils import nms
+
+    class MultiLabelPredictor(DetectionPredictor):
+        def postprocess(self, preds, img, orig_imgs, **kwargs):
+            kept = nms.non_max_suppression(
+                preds,
+                self.args.conf,
+                self.args.iou,
+                max_det=self.args.max_det,
+                multi_label=True,
+                end2end=getattr(self.model, "end2end", False),
+            )
+            return self.construct_results(kept, img, orig_imgs, **kwargs)
+
+    return MultiLabelPredictor
 
 
 def _mlflow_model_base() -> type:
@@ -366,6 +430,7 @@ class PackagedDetector(_ModelBase):
         conf = float(params.get("conf", self.config["conf"]))
         iou = float(params.get("iou", self.config["iou"]))
         max_det = int(params.get("max_det", self.config["max_det"]))
+        multi_label = bool(params.get("multi_label", self.config["multi_label"]))
         if isinstance(model_input, pd.DataFrame):
             if INPUT_COLUMN not in model_input.columns:
                 raise _rejected(ImageRejected(f"the input has no '{INPUT_COLUMN}' column of image bytes"))
@@ -385,7 +450,7 @@ class PackagedDetector(_ModelBase):
             except ImageRejected as exc:
                 prefix = f"image {index}: " if len(images) > 1 else ""
                 raise _rejected(ImageRejected(prefix + str(exc), exc.http_status)) from None
-            boxes, scores, class_ids = self.detector(rgb, conf, iou, max_det)
+            boxes, scores, class_ids = self.detector(rgb, conf, iou, max_det, multi_label)
             parts.append(
                 (
                     np.full(len(scores), index, dtype=np.int64),

@@ -102,6 +102,8 @@ def signature(conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> Mode
                 ParamSpec("conf", DataType.double, float(conf)),
                 ParamSpec("iou", DataType.double, float(iou)),
                 ParamSpec("max_det", DataType.long, int(max_det)),
+                # A box per class above conf, as Ultralytics' validator counts boxes for mAP.
+                ParamSpec("multi_label", DataType.boolean, False),
             ]
         ),
     )

@@ -3,8 +3,10 @@
 The model deployed is the one the latest evaluation measured (``evaluated_model``, with
 its verdict, so ``kedro run --pipelines training,evaluation,deployment`` deploys what
 it just trained). Its weights are exported to ONNX, and both travel as artifacts of an
-``mlflow.pyfunc`` model logged into this run (``cv_pipelines.models.packaged_model``)
-and registered under ``deployment.model_name``. The new version becomes
+``mlflow.pyfunc`` model logged into this run (``cv_pipelines.models.packaged_model``).
+The parity gate (``cv_pipelines.models.parity``) loads it back as the registry will
+serve it and runs it on the evaluated split; only a model that detects what the
+evaluation measured is registered under ``deployment.model_name``. The new version becomes
 ``challenger``; the quality gate (``cv_pipelines.models.gate``) promotes it to
 ``champion`` only on the evaluation's comparison with the current champion on the same
 test split. The registry moves go through ``cv_pipelines.models.registry``.
@@ -17,12 +19,13 @@ from typing import Any
 
 from cv_pipelines.config.parameters import DeploymentParams
 from cv_pipelines.config.resolvers import in_project, project_relative, project_root
-from cv_pipelines.errors import ConfigurationError
+from cv_pipelines.errors import ConfigurationError, ModelRefusedError
 from cv_pipelines.files.run_folders import RunFolders
 from cv_pipelines.models import packaging as model_packaging
 from cv_pipelines.models import registry as model_registry
 from cv_pipelines.models.gate import gate_decision
 from cv_pipelines.models.packaging import PackagedModel
+from cv_pipelines.models.parity import Parity, measure_parity
 from cv_pipelines.models.runs import RunLookupError, TrackedModel, active_run, mlflow_client, training_run
 
 logger = logging.getLogger(__name__)
@@ -70,8 +73,62 @@ def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: Deploym
     return PackagedModel(weights=weights, onnx=onnx, config=config, example=example)
 
 
-def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment: DeploymentParams) -> dict[str, Any]:
-    """Register the logged model as ``challenger`` and let the gate promote it; or skip, or roll back."""
+def check_serving_parity(
+    packaged: PackagedModel, evaluated: TrackedModel, deployment: DeploymentParams
+) -> dict[str, Any]:
+    """The parity figures of the logged model, loaded back as the registry serves it; empty when nothing was packaged.
+
+    Measured on the split the evaluation measured, at its thresholds for mAP and at the
+    deployment's for the boxes (``cv_pipelines.models.parity``); logged into this run.
+    ``register_model`` refuses a model outside ``deployment.parity``.
+    """
+    import mlflow
+
+    if packaged.model_uri is None:
+        return {"measured": False, "reason": "nothing was packaged (a rollback, or a model already registered)"}
+    summary = evaluated.summary
+    split = summary.get("split", "test")
+    export_path = summary.get("export_path")
+    export_dir = in_project(project_root(), export_path) if export_path else None
+    if export_dir is None or not export_dir.is_dir():
+        raise ConfigurationError(
+            f"the export the evaluation of run {evaluated.run_id} measured ({export_path or 'none recorded'}) is "
+            "gone, so the packaged model cannot be checked against it; run the evaluation again, then the deployment"
+        )
+    parity = measure_parity(
+        mlflow.pyfunc.load_model(packaged.model_uri),
+        weights=evaluated.weights,
+        family=evaluated.family,
+        export_dir=export_dir,
+        split=split,
+        evaluated_map50_95=float((summary.get("metrics") or {})["mAP50-95"]),
+        # Summaries written before the thresholds were recorded: Ultralytics' validator's own.
+        map_thresholds=summary.get("thresholds") or {"conf": 0.001, "iou": 0.7},
+        serving=packaged.config,
+        match_iou=deployment.parity.match_iou,
+    )
+    mlflow.log_metrics(parity.metrics())
+    logger.info(
+        "Parity of the packaged model on %d %s images: mAP50-95 %.4f packaged vs %.4f evaluated; %.1f%% of the "
+        "boxes at conf %g agree",
+        parity.images,
+        split,
+        parity.packaged_map50_95,
+        parity.evaluated_map50_95,
+        100 * parity.box_agreement,
+        parity.serving_conf,
+    )
+    return {"measured": True, **parity.report()}
+
+
+def register_model(
+    packaged: PackagedModel, parity: dict[str, Any], evaluated: TrackedModel, deployment: DeploymentParams
+) -> dict[str, Any]:
+    """Register the logged model as ``challenger`` and let the gate promote it; or skip, or roll back.
+
+    A model outside ``deployment.parity`` is refused (``ModelRefusedError``) before it is
+    registered; its parity figures are logged on the evaluation run either way.
+    """
     client = mlflow_client()
     name = deployment.model_name
     if deployment.action == "rollback":
@@ -82,6 +139,16 @@ def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment:
         raise RuntimeError(f"training run {evaluated.run_id} was neither registered nor packaged in this run")
     summary = evaluated.summary
     tags = _version_tags(client, evaluated, _tracked_run(), packaged.config, deployment)
+    measured = _parity_of(parity)
+    if tags["evaluation_run_id"]:
+        for key, value in measured.metrics().items():
+            client.log_metric(tags["evaluation_run_id"], key, value)
+    refusal = measured.refusal(deployment.parity)
+    if refusal:
+        raise ModelRefusedError(
+            f"registration of training run {evaluated.run_id} refused: {refusal}; nothing was registered"
+        )
+    tags |= {key: f"{value:.5g}" for key, value in measured.metrics().items()}
     version = model_registry.register_challenger(client, name, packaged.model_uri, tags)
     champion = model_registry.alias_version(client, name, model_registry.CHAMPION)
     promoted, reason = gate_decision(summary, champion, deployment)
@@ -104,6 +171,11 @@ def register_model(packaged: PackagedModel, evaluated: TrackedModel, deployment:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _parity_of(report: dict[str, Any]) -> Parity:
+    fields = Parity.__dataclass_fields__
+    return Parity(**{key: value for key, value in report.items() if key in fields})
 
 
 def _tracked_run():

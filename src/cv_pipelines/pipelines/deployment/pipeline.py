@@ -2,11 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import package_model, register_model
+from .nodes import check_serving_parity, package_model, register_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``evaluated_model`` -> ``packaged_model`` (logged in the run) -> a registered version, gated; ``deployment_summary``."""
+    """``evaluated_model`` -> ``packaged_model`` (logged in the run) -> ``serving_parity`` -> a registered version, gated."""
     return Pipeline(
         [
             Node(
@@ -16,8 +16,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="package_model",
             ),
             Node(
-                register_model,
+                check_serving_parity,
                 inputs=["packaged_model", "evaluated_model", "params:deployment"],
+                outputs="serving_parity",
+                name="check_serving_parity",
+            ),
+            Node(
+                register_model,
+                inputs=["packaged_model", "serving_parity", "evaluated_model", "params:deployment"],
                 outputs="deployment_summary",
                 name="register_model",
             ),

@@ -97,6 +97,8 @@ def evaluate_models(plan: dict[str, Any], evaluation: EvaluationParams) -> tuple
         metrics |= {f"champion/{split}/{name}": value for name, value in champion_result.metrics.items()}
         metrics |= {f"delta/{split}/{name}": value for name, value in differences.items()}
     summary = _summary(plan, split, result, champion_result, differences, worst)
+    # The mAP pass's thresholds: the deployment's parity gate measures the packaged model at the same.
+    summary["thresholds"] = {"conf": evaluation.conf, "iou": evaluation.iou}
     _log_outcome(result.metrics, champion_result, differences, plan, split, worst)
     title = f"{plan['export']} {split} split, run {plan['run_id'][:8]}"
     evaluated = TrackedModel(
