@@ -274,6 +274,16 @@ def test_bad_requests_get_a_json_error_with_a_reason_and_the_service_keeps_servi
     errors = sum(v["errors"] for v in after["versions"].values()) - sum(v["errors"] for v in before["versions"].values())
     assert errors == 2  # not an image, too many pixels: the model refused them
 
+    # A client gone mid-upload: counted, and no traceback either.
+    with socket.create_connection(("127.0.0.1", client.port), timeout=30) as gone:
+        gone.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 1000\r\n\r\n" + image[:10])
+    deadline = time.monotonic() + 10
+    while service.refused == after["refused_before_model"]:
+        assert time.monotonic() < deadline, "the abandoned upload was never counted"
+        time.sleep(0.05)
+    assert "Traceback" not in caplog.text and not any(record.exc_info for record in caplog.records), caplog.text
+    assert client.request("POST", "/predict", _jpeg(48, 48))[0] == 200
+
 
 @pytest.mark.parametrize(("query", "sentence"), [
     ("conf=-1", "query parameter conf='-1' is not a number between 0 and 1"),

@@ -116,6 +116,7 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import ValidationError
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     from cv_pipelines.serving.metrics import ServingMetrics
 
@@ -179,11 +180,15 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
             # Refused from the header, before the body is read: a huge upload never fills memory.
             raise RequestRefused(413, f"the {what} has {length} bytes, more than the limit of {limit}", too_large)
         chunks, size = [], 0
-        async for chunk in request.stream():  # bounded even when chunked
-            size += len(chunk)
-            if size > limit:
-                raise RequestRefused(413, f"the {what} has more than the limit of {limit} bytes", too_large)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():  # bounded even when chunked
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused(413, f"the {what} has more than the limit of {limit} bytes", too_large)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # Nobody is left to answer; counted as a refusal, and no traceback in the log.
+            raise RequestRefused(400, f"the client closed the connection before the whole {what} arrived") from None
         return b"".join(chunks)
 
     async def run(request: Request, served: "ServedModel", images: list[bytes], params: dict) -> tuple[int, dict]:
