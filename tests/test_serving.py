@@ -380,6 +380,27 @@ def test_metrics_count_requests_errors_and_latency_by_version_and_alias(server):
     assert value(after, "cv_serving_queue_waiting") == 0
 
 
+class BrokenModel:
+    def predict(self, *args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+
+def test_a_failing_model_answers_a_json_500_and_the_service_goes_on(loaded, caplog):
+    from cv_pipelines.serving.service import DetectionService, ServedModel, make_server
+
+    champion = loaded[0]
+    broken = ServedModel(alias="champion", name=champion.name, version=champion.version, copies=[BrokenModel()])
+    with make_server(DetectionService(broken)).running() as running:
+        client = Client(running.port)
+        for _ in range(2):
+            status, answer = client.request("POST", "/predict", _jpeg(32, 32))
+            assert status == 500 and answer["error"] == "prediction failed: RuntimeError: out of memory, say"
+            assert (answer["version"], answer["alias"]) == ("1", "champion")
+        stats = client.request("GET", "/stats")[1]
+    assert stats["versions"]["1"]["errors"] == 2 and stats["refused_before_model"] == 0
+    assert "Prediction failed on version 1" in caplog.text  # a server-side failure is logged, with its traceback
+
+
 # --- load ---------------------------------------------------------------------------------
 
 
