@@ -397,6 +397,7 @@ def test_a_failing_model_answers_a_json_500_and_the_service_goes_on(loaded, capl
             assert status == 500 and answer["error"] == "prediction failed: RuntimeError: out of memory, say"
             assert (answer["version"], answer["alias"]) == ("1", "champion")
         stats = client.request("GET", "/stats")[1]
+    assert running.server_address[1] == client.port  # still known once closed (the main job reports it then)
     assert stats["versions"]["1"]["errors"] == 2 and stats["refused_before_model"] == 0
     assert "Prediction failed on version 1" in caplog.text  # a server-side failure is logged, with its traceback
 

@@ -161,6 +161,7 @@ class Server:
 
         self.service = service
         self.socket = sock if sock is not None else bind_socket(host, port, backlog)
+        self._address = tuple(self.socket.getsockname())  # kept: still known once the socket is closed
         self.app = create_app(service, token=token)
         config = uvicorn.Config(
             self.app,
@@ -179,7 +180,7 @@ class Server:
     @property
     def server_address(self) -> tuple[Any, ...]:
         """(host, port) the socket is bound to: port 0 became the one picked."""
-        return self.socket.getsockname()
+        return self._address
 
     @property
     def port(self) -> int:
