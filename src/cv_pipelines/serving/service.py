@@ -215,13 +215,6 @@ class DetectionService:
         finally:
             self._leave(running=True)
 
-    def predict(self, body: bytes, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON payload) for one image, in the calling thread (no queue)."""
-        status, payload = self.predict_many(self.pick(), [body], params)
-        if status == 200:
-            payload["detections"] = payload.pop("results")[0]["detections"]
-        return status, payload
-
     def predict_many(
         self, served: ServedModel, images: list[bytes], params: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
