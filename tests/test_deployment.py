@@ -12,15 +12,10 @@ challenger v2 = U) is what the packaged-model and service tests load, read only.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import math
-import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -357,158 +352,6 @@ def test_the_packaged_model_refuses_what_is_not_an_image(deployed):
     encoded = base64.b64encode(_jpeg(64, 64)).decode()
     detections = model.predict(pd.DataFrame({"image": [encoded]}), params={"conf": 0.0001})
     assert len(detections) > 0 and (detections["image_index"] == 0).all()
-
-
-# --- the HTTP service ---------------------------------------------------------------------
-
-
-class Client:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
-
-
-@pytest.fixture
-def service(deployed):
-    """The service on 127.0.0.1, an ephemeral port, 30% canary, in a thread of this process."""
-    from cv_pipelines.serving.service import build_service, make_server
-
-    detection_service = build_service(MODEL, canary_fraction=0.3, seed=1234)
-    server = make_server(detection_service, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield detection_service, Client(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-
-
-def test_the_service_answers_with_detections_and_the_version_that_served(service):
-    _, client = service
-    status, health = client.request("GET", "/health")
-    assert status == 200 and health["champion"] == "1" and health["challenger"] == "2"
-
-    status, answer = client.request("POST", "/predict?conf=0.0001&max_det=3", _jpeg(120, 80))
-    assert status == 200
-    assert (answer["version"], answer["alias"]) in {("1", "champion"), ("2", "challenger")}
-    assert 0 < len(answer["detections"]) <= 3
-    for detection in answer["detections"]:
-        assert detection["class_name"] in LABELS
-        x1, y1, x2, y2 = detection["box"]
-        assert 0 <= x1 <= x2 <= 120 and 0 <= y1 <= y2 <= 80
-
-
-def test_bad_requests_get_a_4xx_with_a_reason_and_the_service_keeps_serving(service):
-    detection_service, client = service
-    assert client.request("POST", "/predict", b"") == (400, {"error": "the request body is empty; send the image bytes as the body"})
-    status, answer = client.request("POST", "/predict", b"this is not an image at all")
-    assert status == 415 and "not an image" in answer["error"]
-    status, answer = client.request("POST", "/predict", png_with_declared_size(20_000, 20_000))
-    assert status == 413 and "pixels than the limit of 40000000" in answer["error"]
-    status, answer = client.request("POST", "/predict?conf=high", _jpeg(32, 32))
-    assert status == 400 and "not a number" in answer["error"]
-    status, answer = client.request("GET", "/nowhere")
-    assert status == 404
-
-    # Over the byte limit: refused from the header, before the body is read.
-    connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=30)
-    connection.putrequest("POST", "/predict")
-    connection.putheader("Content-Length", str(detection_service.max_image_bytes + 1))
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413 and "more than the limit" in json.loads(response.read())["error"]
-    connection.close()
-
-    assert client.request("GET", "/health")[0] == 200
-    assert client.request("POST", "/predict", _jpeg(48, 48))[0] == 200
-    stats = client.request("GET", "/stats")[1]
-    assert stats["refused_before_model"] == 3  # empty, bad query, too many bytes
-    assert sum(v["errors"] for v in stats["versions"].values()) == 2  # not an image, too many pixels
-
-
-def test_the_canary_sends_its_fraction_of_requests_to_the_challenger(service):
-    _, client = service
-    image = _jpeg(32, 32)
-    requests = 200
-    served = [client.request("POST", "/predict", image)[1]["version"] for _ in range(requests)]
-    to_challenger = served.count("2")
-    expected, spread = requests * 0.3, math.sqrt(requests * 0.3 * 0.7)
-    assert abs(to_challenger - expected) <= 4 * spread, to_challenger  # 4 standard deviations of a binomial
-    stats = client.request("GET", "/stats")[1]["versions"]
-    assert stats["2"]["requests"] == to_challenger and stats["1"]["requests"] == requests - to_challenger
-    assert stats["2"]["alias"] == "challenger" and stats["1"]["latency_ms"]["p50"] > 0
-
-
-def test_the_serving_command_starts_from_the_project_configuration(deployed):
-    command = [sys.executable, "-m", "cv_pipelines.serving", "--port", "0", "--env", "test"]
-    env = project_env(deployed, YOLO_CONFIG_DIR=os.environ["YOLO_CONFIG_DIR"])
-    process = subprocess.Popen(command, cwd=deployed, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = process.stdout.readline()  # "Serving <model> version N (@champion) on http://host:port"
-        assert "version 1 (@champion)" in line, line
-        port = int(line.rsplit(":", 1)[1])
-        client = Client(port)
-        assert client.request("GET", "/health")[1]["champion"] == "1"
-        status, answer = client.request("POST", "/predict", _jpeg(40, 30))
-        assert status == 200 and answer["version"] == "1" and answer["alias"] == "champion"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def test_mlflow_models_serve_answers_with_the_packaged_model(deployed):
-    """MLflow's own scoring server on ``models:/<name>@champion``: base64 images in JSON, detections out."""
-    import socket
-
-    with socket.socket() as probe:  # a free port for a server that cannot report the one it took
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    venv_bin = str(Path(sys.executable).parent)
-    env = project_env(deployed, MLFLOW_TRACKING_URI=f"sqlite:///{deployed / 'data/mlflow/mlflow.db'}",
-                      YOLO_CONFIG_DIR=os.environ["YOLO_CONFIG_DIR"], PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-    command = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(command, cwd=deployed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    client = Client(port)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, "mlflow models serve exited"
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/ping")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow models serve did not come up"
-            time.sleep(0.5)
-
-        def invoke(data: bytes):
-            body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(data).decode()]]},
-                    "params": {"conf": 0.0001, "max_det": 4}}
-            return client.request("POST", "/invocations", json.dumps(body).encode(),
-                                  {"Content-Type": "application/json"})
-
-        status, answer = invoke(_jpeg(100, 60))
-        assert status == 200 and 0 < len(answer["predictions"]) <= 4
-        first = answer["predictions"][0]
-        assert set(first) == {"image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"}
-        assert first["class_name"] in LABELS and 0 <= first["x1"] <= first["x2"] <= 100
-        status, answer = invoke(b"not an image")
-        assert status == 400 and "not an image" in answer["message"]
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
 
 
 def test_rt_detr_weights_are_packaged_and_decoded_like_ultralytics_does(tmp_path, monkeypatch):

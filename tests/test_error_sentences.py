@@ -316,6 +316,7 @@ HERE = "tests/test_error_sentences.py::"
 PROJECT = "tests/test_project.py::"
 TRAINING = "tests/test_training.py::"
 MATRIX = "tests/test_matrix.py::"
+SERVING = "tests/test_serving.py::"
 
 #: Sites whose sentence another test reaches, with that test (``tests/<file>::<test function>``).
 COVERED_ELSEWHERE = {
@@ -382,7 +383,14 @@ COVERED_ELSEWHERE = {
     "versioning/dataset_versions.py::ensure_images_present": "tests/test_dataset_versions.py::"
     "test_images_gone_from_the_store_cache_and_remote_are_one_sentence",
     "serving/service.py::build_service": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",
-    "serving/service.py::main": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",
+    "serving/service.py::main: f'--canary": HERE + "test_the_serving_command_ends_in_one_line_for_each_mistake",
+    "serving/service.py::main: f'{option}": SERVING + "test_startup_mistakes_end_in_one_sentence_before_anything_is_served",
+    "serving/service.py::serving_token": SERVING + "test_startup_mistakes_end_in_one_sentence_before_anything_is_served",
+    "serving/service.py::check_bind: f'--port": SERVING
+    + "test_startup_mistakes_end_in_one_sentence_before_anything_is_served",
+    'serving/service.py::check_bind: f"serving on': SERVING
+    + "test_startup_mistakes_end_in_one_sentence_before_anything_is_served",
+    "serving/server.py::bind_socket": SERVING + "test_startup_mistakes_end_in_one_sentence_before_anything_is_served",
 }
 
 #: Sites no test reaches yet, with why: the walk's known gaps (it may only shrink).

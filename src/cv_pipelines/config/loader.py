@@ -41,6 +41,16 @@ def project_parameters(env: str | None = None, runtime_params: dict | None = Non
     return dict(loader["parameters"])
 
 
+def project_credentials(env: str | None = None, root: Path | None = None) -> dict:
+    """``credentials.yml`` as a run would see it (conf/base, then conf/<env>), for code outside a session.
+
+    Its values are secrets: callers take the one entry they need and never log it.
+    """
+    root = root or project_root()
+    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **PROJECT_CONFIG_LOADER_ARGS)
+    return dict(loader["credentials"])
+
+
 def section_parameters(section: str, *, env: str | None = None, root: Path | None = None, **overrides: Any) -> Any:
     """The validated model of one parameters section (``ingestion``, ``training``...), as a run would get it.
 

@@ -194,6 +194,18 @@ class ParityParams(_Strict):
     match_iou: float = Field(gt=0, le=1)
 
 
+class ServingParams(_Strict):
+    """``deployment.serving``: the HTTP server's worker pool, queue, batch limits and shutdown."""
+
+    workers: int = Field(ge=1, le=64)
+    max_queue: int = Field(ge=0)
+    retry_after_s: int = Field(ge=1)
+    max_batch_images: int = Field(ge=1)
+    max_batch_bytes: int = Field(gt=0)
+    backlog: int = Field(ge=1)
+    graceful_timeout_s: float = Field(gt=0)
+
+
 class DeploymentParams(_Strict):
     """``deployment.*``: the quality gate (metrics by their evaluation names), the packaged model and the server."""
 
@@ -212,6 +224,7 @@ class DeploymentParams(_Strict):
     canary_fraction: float = Field(ge=0, le=1)
     host: str
     port: int = Field(ge=0, le=65535)
+    serving: ServingParams
 
     @field_validator("gate_metrics")
     @classmethod
