@@ -1,4 +1,4 @@
-"""Deployment: a real SQLite MLflow registry, the packaged model, and the HTTP service on 127.0.0.1.
+"""Deployment: a real SQLite MLflow registry, the parity gate and the packaged model (the HTTP service: test_serving.py).
 
 The champion gate meets two real models at its default floor and tolerance, in both
 orders (``tests.support.projects.build_gate_scenarios``, on copies of learned_template):

@@ -158,6 +158,8 @@ def build_package(weights: Path, family: str, work_dir: Path, deployment: Deploy
         "family": family,
         "names": info["names"],
         "imgsz": info["imgsz"],
+        # Logged so a consumer can override it at load time (MLflow drops keys the model was not logged with).
+        "onnx_threads": 0,
         **deployment.model_dump(include={"conf", "iou", "max_det", "max_image_bytes", "max_image_pixels"}),
     }
     return staged, onnx, config
