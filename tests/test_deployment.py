@@ -25,6 +25,7 @@ from tests.support.cli import kedro_cli
 from tests.support.images import image_bytes, png_with_declared_size
 from tests.support.projects import MODEL, Template, mlflow_client, runs_of
 from tests.test_training import export_info
+from tests.test_viz import TrapProxy
 
 LABELS = ["circle", "square", "triangle", "star", "ring"]
 RTDETR_TINY = Path(__file__).parent / "support/models/rtdetr-tiny.yaml"
@@ -430,7 +431,9 @@ WITHOUT_CV_PIPELINES = textwrap.dedent("""
     except ModuleNotFoundError:
         blocked = True
     print(json.dumps({"rows": len(detections), "columns": list(detections.columns), "blocked": blocked,
-                      "loaded": sorted(m for m in sys.modules if m.startswith("cv_pipelines"))}))
+                      "loaded": sorted(m for m in sys.modules if m.startswith("cv_pipelines"))}), flush=True)
+    import time
+    time.sleep(float(sys.argv[3]))  # a served model lives on: long enough for a telemetry upload
 """)
 
 
@@ -438,10 +441,16 @@ def test_the_packaged_model_loads_and_predicts_where_cv_pipelines_is_not_install
     env = project_env(deployed, MLFLOW_TRACKING_URI=f"sqlite:///{deployed / 'data/mlflow/mlflow.db'}",
                       YOLO_CONFIG_DIR=str(tmp_path / "ultralytics"))
     env.pop("PYTHONPATH", None)
+    # Nor does it phone home, where nobody turned ONNX Runtime's telemetry off: its uploader
+    # (native code, past the Python network guard) tried a proxy 9 s after a session started.
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    trap = TrapProxy()
+    env |= trap.env()
     image = base64.b64encode(_jpeg(80, 60, seed=5)).decode()
-    result = subprocess.run([sys.executable, "-c", WITHOUT_CV_PIPELINES, f"models:/{MODEL}@champion", image],
+    result = subprocess.run([sys.executable, "-c", WITHOUT_CV_PIPELINES, f"models:/{MODEL}@champion", image, "15"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert trap.attempts == []
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["blocked"] is True and answer["loaded"] == []
     assert answer["columns"] == ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]

@@ -353,6 +353,7 @@ COVERED_ELSEWHERE = {
     + "test_a_killed_training_resumes_from_last_pt_in_its_own_folder",
     "models/training.py::_check_checkpoint": TRAINING + "test_resume_refuses_a_checkpoint_that_is_not_whole",
     "pipelines/deployment/nodes.py::_tracked_run": HERE + "test_library_sentences_a_command_shows_as_they_are",
+    "pipelines/deployment/nodes.py::check_serving_parity": HERE + "test_library_sentences_a_command_shows_as_they_are",
     "pipelines/deployment/nodes.py::_rollback": "tests/test_deployment.py::test_a_rollback_with_no_earlier_champion_says_so",
     "pipelines/evaluation/nodes.py::select_models: exc.naming": TRAINING
     + "test_a_missing_gpu_is_refused_naming_the_parameter_that_asked_for_it",
@@ -474,9 +475,10 @@ def test_library_sentences_a_command_shows_as_they_are(project, tmp_path):
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.files.run_folders import RunFolders
     from cv_pipelines.models.matrix import candidate_names, candidate_parameters
+    from cv_pipelines.models.packaging import PackagedModel
     from cv_pipelines.models.trainers import load_trainer
     from cv_pipelines.models.training import SUMMARY_FILE, interrupted_run
-    from cv_pipelines.pipelines.deployment.nodes import _tracked_run
+    from cv_pipelines.pipelines.deployment.nodes import _tracked_run, check_serving_parity
     from cv_pipelines.pipelines.evaluation.nodes import _export_of, select_models
     from cv_pipelines.pipelines.training.nodes import _check_pinned_export
 
@@ -519,6 +521,11 @@ def test_library_sentences_a_command_shows_as_they_are(project, tmp_path):
     refused(
         lambda: _check_pinned_export(SimpleNamespace(version=2), SimpleNamespace(export_version=3)),  # type: ignore[arg-type]
         r"training\.export_version is 3 but the catalog's yolo_export loaded version 2; pin it on the command line",
+    )
+    evaluated_gone = SimpleNamespace(run_id="r1", summary={"export_path": "data/exports/gone_v1"})
+    refused(
+        lambda: check_serving_parity(PackagedModel(model_uri="runs:/x/model"), evaluated_gone, section_parameters("deployment")),  # type: ignore[arg-type]
+        r"the export the evaluation of run r1 measured \(data/exports/gone_v1\) is gone, so the packaged model cannot",
     )
 
 

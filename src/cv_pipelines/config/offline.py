@@ -24,6 +24,9 @@ TELEMETRY_OFF = {
     # Weights or fonts must never be fetched at run time; Hugging Face is pulled in by
     # some Ultralytics paths.
     "HF_HUB_OFFLINE": "1",
+    # ONNX Runtime (1.29 on) uploads usage events from Linux too, about 9 s after a
+    # session starts; read once, when its environment is first created.
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 

@@ -38,6 +38,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+# ONNX Runtime (1.29 on) sends usage events to Microsoft from every platform unless this
+# is set before its environment is created: wherever this model is served, it is.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 if TYPE_CHECKING:
     from mlflow.exceptions import MlflowException
 
