@@ -15,7 +15,6 @@ export DVC_NO_ANALYTICS := 1
 export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export ORT_DISABLE_TELEMETRY := 1
-export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 
 .PHONY: install browser tools demo lint test bench lock viz viz-build jupyter clean-data
 

@@ -335,6 +335,21 @@ def test_a_packaged_model_that_drifts_from_the_evaluated_one_is_refused_before_r
     assert evaluation[-1].data.metrics["parity/box_agreement"] < 0.99
 
 
+def test_loading_and_calling_the_packaged_model_warns_of_nothing_the_project_caused(deployed):
+    """MLflow warned on every load and call without a type hint on ``predict``; no warning is left."""
+    import warnings
+
+    import mlflow
+    import pandas as pd
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        model.predict(pd.DataFrame({"image": [_jpeg(64, 48, seed=3)]}), params={"conf": 0.5})
+    project_caused = [str(w.message) for w in caught if "mlflow" in w.filename or "type hint" in str(w.message)]
+    assert project_caused == []
+
+
 def test_the_packaged_model_refuses_what_is_not_an_image(deployed):
     import mlflow
     import pandas as pd

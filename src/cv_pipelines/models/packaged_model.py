@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pandas as pd  # at module level: MLflow resolves predict's type hint in this module's globals
 
 # ONNX Runtime (1.29 on) sends usage events to Microsoft from every platform unless this
 # is set before its environment is created: wherever this model is served, it is.
@@ -421,14 +422,16 @@ class PackagedDetector(_ModelBase):
                 context.artifacts["weights"], int(self.config["imgsz"]), self.config["family"]
             )
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    # The hint is what the pyfunc wrapper hands over (it enforces the column signature into
+    # a DataFrame); a DataFrame hint also tells MLflow not to infer or validate from it,
+    # where no hint at all warned on every log and load.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         """Detections for a DataFrame of encoded images (also one image's bytes or base64 text, or a list of them).
 
         Returns one row per detection (``OUTPUT_COLUMNS``). An input that is not a usable
         image raises MLflow's ``INVALID_PARAMETER_VALUE`` with the 4xx it deserves in
         ``http_status``, naming the image when several were sent.
         """
-        import pandas as pd
 
         params = params or {}
         conf = float(params.get("conf", self.config["conf"]))
