@@ -234,6 +234,9 @@ REFUSED = [
     ),
 ]
 
+#: The reason of an image whose boxes were all left out: set aside, never labeled as background.
+SET_ASIDE = "image whose boxes were all left out"
+
 LEFT_OUT = [
     # (case, file bytes, {reason: count}, sentence fragments, boxes kept)
     ("valid file", _json(_BASE), {}, [], 2),
@@ -269,112 +272,112 @@ LEFT_OUT = [
     (
         "[0, 0, inf, inf]",
         _json(_doc(annotations=[_ann(1, bbox=(0, 0, float("inf"), float("inf")))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[2]: input should be a finite number", "four finite pixel numbers"],
         0,
     ),
     (
         "-Infinity",
         _json(_doc(annotations=[_ann(1, bbox=(float("-inf"), 0, 1, 1))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]"],
         0,
     ),
     (
         "1e400 (read as infinity)",
         _json(_doc()).replace(b"[10, 10, 20, 30]", b"[10, 10, 1e400, 30]"),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["finite number"],
         1,
     ),
     (
         "x + width overflows",
         _json(_doc(annotations=[_ann(1, bbox=(1e308, 0, 1e308, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox reaches beyond any finite coordinate"],
         0,
     ),
     (
         "huge finite box",
         _json(_doc(annotations=[_ann(1, bbox=(0, 0, 1e300, 1e300))])),
-        {"box far outside the image": 1},
+        {"box far outside the image": 1, SET_ASIDE: 1},
         ["frame 'a.jpg' has a 'circle' box", "beyond the 100x80 image"],
         0,
     ),
     (
         "huge integer box",
         _json(_doc()).replace(b"[10, 10, 20, 30]", b"[0, 0, 1" + b"0" * 400 + b", 5]"),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[2]: input should be a valid number"],
         1,
     ),
     (
         "negative width",
         _json(_doc(annotations=[_ann(1, bbox=(50, 10, -20, 30))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["negative width or height"],
         0,
     ),
     (
         "negative height",
         _json(_doc(annotations=[_ann(1, bbox=(50, 50, 20, -30))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["negative width or height"],
         0,
     ),
     (
         "zero width",
         _json(_doc(annotations=[_ann(1, bbox=(50, 10, 0, 30))])),
-        {"degenerate box": 1},
+        {"degenerate box": 1, SET_ASIDE: 1},
         ["is degenerate"],
         0,
     ),
     (
         "box entirely outside the image",
         _json(_doc(annotations=[_ann(1, bbox=(120, 10, 10, 10))])),
-        {"degenerate box": 1},
+        {"degenerate box": 1, SET_ASIDE: 1},
         ["less than 1 px inside the 100x80 image"],
         0,
     ),
     (
         "box far below the image",
         _json(_doc(annotations=[_ann(1, bbox=(10, 500, 10, 10))])),
-        {"box far outside the image": 1},
+        {"box far outside the image": 1, SET_ASIDE: 1},
         ["beyond the 100x80 image"],
         0,
     ),
     (
         "bbox of three numbers",
         _json(_doc(annotations=[_ann(1, bbox=(1, 2, 3))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: list should have at least 4 items"],
         0,
     ),
     (
         "bbox of five numbers",
         _json(_doc(annotations=[_ann(1, bbox=(1, 2, 3, 4, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: list should have at most 4 items"],
         0,
     ),
     (
         "bbox of strings",
         _json(_doc(annotations=[_ann(1, bbox=("10", "10", "20", "30"))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]: input should be a valid number"],
         0,
     ),
     (
         "bbox of booleans",
         _json(_doc(annotations=[_ann(1, bbox=(True, 1, 5, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]"],
         0,
     ),
     (
         "bbox null",
         _json(_doc(annotations=[_ann(1) | {"bbox": None}])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: input should be a valid list"],
         0,
     ),
@@ -395,21 +398,21 @@ LEFT_OUT = [
     (
         "annotation attributes not an object",
         _json(_doc(annotations=[_ann(1, attributes=5)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["attributes: input should be"],
         0,
     ),
     (
         "float image_id",
         _json(_doc(annotations=[_ann(1, image_id=1.0)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["image_id: should be an integer or a non-empty string"],
         0,
     ),
     (
         "boolean id",
         _json(_doc(annotations=[_ann(True)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["id: should be an integer"],
         0,
     ),
@@ -632,13 +635,50 @@ def test_a_bad_coco_record_is_left_out_counted_and_never_reaches_the_registries(
     assert not boxes.duplicated(["image_id", "label", "x_min", "y_min", "x_max", "y_max"]).any()
     assert not labeled["image_id"].duplicated().any()
     assert set(boxes["image_id"]) <= set(labeled["image_id"])
+    # An image some record gave a box is never labeled as one with no objects (it is set aside).
+    doc = json.loads(data)
+    named = {str(a.get("image_id")) for a in doc["annotations"] if isinstance(a, dict)}
+    annotated = {i.get("file_name") for i in doc["images"] if isinstance(i, dict) and str(i.get("id")) in named}
+    names = stored_folder[2].set_index("image_id")["original_path"]
+    backgrounds = {names[i] for i in labeled.loc[labeled["num_boxes"] == 0, "image_id"]}
+    assert not backgrounds & annotated
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _ann(1, bbox=(10, 10, float("nan"), 5)),
+        _ann(1, bbox=(120, 10, 10, 10)),
+        _ann(1, bbox=(0, 500, 10, 10)),
+        _ann(1, category_id=42),
+        _ann(1, image_id="1"),
+    ],
+    ids=["invalid record", "degenerate box", "box far outside", "undeclared category", "image id of another type"],
+)
+def test_an_image_whose_boxes_were_all_left_out_is_set_aside_and_one_without_boxes_stays_background(
+    stored_folder, bad
+):
+    # a.jpg: its one box is bad; b.png: one of its two boxes is; c.jpg: no annotation at all.
+    doc = _doc(annotations=[bad, _ann(2, image_id=2, bbox=(5, 5, 10, 10)), _ann(3, image_id=2, bbox=(0, 0, 0, 5))])
+    _, labeled, summary = _import(stored_folder, _json(doc))
+
+    names = stored_folder[2].set_index("image_id")["original_path"]
+    assert {names[i]: n for i, n in zip(labeled["image_id"], labeled["num_boxes"], strict=True)} == {
+        "b.png": 1,
+        "c.jpg": 0,
+    }
+    assert summary["left_out_by_reason"][SET_ASIDE] == 1
+    [sentence] = summary["left_out_records"][SET_ASIDE]
+    assert sentence.startswith("case.json: frame 'a.jpg' had 1 box(es), all left out (each for its reason), so it ")
 
 
 def test_many_bad_records_are_counted_in_full_but_logged_without_a_flood(stored_folder, caplog):
     bad = [_ann(i, bbox=(0, 0, float("nan"), 1)) for i in range(500)]
     with caplog.at_level("WARNING", logger="cv_pipelines"):
         _, _, summary = _import(stored_folder, _json(_doc(annotations=bad)))
-    assert summary["left_out"] == 500 and summary["left_out_by_reason"] == {"invalid annotation record": 500}
+    assert summary["left_out"] == 501
+    assert summary["left_out_by_reason"] == {"invalid annotation record": 500, SET_ASIDE: 1}  # a.jpg has no box left
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 21 and "480 more record(s) left out (480 invalid annotation record)" in warnings[-1]
+    assert len(warnings) == 21
+    assert f"481 more record(s) left out (480 invalid annotation record, 1 {SET_ASIDE})" in warnings[-1]
     assert len(summary["left_out_records"]["invalid annotation record"]) == 100  # the file stays readable

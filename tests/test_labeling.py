@@ -467,3 +467,23 @@ def test_a_pull_with_many_bad_boxes_counts_them_all_and_logs_without_a_flood(pro
     assert len([w for w in warnings if "box [5, 5, 30, 25] twice" in w]) == 20  # the first 20, one by one
     assert "20 more record(s) left out (20 duplicate box)" in warnings[-1]
     assert len(registry(project, "annotations")) == 1
+
+
+def test_a_frame_whose_boxes_were_all_left_out_is_not_recorded_as_background(project, cvat, five_images):
+    first = cycle(project)
+    task = cvat.tasks[first["created"]["cvat_task_id"]]
+    bad, empty, good = (Path(frame).stem for frame in task.frames)
+    cvat.annotate(task.id, task.frames[0], [("circle", 100, 10, 120, 30)])  # wholly right of the 80x60 image
+    cvat.annotate(task.id, task.frames[2], [("square", 5, 5, 30, 25)])
+    cvat.complete_jobs(task.id)
+
+    report = cycle(project)
+
+    pulled = report["pulled"][task.name]
+    assert (pulled["labeled_images"], pulled["boxes"]) == (2, 1)
+    labels = registry(project, "labels").set_index("image_id")
+    assert bad not in labels.index  # not an image with no objects
+    assert labels.loc[empty, "num_boxes"] == 0 and labels.loc[good, "num_boxes"] == 1  # a frame left empty is
+    assert any("had 1 box(es), all left out" in s and bad in s for s in pulled["left_out"])  # set aside, saying why
+    # Unlabeled again, so the next batch takes it back to the annotators.
+    assert bad in {Path(frame).stem for frame in cvat.tasks[report["created"]["cvat_task_id"]].frames}
