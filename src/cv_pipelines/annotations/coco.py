@@ -117,10 +117,14 @@ class CocoFrame:
 
 @dataclass(frozen=True)
 class CocoFrames:
-    """The frames of one COCO file, in file order, with the records left out while reading it."""
+    """The frames of one COCO file, in file order, with the records left out while reading it.
+
+    ``categories`` are the names of the file's categories, in file order.
+    """
 
     frames: tuple[CocoFrame, ...]
     problems: CocoImportProblems = field(default_factory=CocoImportProblems)
+    categories: tuple[str, ...] = ()
 
 
 # --- the models: what a record must look like ------------------------------------------------
@@ -276,7 +280,7 @@ def load_coco_frames(coco_file: Path) -> CocoFrames:
         CocoFrame(image.file_name, image.width or 0, image.height or 0, tuple(boxes[key]), left_out[key])
         for key, image in images.items()
     )
-    return CocoFrames(frames, problems)
+    return CocoFrames(frames, problems, tuple(dict.fromkeys(categories.values())))
 
 
 def _image_key_lookup(images: Mapping[int | str, CocoImage]) -> Callable[[Any], int | str | None]:
