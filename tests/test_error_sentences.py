@@ -342,7 +342,8 @@ COVERED_ELSEWHERE = {
     "test_categories_outside_the_label_set_stop_the_import_before_anything_is_written",  # the real command, exit 2
     'annotations/label_sets.py::label_set_classes: f"labeling.labels': "tests/test_import_coco.py::"
     "test_append_adds_the_files_categories_at_the_end_and_old_class_ids_never_move",
-
+    "labeling/cycle.py::_pull_batch": "tests/test_labeling.py::"
+    "test_boxes_labeled_outside_the_label_set_stop_the_pull_before_anything_is_written",
     "config/loader.py::section_parameters": PROJECT
     + "test_matrix_candidate_names_and_section_parameters_are_refused_alike",
     "config/names.py::within_folder": PROJECT + "test_the_writers_refuse_a_name_that_escapes_even_past_the_parameters",
