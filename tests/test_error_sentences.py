@@ -158,6 +158,7 @@ def _detached_head(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 PARAMETERS = "config/parameters.py::validate_parameters: describe_validation_error(exc)"
+LABEL_SET_WITHOUT_CLASSES = "annotations/label_sets.py::label_set_classes: f'{parameter} is {label_set!r} but"
 
 TRIGGERS = {
     "unknown-parameter": Trigger(
@@ -188,7 +189,7 @@ TRIGGERS = {
     "export-label-set-differs": Trigger(
         _run("export", "export.label_set=other"),
         r"export\.label_set is 'other' but labeling\.label_set is 'demo'",
-        ("pipelines/export/nodes.py::select_export_images: f'export.label_set is {export.label_set!r} but l",),
+        (LABEL_SET_WITHOUT_CLASSES,),
     ),
     "no-folder-to-import": Trigger(
         _run("import_coco"),
@@ -199,8 +200,25 @@ TRIGGERS = {
     ),
     "import-label-set-differs": Trigger(
         _run("import_coco", "import_coco.source=data/labeled", "import_coco.label_set=other"),
-        r"import_coco\.label_set 'other' differs from labeling\.label_set 'demo'",
-        ("pipelines/import_coco/nodes.py::read_coco_folder: f'import_coco.label_set {params.label_set!r} differs f",),
+        r"import_coco\.label_set is 'other' but labeling\.label_set is 'demo', and no COCO import recorded classes",
+        (LABEL_SET_WITHOUT_CLASSES,),
+        setup=_empty_folder,
+    ),
+    "new-label-set-without-a-name": Trigger(
+        _run("import_coco", "import_coco.source=data/labeled", "import_coco.unknown_categories=new_label_set"),
+        r"import_coco\.unknown_categories is new_label_set but import_coco\.label_set is not set: name the new",
+        ("annotations/coco_import.py::import_label_set: 'import_coco.unknown_categories is new_label_set",),
+        setup=_empty_folder,
+    ),
+    "new-label-set-is-the-configured-one": Trigger(
+        _run(
+            "import_coco",
+            "import_coco.source=data/labeled",
+            "import_coco.unknown_categories=new_label_set",
+            "import_coco.label_set=demo",
+        ),
+        r"import_coco\.label_set 'demo' is labeling\.label_set, whose classes labeling\.labels declares, so it is",
+        ("annotations/coco_import.py::import_label_set: f\"import_coco.label_set {label_set!r} is labeling",),
         setup=_empty_folder,
     ),
     "no-coco-file-to-import": Trigger(
@@ -320,6 +338,12 @@ SERVING = "tests/test_serving.py::"
 
 #: Sites whose sentence another test reaches, with that test (``tests/<file>::<test function>``).
 COVERED_ELSEWHERE = {
+    "annotations/coco_import.py::with_label_set": "tests/test_import_coco.py::"
+    "test_categories_outside_the_label_set_stop_the_import_before_anything_is_written",  # the real command, exit 2
+    'annotations/label_sets.py::label_set_classes: f"labeling.labels': "tests/test_import_coco.py::"
+    "test_append_adds_the_files_categories_at_the_end_and_old_class_ids_never_move",
+    "labeling/cycle.py::_pull_batch": "tests/test_labeling.py::"
+    "test_boxes_labeled_outside_the_label_set_stop_the_pull_before_anything_is_written",
     "config/loader.py::section_parameters": PROJECT
     + "test_matrix_candidate_names_and_section_parameters_are_refused_alike",
     "config/names.py::within_folder": PROJECT + "test_the_writers_refuse_a_name_that_escapes_even_past_the_parameters",

@@ -98,6 +98,10 @@ def registries(project: Path) -> dict[str, pd.DataFrame]:
     }
 
 
+#: The label_sets registry of a project no import added classes to (the catalog's empty registry).
+NO_RECORDED_CLASSES = pd.DataFrame()
+
+
 def export_params(**overrides):
     """The ``export`` parameters as the node gets them: the project's, with ``overrides``."""
     return section_parameters("export", **({"label_set": "demo", "format": "yolo", "split_ratios": RATIOS} | overrides))
@@ -113,7 +117,7 @@ def run_export_nodes(
 ) -> dict:
     """The export pipeline's nodes, called as plain functions, saving to and loading from ``yolo_export``."""
     params = export_params(**overrides)
-    selection = select_export_images(*registries(project).values(), params, labeling_params(labels))
+    selection = select_export_images(*registries(project).values(), NO_RECORDED_CLASSES, params, labeling_params(labels))
     _, _, health_files = report_export_health(selection)
     dataset = YoloExportDataset(path=exports_dir, label_set="demo", format=params.format)
     dataset.save(export_yolo_dataset(selection, health_files, dataset_version))
@@ -261,7 +265,7 @@ def test_boxes_reaching_outside_are_clipped_and_duplicates_and_empty_boxes_dropp
 
 
 def test_empty_registries_and_a_mismatched_label_set_fail_with_one_sentence(project):
-    empty = [pd.DataFrame()] * 4  # what the catalog gives for a registry without parts
+    empty = [pd.DataFrame()] * 5  # what the catalog gives for a registry without parts
     with pytest.raises(ConfigurationError, match="no image of label set 'demo'"):
         select_export_images(*empty, export_params(), labeling_params())
     with pytest.raises(ConfigurationError, match=r"labeling\.label_set is 'demo'"):
@@ -579,7 +583,7 @@ def test_export_at_an_old_dataset_version_reproduces_it(project):
 def build_for(project: Path, labels: list[str] = CLASSES):
     """The export node's ExportBuild for the project's registries as they are now."""
     selection = select_export_images(
-        *registries(project).values(), export_params(), labeling_params(labels)
+        *registries(project).values(), NO_RECORDED_CLASSES, export_params(), labeling_params(labels)
     )
     return export_yolo_dataset(selection, report_export_health(selection)[2], None)
 

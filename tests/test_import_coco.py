@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -47,11 +48,11 @@ def coco_folder(root: Path) -> tuple[Path, dict[str, bytes]]:
             {"id": 4, "file_name": "broken.jpg", "width": 10, "height": 10},
             {"id": 5, "file_name": "missing.jpg", "width": 10, "height": 10},
         ],
+        # A declared category no box uses (CVAT lists every label of the task) is no reason to stop.
         "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "unicorn"}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 30], "area": 600, "iscrowd": 0},
             {"id": 2, "image_id": 1, "category_id": 2, "bbox": [90, 70, 30, 30], "area": 900, "iscrowd": 0},
-            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},
             {"id": 4, "image_id": 2, "category_id": 2, "bbox": [70, 10, 5, 5], "area": 25, "iscrowd": 0},
             {
                 "id": 5,
@@ -92,8 +93,11 @@ def test_import_registers_images_boxes_and_backgrounds(project):
     assert labels.loc[ids["empty_scene.jpg"], "num_boxes"] == 0  # a background image is labeled
     assert labels["active"].all() and len(labels) == 3
 
-    summary = (project / "data/reporting/import_coco/last_import.yml").read_text()
-    assert "unicorn" in summary and "missing.jpg" in summary and "degenerate" in summary
+    summary = yaml.safe_load((project / "data/reporting/import_coco/last_import.yml").read_text())
+    text = yaml.safe_dump(summary)
+    assert "missing.jpg" in text and "degenerate" in text
+    assert summary["classes"] == LABELS and summary["classes_added"] == []
+    assert not (project / "data/registry/label_sets").exists()  # nothing added: no classes recorded
 
 
 def _data_fingerprint(project: Path) -> dict[str, tuple[int, int]]:
@@ -153,6 +157,145 @@ def test_a_folder_whose_name_cannot_name_the_import_needs_import_coco_name(tmp_p
             read_coco_source(folder)
         assert raised.value.parameter == "name"
         assert read_coco_source(folder, name="demo").name == "demo"  # a given name is the parameters' to check
+
+
+# --- categories outside the label set ----------------------------------------------------------
+# A data set of one's own, labeled box, circle, disc and tri: one category the demo's label set
+# knows and three it does not. o4 has one box, degenerate (outside its 64x48 image); o5 none.
+
+OWN_CATEGORIES = ["box", "circle", "disc", "tri"]
+
+
+def own_folder(root: Path) -> tuple[Path, dict[str, str]]:
+    """The folder ``own_set`` and its images' ids by file name."""
+    folder = root / "own_set"
+    boxes = {
+        "o1.jpg": [("box", 5, 5, 20, 20), ("circle", 30, 10, 20, 20)],
+        "o2.jpg": [("disc", 10, 10, 15, 15), ("tri", 2, 2, 10, 10)],
+        "o3.jpg": [("tri", 40, 20, 10, 10), ("box", 1, 1, 30, 30)],
+        "o4.jpg": [("box", 70, 10, 5, 5)],
+        "o5.jpg": [],
+    }
+    ids, images, annotations = {}, [], []
+    for i, (name, shapes) in enumerate(boxes.items(), start=1):
+        data = image_bytes(40 + i, size=(64, 48))
+        write(folder / "images" / name, data)
+        ids[name] = hashlib.sha256(data).hexdigest()
+        images.append({"id": i, "file_name": name, "width": 64, "height": 48})
+        for label, *bbox in shapes:
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": i, "category_id": OWN_CATEGORIES.index(label) + 1, "bbox": bbox}
+            )
+    categories = [{"id": i, "name": name} for i, name in enumerate(OWN_CATEGORIES, start=1)]
+    coco = {"images": images, "annotations": annotations, "categories": categories}
+    write(folder / "annotations/instances_default.json", json.dumps(coco).encode())
+    return folder, ids
+
+
+def data_tree(project: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``data/``, locks, journals and the MLflow store included."""
+    return {
+        path.relative_to(project).as_posix(): path.read_bytes() if path.is_file() else None
+        for path in sorted((project / "data").rglob("*"))
+    }
+
+
+def import_params(folder: Path, **extra) -> dict:
+    return {"import_coco": {"source": str(folder), **extra}}
+
+
+def test_categories_outside_the_label_set_stop_the_import_before_anything_is_written(project):
+    folder, _ = coco_folder(project.parent)
+    run_pipeline(project, "import_coco", params=import_params(folder))  # registries, store and quarantine exist
+    own, _ = own_folder(project.parent)
+    before = data_tree(project)
+    mtimes = {p: (project / p).stat().st_mtime_ns for p in before}
+
+    result = kedro_cli(project, "run", "--pipelines", "import_coco", "--params", f"import_coco.source={own}")
+
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and "Traceback" not in result.output  # one sentence
+    sentence = errors[0]
+    assert "has 6 box(es) labeled with 3 categories outside label set 'demo'" in sentence
+    assert "'box' (3 boxes), 'disc' (1 box), 'tri' (2 boxes); nothing was imported" in sentence  # the file's order
+    assert "import_coco.unknown_categories to append" in sentence and "to new_label_set with import_coco.label_set=" in sentence
+    # Nothing written: registries byte for byte, the store, quarantine, reports, the MLflow store (no failed run).
+    assert data_tree(project) == before
+    assert {p: (project / p).stat().st_mtime_ns for p in before} == mtimes
+
+
+def test_append_adds_the_files_categories_at_the_end_and_old_class_ids_never_move(project):
+    folder, _ = coco_folder(project.parent)
+    run_pipeline(project, "import_coco", params=import_params(folder))
+    run_pipeline(project, "export")
+    v1 = project / "data/exports/demo_v1"
+    own, own_ids = own_folder(project.parent)
+
+    run_pipeline(project, "import_coco", params=import_params(own, unknown_categories="append"))
+
+    classes = registry_parts.read_registry(project / "data/registry/label_sets")
+    assert classes["label"].tolist() == [*LABELS, "box", "disc", "tri"]  # circle is known: not appended
+    assert classes["class_id"].tolist() == list(range(8)) and set(classes["label_set"]) == {"demo"}
+    assert classes["added_by"].tolist() == ["labeling.labels"] * 5 + ["coco:own_set"] * 3
+    summary = yaml.safe_load((project / "data/reporting/import_coco/last_import.yml").read_text())
+    assert summary["classes_added"] == ["box", "disc", "tri"] and summary["boxes"] == 6
+    # o4's only box is degenerate: set aside with its reason, not labeled as an image with no objects;
+    # o5 has no annotation at all: a background image, as before.
+    labels = registry_parts.read_registry(project / "data/registry/labels").set_index("image_id")
+    assert own_ids["o4.jpg"] not in labels.index and labels.loc[own_ids["o5.jpg"], "num_boxes"] == 0
+    assert summary["left_out_by_reason"] == {"degenerate box": 1, "image whose boxes were all left out": 1}
+    assert "frame 'o4.jpg' had 1 box(es), all left out" in summary["left_out_records"]["image whose boxes were all left out"][0]
+
+    # The export reads the recorded classes: the old ones keep their ids, the new ones follow.
+    run_pipeline(project, "export")
+    v2 = project / "data/exports/demo_v2"
+    assert yaml.safe_load((v1 / "dataset.yaml").read_text())["names"] == dict(enumerate(LABELS))
+    assert yaml.safe_load((v2 / "dataset.yaml").read_text())["names"] == dict(enumerate([*LABELS, "box", "disc", "tri"]))
+    old_labels = sorted(p.relative_to(v1) for p in (v1 / "labels").rglob("*.txt"))
+    assert old_labels and all((v2 / p).read_bytes() == (v1 / p).read_bytes() for p in old_labels)
+    [o1] = list((v2 / "labels").rglob(f"{own_ids['o1.jpg']}.txt"))
+    assert sorted(line.split()[0] for line in o1.read_text().splitlines()) == ["0", "5"]  # circle, box
+
+    # Importing the same folder again changes nothing.
+    before = _data_fingerprint(project)
+    run_pipeline(project, "import_coco", params=import_params(own, unknown_categories="append"))
+    assert _data_fingerprint(project) == before
+
+    # labeling.labels may grow after the recorded classes, never reorder them.
+    with pytest.raises(ConfigurationError) as refused:
+        run_pipeline(project, "export", params={"labeling": {"labels": [*LABELS, "hex"]}})
+    assert refused.value.message == (
+        "labeling.labels (circle, square, triangle, star, ring, hex) disagrees with the classes recorded for label "
+        "set 'demo' in the label_sets registry (circle, square, triangle, star, ring, box, disc, tri), so class ids "
+        "would move; set labeling.labels to [circle, square, triangle, star, ring, box, disc, tri, hex] (new labels "
+        "at the end)."
+    )
+    from cv_pipelines.annotations.label_sets import label_set_classes
+
+    longer = [*LABELS, "box", "disc", "tri", "hex"]
+    assert label_set_classes("demo", classes, labeling_set="demo", labeling_labels=longer, parameter="x") == longer
+
+
+def test_new_label_set_takes_its_classes_from_the_file(project):
+    own, own_ids = own_folder(project.parent)
+    params = import_params(own, unknown_categories="new_label_set", label_set="shapes")
+    run_pipeline(project, "import_coco", params=params)
+
+    classes = registry_parts.read_registry(project / "data/registry/label_sets")
+    assert classes["label"].tolist() == OWN_CATEGORIES and set(classes["label_set"]) == {"shapes"}
+    boxes = registry_parts.read_registry(project / "data/registry/annotations")
+    assert set(boxes["label_set"]) == {"shapes"} and len(boxes) == 6  # o4's box is degenerate
+    labels = registry_parts.read_registry(project / "data/registry/labels")
+    assert set(labels["label_set"]) == {"shapes"} and own_ids["o4.jpg"] not in set(labels["image_id"])
+
+    run_pipeline(project, "export", params={"export": {"label_set": "shapes"}})  # labeling.label_set stays demo
+    dataset = yaml.safe_load((project / "data/exports/shapes_v1/dataset.yaml").read_text())
+    assert dataset["names"] == dict(enumerate(OWN_CATEGORIES))
+
+    before = _data_fingerprint(project)
+    run_pipeline(project, "import_coco", params=params)  # again: the set it made, unchanged
+    assert _data_fingerprint(project) == before
 
 
 # --- bad COCO input, one table ----------------------------------------------------------------
@@ -228,11 +371,24 @@ REFUSED = [
         ["categories[1] (id 1) reuses id 1", "give each category its own id"],
     ),
     (
+        "a box labeled outside the label set",
+        _json(_doc(annotations=[_ann(1, category_id=3), _ann(2), _ann(3, category_id=3, bbox=(1, 1, 5, 5))])),
+        [
+            "has 2 box(es) labeled with 1 category outside label set 'demo' (circle, square, triangle, star, ring)",
+            "'unicorn' (2 boxes); nothing was imported",
+            "import_coco.unknown_categories to append",
+            "to new_label_set with import_coco.label_set=<new name>",
+        ],
+    ),
+    (
         "integer of 5000 digits",
         _json(_BASE).replace(b'"id": 1,', b'"id": ' + b"9" * 5000 + b",", 1),
         ["holds a value JSON cannot read"],
     ),
 ]
+
+#: The reason of an image whose boxes were all left out: set aside, never labeled as background.
+SET_ASIDE = "image whose boxes were all left out"
 
 LEFT_OUT = [
     # (case, file bytes, {reason: count}, sentence fragments, boxes kept)
@@ -269,112 +425,112 @@ LEFT_OUT = [
     (
         "[0, 0, inf, inf]",
         _json(_doc(annotations=[_ann(1, bbox=(0, 0, float("inf"), float("inf")))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[2]: input should be a finite number", "four finite pixel numbers"],
         0,
     ),
     (
         "-Infinity",
         _json(_doc(annotations=[_ann(1, bbox=(float("-inf"), 0, 1, 1))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]"],
         0,
     ),
     (
         "1e400 (read as infinity)",
         _json(_doc()).replace(b"[10, 10, 20, 30]", b"[10, 10, 1e400, 30]"),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["finite number"],
         1,
     ),
     (
         "x + width overflows",
         _json(_doc(annotations=[_ann(1, bbox=(1e308, 0, 1e308, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox reaches beyond any finite coordinate"],
         0,
     ),
     (
         "huge finite box",
         _json(_doc(annotations=[_ann(1, bbox=(0, 0, 1e300, 1e300))])),
-        {"box far outside the image": 1},
+        {"box far outside the image": 1, SET_ASIDE: 1},
         ["frame 'a.jpg' has a 'circle' box", "beyond the 100x80 image"],
         0,
     ),
     (
         "huge integer box",
         _json(_doc()).replace(b"[10, 10, 20, 30]", b"[0, 0, 1" + b"0" * 400 + b", 5]"),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[2]: input should be a valid number"],
         1,
     ),
     (
         "negative width",
         _json(_doc(annotations=[_ann(1, bbox=(50, 10, -20, 30))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["negative width or height"],
         0,
     ),
     (
         "negative height",
         _json(_doc(annotations=[_ann(1, bbox=(50, 50, 20, -30))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["negative width or height"],
         0,
     ),
     (
         "zero width",
         _json(_doc(annotations=[_ann(1, bbox=(50, 10, 0, 30))])),
-        {"degenerate box": 1},
+        {"degenerate box": 1, SET_ASIDE: 1},
         ["is degenerate"],
         0,
     ),
     (
         "box entirely outside the image",
         _json(_doc(annotations=[_ann(1, bbox=(120, 10, 10, 10))])),
-        {"degenerate box": 1},
+        {"degenerate box": 1, SET_ASIDE: 1},
         ["less than 1 px inside the 100x80 image"],
         0,
     ),
     (
         "box far below the image",
         _json(_doc(annotations=[_ann(1, bbox=(10, 500, 10, 10))])),
-        {"box far outside the image": 1},
+        {"box far outside the image": 1, SET_ASIDE: 1},
         ["beyond the 100x80 image"],
         0,
     ),
     (
         "bbox of three numbers",
         _json(_doc(annotations=[_ann(1, bbox=(1, 2, 3))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: list should have at least 4 items"],
         0,
     ),
     (
         "bbox of five numbers",
         _json(_doc(annotations=[_ann(1, bbox=(1, 2, 3, 4, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: list should have at most 4 items"],
         0,
     ),
     (
         "bbox of strings",
         _json(_doc(annotations=[_ann(1, bbox=("10", "10", "20", "30"))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]: input should be a valid number"],
         0,
     ),
     (
         "bbox of booleans",
         _json(_doc(annotations=[_ann(1, bbox=(True, 1, 5, 5))])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox[0]"],
         0,
     ),
     (
         "bbox null",
         _json(_doc(annotations=[_ann(1) | {"bbox": None}])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["bbox: input should be a valid list"],
         0,
     ),
@@ -395,21 +551,21 @@ LEFT_OUT = [
     (
         "annotation attributes not an object",
         _json(_doc(annotations=[_ann(1, attributes=5)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["attributes: input should be"],
         0,
     ),
     (
         "float image_id",
         _json(_doc(annotations=[_ann(1, image_id=1.0)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["image_id: should be an integer or a non-empty string"],
         0,
     ),
     (
         "boolean id",
         _json(_doc(annotations=[_ann(True)])),
-        {"invalid annotation record": 1},
+        {"invalid annotation record": 1, SET_ASIDE: 1},
         ["id: should be an integer"],
         0,
     ),
@@ -484,13 +640,6 @@ LEFT_OUT = [
         _json(_doc(annotations=[_ann(1, category_id=42), _ann(2)])),
         {"unknown category": 1},
         ["names category_id 42, which is not among the file's categories"],
-        1,
-    ),
-    (
-        "category outside the label set",
-        _json(_doc(annotations=[_ann(1, category_id=3), _ann(2)])),
-        {"label not in the label set": 1},
-        ["'unicorn' box", "add the label to labeling.labels"],
         1,
     ),
     (
@@ -591,8 +740,8 @@ def _import(stored_folder, data: bytes, caplog=None):
     (folder / "case.json").write_bytes(data)
     params = section_parameters("import_coco", root=REPO, annotations="case.json", name="labeled")
     labeling = section_parameters("labeling", root=REPO, labels=LABELS, label_set="demo")
-    source = read_coco_folder(folder, params, labeling)
-    annotations, labels, summary = register_coco_boxes(source, plan, images, params, labeling)
+    source = read_coco_folder(folder, params, labeling, pd.DataFrame())
+    _, annotations, labels, summary = register_coco_boxes(source, plan, images, params)
     (boxes,), (labeled,) = annotations.parts.values(), labels.parts.values()
     return boxes.to_pandas(), labeled.to_pandas(), summary
 
@@ -632,13 +781,50 @@ def test_a_bad_coco_record_is_left_out_counted_and_never_reaches_the_registries(
     assert not boxes.duplicated(["image_id", "label", "x_min", "y_min", "x_max", "y_max"]).any()
     assert not labeled["image_id"].duplicated().any()
     assert set(boxes["image_id"]) <= set(labeled["image_id"])
+    # An image some record gave a box is never labeled as one with no objects (it is set aside).
+    doc = json.loads(data)
+    named = {str(a.get("image_id")) for a in doc["annotations"] if isinstance(a, dict)}
+    annotated = {i.get("file_name") for i in doc["images"] if isinstance(i, dict) and str(i.get("id")) in named}
+    names = stored_folder[2].set_index("image_id")["original_path"]
+    backgrounds = {names[i] for i in labeled.loc[labeled["num_boxes"] == 0, "image_id"]}
+    assert not backgrounds & annotated
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _ann(1, bbox=(10, 10, float("nan"), 5)),
+        _ann(1, bbox=(120, 10, 10, 10)),
+        _ann(1, bbox=(0, 500, 10, 10)),
+        _ann(1, category_id=42),
+        _ann(1, image_id="1"),
+    ],
+    ids=["invalid record", "degenerate box", "box far outside", "undeclared category", "image id of another type"],
+)
+def test_an_image_whose_boxes_were_all_left_out_is_set_aside_and_one_without_boxes_stays_background(
+    stored_folder, bad
+):
+    # a.jpg: its one box is bad; b.png: one of its two boxes is; c.jpg: no annotation at all.
+    doc = _doc(annotations=[bad, _ann(2, image_id=2, bbox=(5, 5, 10, 10)), _ann(3, image_id=2, bbox=(0, 0, 0, 5))])
+    _, labeled, summary = _import(stored_folder, _json(doc))
+
+    names = stored_folder[2].set_index("image_id")["original_path"]
+    assert {names[i]: n for i, n in zip(labeled["image_id"], labeled["num_boxes"], strict=True)} == {
+        "b.png": 1,
+        "c.jpg": 0,
+    }
+    assert summary["left_out_by_reason"][SET_ASIDE] == 1
+    [sentence] = summary["left_out_records"][SET_ASIDE]
+    assert sentence.startswith("case.json: frame 'a.jpg' had 1 box(es), all left out (each for its reason), so it ")
 
 
 def test_many_bad_records_are_counted_in_full_but_logged_without_a_flood(stored_folder, caplog):
     bad = [_ann(i, bbox=(0, 0, float("nan"), 1)) for i in range(500)]
     with caplog.at_level("WARNING", logger="cv_pipelines"):
         _, _, summary = _import(stored_folder, _json(_doc(annotations=bad)))
-    assert summary["left_out"] == 500 and summary["left_out_by_reason"] == {"invalid annotation record": 500}
+    assert summary["left_out"] == 501
+    assert summary["left_out_by_reason"] == {"invalid annotation record": 500, SET_ASIDE: 1}  # a.jpg has no box left
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 21 and "480 more record(s) left out (480 invalid annotation record)" in warnings[-1]
+    assert len(warnings) == 21
+    assert f"481 more record(s) left out (480 invalid annotation record, 1 {SET_ASIDE})" in warnings[-1]
     assert len(summary["left_out_records"]["invalid annotation record"]) == 100  # the file stays readable

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cv_pipelines.errors import ExternalServiceError
+from cv_pipelines.errors import ConfigurationError, ExternalServiceError
 from cv_pipelines.images.ingestion import ingest_images
 from cv_pipelines.labeling.batches import read_manifest
 from cv_pipelines.registries import parts as registry_parts
@@ -467,3 +467,57 @@ def test_a_pull_with_many_bad_boxes_counts_them_all_and_logs_without_a_flood(pro
     assert len([w for w in warnings if "box [5, 5, 30, 25] twice" in w]) == 20  # the first 20, one by one
     assert "20 more record(s) left out (20 duplicate box)" in warnings[-1]
     assert len(registry(project, "annotations")) == 1
+
+
+LABELS = ["circle", "square", "triangle", "star", "ring"]
+
+
+def add_label(server: CvatStandIn, project_id: int, name: str) -> None:
+    """A label someone added to the CVAT project by hand, outside the label set."""
+    label_id = next(server._ids)
+    server.labels[label_id] = {"id": label_id, "name": name, "type": "rectangle", "project_id": project_id}
+
+
+def test_boxes_labeled_outside_the_label_set_stop_the_pull_before_anything_is_written(project, cvat, five_images):
+    cycle(project)
+    task = next(iter(cvat.tasks.values()))
+    for name in ("box", "disc"):
+        add_label(cvat, task.project_id, name)
+    cvat.annotate(task.id, task.frames[0], [("circle", 5, 5, 30, 25), ("box", 10, 10, 40, 40), ("box", 1, 1, 9, 9)])
+    cvat.annotate(task.id, task.frames[1], [("disc", 5, 5, 30, 25)])
+    cvat.complete_jobs(task.id)
+    before = snapshot_of_registries(project)
+
+    with pytest.raises(ConfigurationError) as refused:
+        cycle(project)
+
+    assert refused.value.message == (
+        f"CVAT task {task.id} ({task.name}) has 3 box(es) labeled outside label set 'demo' (circle, square, "
+        "triangle, star, ring): 'box' (2 boxes), 'disc' (1 box); nothing was pulled: add those labels at the end of "
+        "labeling.labels (the other class ids stay), or relabel those boxes in CVAT, then run again."
+    )
+    assert snapshot_of_registries(project) == before  # registries and batch folders, byte for byte
+    # The fix it names: the labels at the end of labeling.labels.
+    pulled = cycle(project, labels=[*LABELS, "box", "disc"])["pulled"][task.name]
+    assert (pulled["labeled_images"], pulled["boxes"]) == (3, 4)
+    assert sorted(registry(project, "annotations")["label"]) == ["box", "box", "circle", "disc"]
+
+
+def test_a_frame_whose_boxes_were_all_left_out_is_not_recorded_as_background(project, cvat, five_images):
+    first = cycle(project)
+    task = cvat.tasks[first["created"]["cvat_task_id"]]
+    bad, empty, good = (Path(frame).stem for frame in task.frames)
+    cvat.annotate(task.id, task.frames[0], [("circle", 100, 10, 120, 30)])  # wholly right of the 80x60 image
+    cvat.annotate(task.id, task.frames[2], [("square", 5, 5, 30, 25)])
+    cvat.complete_jobs(task.id)
+
+    report = cycle(project)
+
+    pulled = report["pulled"][task.name]
+    assert (pulled["labeled_images"], pulled["boxes"]) == (2, 1)
+    labels = registry(project, "labels").set_index("image_id")
+    assert bad not in labels.index  # not an image with no objects
+    assert labels.loc[empty, "num_boxes"] == 0 and labels.loc[good, "num_boxes"] == 1  # a frame left empty is
+    assert any("had 1 box(es), all left out" in s and bad in s for s in pulled["left_out"])  # set aside, saying why
+    # Unlabeled again, so the next batch takes it back to the annotators.
+    assert bad in {Path(frame).stem for frame in cvat.tasks[report["created"]["cvat_task_id"]].frames}

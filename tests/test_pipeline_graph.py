@@ -19,6 +19,10 @@ RAW_INPUTS = {
     "cvat_connection",  # the CVAT server (credentials)
     "champion_model",  # the model registry's @champion, moved by the deployment's gate
 }
+#: Registries a pipeline reads before it writes them, written under a name of their own
+#: (a node cannot read what a later node of its own pipeline writes): read by the first
+#: name, written as the second, one folder.
+WRITTEN_AS = {"label_sets_registry": "coco_label_sets"}
 PLACES = {
     "demo_dataset", "image_store", "labeling_batches", "cvat_cache",
     "training_runs", "evaluation_runs", "deployment_runs",
@@ -94,6 +98,7 @@ def test_labeling_joins_the_same_graph(registered):
 
 def test_every_dataset_a_pipeline_reads_is_written_by_another_or_is_raw_input(registered):
     written = {output for pipeline in registered.values() for node in pipeline.nodes for output in node.outputs}
+    written |= {name for name, alias in WRITTEN_AS.items() if alias in written}
     for name, pipeline in registered.items():
         unwritten = {d for d in pipeline.inputs() if _is_data(d)} - written - RAW_INPUTS - PLACES
         assert not unwritten, f"pipeline {name} reads {sorted(unwritten)}, which no pipeline writes"
@@ -120,3 +125,14 @@ def test_every_node_gets_its_parameters_as_the_sections_model(registered):
         if section in ProjectParams.model_fields and section != "dataset_version"
     }
     assert expected and {section: typed.get(section) for section in expected} == expected
+
+
+def test_a_registry_written_under_another_name_is_the_same_folder():
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    catalog = yaml.safe_load((REPO_ROOT / "conf/base/catalog.yml").read_text())
+    for name, alias in WRITTEN_AS.items():
+        registry = name.removesuffix("_registry")
+        assert catalog["{name}_registry"]["path"].replace("{name}", registry) == catalog[alias]["path"], name

@@ -26,9 +26,14 @@ class ConfigCheckHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        """Let each input that can tell (a model to evaluate, the CVAT server) say what is missing."""
+        """Let each input that can tell (a model to evaluate, the CVAT server) say what is missing, then check nodes.
+
+        Runs before kedro-mlflow's hook opens the session's run (registered after it), so
+        a refusal here leaves no MLflow run behind.
+        """
         if catalog is not None:
             _check_earlier_outputs(pipeline, catalog)
+            _check_nodes_before_run(pipeline, catalog)
 
 
 def _check_earlier_outputs(pipeline, catalog) -> None:
@@ -45,6 +50,20 @@ def _check_earlier_outputs(pipeline, catalog) -> None:
         check = getattr(catalog.get(name), "check_loadable", None)
         if check is not None:
             check()
+
+
+def _check_nodes_before_run(pipeline, catalog) -> None:
+    """Call each node marked ``checks_before_run`` (``pipelines/checks.py``) whose inputs all come from outside.
+
+    Its one-sentence refusal (a COCO file with categories outside the label set) then
+    stops the command before anything is written; it runs again as part of the pipeline.
+    """
+    from cv_pipelines.pipelines.checks import CHECKS_BEFORE_RUN
+
+    outside = pipeline.inputs()
+    for node in pipeline.nodes:
+        if getattr(node.func, CHECKS_BEFORE_RUN, False) and set(node.inputs) <= outside:
+            node.func(*(catalog.load(name) for name in node.inputs))
 
 
 class ProjectMlflowHook:

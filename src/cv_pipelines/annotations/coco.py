@@ -101,20 +101,30 @@ class CocoImportProblems:
 
 @dataclass(frozen=True)
 class CocoFrame:
-    """One image of a COCO file with its boxes (label, x_min, y_min, x_max, y_max, occluded)."""
+    """One image of a COCO file with its boxes (label, x_min, y_min, x_max, y_max, occluded).
+
+    ``left_out_boxes`` counts the annotation records of this image left out while reading
+    the file (invalid, or of an undeclared category): a frame whose boxes were all left
+    out is not an image with no objects.
+    """
 
     file_name: str
     width: int
     height: int
     boxes: tuple[tuple[str, float, float, float, float, bool], ...]
+    left_out_boxes: int = 0
 
 
 @dataclass(frozen=True)
 class CocoFrames:
-    """The frames of one COCO file, in file order, with the records left out while reading it."""
+    """The frames of one COCO file, in file order, with the records left out while reading it.
+
+    ``categories`` are the names of the file's categories, in file order.
+    """
 
     frames: tuple[CocoFrame, ...]
     problems: CocoImportProblems = field(default_factory=CocoImportProblems)
+    categories: tuple[str, ...] = ()
 
 
 # --- the models: what a record must look like ------------------------------------------------
@@ -239,10 +249,20 @@ def load_coco_frames(coco_file: Path) -> CocoFrames:
     categories = _categories(coco_file, document.categories)
     images = _valid_images(source, document.images, problems)
     boxes: dict[int | str, list[tuple[str, float, float, float, float, bool]]] = {key: [] for key in images}
-    for index, annotation in _valid_annotations(source, document.annotations, problems):
+    left_out = dict.fromkeys(images, 0)
+    image_of = _image_key_lookup(images)
+
+    def leave_out_box_of(image_id: Any) -> None:
+        # A record left out still says its image had a box: that image is no background.
+        key = image_of(image_id)
+        if key is not None:
+            left_out[key] += 1
+
+    for index, annotation in _valid_annotations(source, document.annotations, problems, leave_out_box_of):
         where = _record(source, "annotations", index, annotation.id)
         if annotation.image_id not in images:
             problems.add(*_missing_image(where, annotation.image_id, images, document.images))
+            leave_out_box_of(annotation.image_id)
             continue
         if annotation.category_id not in categories:
             known = ", ".join(f"{key!r} {name!r}" for key, name in list(categories.items())[:10])
@@ -251,15 +271,32 @@ def load_coco_frames(coco_file: Path) -> CocoFrames:
                 f"{where} names category_id {annotation.category_id!r}, which is not among the file's categories "
                 f"({known}); it was left out: add the category or fix the annotation's category_id",
             )
+            left_out[annotation.image_id] += 1
             continue
         x, y, w, h = annotation.bbox
         occluded = bool(annotation.attributes and annotation.attributes.occluded)
         boxes[annotation.image_id].append((categories[annotation.category_id], x, y, x + w, y + h, occluded))
     frames = tuple(
-        CocoFrame(image.file_name, image.width or 0, image.height or 0, tuple(boxes[key]))
+        CocoFrame(image.file_name, image.width or 0, image.height or 0, tuple(boxes[key]), left_out[key])
         for key, image in images.items()
     )
-    return CocoFrames(frames, problems)
+    return CocoFrames(frames, problems, tuple(dict.fromkeys(categories.values())))
+
+
+def _image_key_lookup(images: Mapping[int | str, CocoImage]) -> Callable[[Any], int | str | None]:
+    """The image an annotation's ``image_id`` most likely meant, even one of the wrong type (``"1"``, ``1.0``)."""
+    by_text = {str(key): key for key in images}
+
+    def lookup(image_id: Any) -> int | str | None:
+        if type(image_id) in (int, str) and image_id in images:
+            return image_id
+        if isinstance(image_id, float) and image_id.is_integer():
+            image_id = int(image_id)
+        if isinstance(image_id, int | str) and not isinstance(image_id, bool):
+            return by_text.get(str(image_id))
+        return None
+
+    return lookup
 
 
 def _document(coco_file: Path, data: Any) -> _CocoDocument:
@@ -345,9 +382,12 @@ def _unambiguous(
 
 
 def _valid_annotations(
-    source: str, raw: list[Any], problems: CocoImportProblems
+    source: str, raw: list[Any], problems: CocoImportProblems, left_out: Callable[[Any], None]
 ) -> Iterator[tuple[int, CocoAnnotation]]:
-    """The valid annotations with their index; an exact repeat (same id, same content) only once."""
+    """The valid annotations with their index; an exact repeat (same id, same content) only once.
+
+    ``left_out(image_id)`` is told the raw ``image_id`` of each invalid record.
+    """
     seen: dict[CocoAnnotation, int] = {}
     for index, item in enumerate(raw):
         try:
@@ -359,6 +399,8 @@ def _valid_annotations(
                 f"{where} was left out: {_describe(exc)}; give it an image_id, a category_id and a bbox "
                 "[x, y, width, height] of four finite pixel numbers",
             )
+            if isinstance(item, dict):
+                left_out(item.get("image_id"))
             continue
         frozen = annotation.model_copy(update={"bbox": tuple(annotation.bbox)})
         if frozen in seen:
@@ -430,7 +472,9 @@ def frames_to_rows(
     ``image_for_frame(file_name)`` returns ``(image_id, width, height)`` of the stored
     image (size after EXIF orientation), or None when the frame is not one of ours.
     Every known frame becomes a labeled image, with no boxes if it has none: background
-    images are data too. A frame labeled at another size than the stored image's (its
+    images are data too. A frame whose boxes were all left out (here or while reading the
+    file) is not one: it is left out with that reason, never recorded as an image with no
+    objects, so it stays unlabeled for the label set. A frame labeled at another size than the stored image's (its
     EXIF-rotated size aside) is left out: its boxes are in other pixels. Two frames of the same stored image (the same bytes under two
     names) count once when their boxes agree and are left out when they do not. The
     problems start from those met while reading ``frames``.
@@ -458,8 +502,24 @@ def frames_to_rows(
         by_image.setdefault(image_id, []).append((frame, width, height))
     annotations: list[dict] = []
     labeled: list[dict] = []
-    for image_id, group in by_image.items():
-        rows_of_group = [_frame_rows(source, image_id, *entry, labels, problems) for entry in group]
+    for image_id, entries in by_image.items():
+        group, rows_of_group = [], []
+        for entry in entries:
+            rows = _frame_rows(source, image_id, *entry, labels, problems)
+            frame = entry[0]
+            if not rows and (frame.boxes or frame.left_out_boxes):
+                had = len(frame.boxes) + frame.left_out_boxes
+                problems.add(
+                    "image whose boxes were all left out",
+                    f"{source}: frame {frame.file_name!r} had {had} box(es), all left out (each for its reason), "
+                    "so it was set aside, not recorded as an image with no objects: fix its boxes and import or "
+                    "pull it again",
+                )
+                continue
+            group.append(entry)
+            rows_of_group.append(rows)
+        if not group:
+            continue
         if len(group) > 1 and not _same_boxes(rows_of_group):
             names = ", ".join(repr(frame.file_name) for frame, _, _ in group)
             for frame, _, _ in group:

@@ -6,7 +6,9 @@ the label set, keyed by the import's name: re-importing the same folder replaces
 rows. The steps, each a function the ``import_coco`` pipeline runs as a node:
 
 1. :func:`read_coco_source`: find the folder's COCO file and read it (a broken file
-   stops here, before anything is stored).
+   stops here, before anything is stored); :func:`with_label_set` then names the label
+   set it imports into and that set's classes: categories outside them stop the import
+   here too, unless ``import_coco.unknown_categories`` adds them (``annotations/label_sets.py``).
 2. ``check_new_images`` / ``plan_ingestion`` (``images/ingestion.py``) on the images
    folder, committed by the image store's save.
 3. :func:`coco_labeled_rows`: once the images are committed, the annotations and
@@ -16,16 +18,26 @@ rows. The steps, each a function the ``import_coco`` pipeline runs as a node:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
 
 from cv_pipelines.annotations.coco import CocoFrames, CocoImportProblems, frames_to_rows, load_coco_frames
+from cv_pipelines.annotations.label_sets import (
+    describe_counts,
+    label_set_classes,
+    label_set_rows,
+    names,
+    recorded_classes,
+    unknown_labels,
+)
 from cv_pipelines.annotations.labeled_rows import labeled_rows_tables
 from cv_pipelines.config.names import NAME_RULE, name_problem
+from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.images.ingestion import IngestionPlan, describe_committed_plan
 
 logger = logging.getLogger(__name__)
@@ -33,7 +45,10 @@ logger = logging.getLogger(__name__)
 _COCO_CANDIDATES = ("annotations/instances_default.json", "annotations.json", "instances_default.json")
 
 #: When, not what: a re-import that only differs in these keeps its parts as they are.
-UNCHANGED_IF = ("pulled_at", "labeled_at")
+UNCHANGED_IF = ("pulled_at", "labeled_at", "added_at")
+
+#: What an import does with categories outside its label set (``import_coco.unknown_categories``).
+UnknownCategories = Literal["refuse", "append", "new_label_set"]
 
 
 class CocoSourceError(ValueError):
@@ -50,13 +65,22 @@ class CocoSourceError(ValueError):
 
 @dataclass(frozen=True)
 class CocoSource:
-    """A labeled folder ready to import: where its images are and its COCO frames, read."""
+    """A labeled folder ready to import: where its images are and its COCO frames, read.
+
+    Once :func:`with_label_set` has run, also the label set it imports into, that set's
+    classes (the import's additions at the end) and, when it adds any, the set's
+    ``label_sets`` part to save.
+    """
 
     name: str
     folder: Path
     images_dir: Path
     coco_file: Path
     frames: CocoFrames
+    label_set: str = ""
+    classes: tuple[str, ...] = ()
+    added_classes: tuple[str, ...] = ()
+    label_set_rows: pa.Table | None = None
 
     @property
     def source_task(self) -> str:
@@ -143,6 +167,100 @@ def read_coco_source(
     return CocoSource(name or source.name, source, images_root, coco_file, frames)
 
 
+def import_label_set(
+    mode: UnknownCategories,
+    label_set: str | None,
+    *,
+    labeling_set: str,
+    labeling_labels: list[str],
+    label_sets: pd.DataFrame,
+) -> tuple[str, list[str]]:
+    """The label set an import writes into (``import_coco.label_set``, else ``labeling.label_set``) and its classes.
+
+    For ``new_label_set``, the classes an earlier import recorded for it (none for a set
+    that is new). Checked before the COCO file is read.
+
+    Raises:
+        ConfigurationError: ``new_label_set`` without a name, or naming the configured
+            set; a set with no classes; ``labeling.labels`` disagreeing with the record.
+    """
+    if mode != "new_label_set":
+        chosen = label_set or labeling_set
+        classes = label_set_classes(
+            chosen,
+            label_sets,
+            labeling_set=labeling_set,
+            labeling_labels=labeling_labels,
+            parameter="import_coco.label_set",
+        )
+        return chosen, classes
+    if not label_set:
+        raise ConfigurationError(
+            "import_coco.unknown_categories is new_label_set but import_coco.label_set is not set: name the new "
+            "label set, e.g. --params import_coco.unknown_categories=new_label_set,import_coco.label_set=my_objects."
+        )
+    if label_set == labeling_set:
+        raise ConfigurationError(
+            f"import_coco.label_set {label_set!r} is labeling.label_set, whose classes labeling.labels declares, so "
+            f"it is no new label set: name another one, or set import_coco.unknown_categories to append to add the "
+            f"file's categories at the end of {label_set!r}."
+        )
+    return label_set, recorded_classes(label_sets, label_set)  # a re-import finds the set it made
+
+
+def with_label_set(
+    source: CocoSource,
+    *,
+    mode: UnknownCategories,
+    label_set: str,
+    classes: list[str],
+    label_sets: pd.DataFrame,
+) -> CocoSource:
+    """``source`` with the label set it imports into, its ``classes`` (``import_label_set``) and what it adds.
+
+    - ``refuse``: a box labeled outside ``classes`` stops the import, before anything
+      is stored, naming each such category and its boxes, and both fixes;
+    - ``append``: those categories become the set's next classes, in the file's
+      category order (the set's other class ids stay as they are);
+    - ``new_label_set``: the set's classes are the file's categories in file order; a
+      set an earlier import made gets the file's new categories appended.
+
+    Raises:
+        ConfigurationError: categories outside the set (``refuse``).
+    """
+    if mode == "new_label_set":
+        added = [name for name in source.frames.categories if name not in classes]
+    else:
+        unknown = unknown_labels(source.frames, classes)
+        if unknown and mode == "refuse":
+            boxes = sum(unknown.values())
+            raise ConfigurationError(
+                f"{source.coco_file} has {boxes} box(es) labeled with {len(unknown)} categor"
+                f"{'y' if len(unknown) == 1 else 'ies'} outside label set {label_set!r} ({names(classes)}): "
+                f"{describe_counts(unknown)}; nothing was imported: set import_coco.unknown_categories to append "
+                f"to add them at the end of {label_set!r} (its class ids stay), or to new_label_set with "
+                "import_coco.label_set=<new name> for a label set of the file's categories."
+            )
+        added = list(unknown)
+    rows = None
+    if added:
+        rows = label_set_rows(
+            label_set,
+            [*classes, *added],
+            label_sets,
+            added=added,
+            added_by=source.source_task,
+            now=datetime.now(UTC),
+        )
+    return replace(
+        source,
+        label_set=label_set,
+        classes=(*classes, *added),
+        added_classes=tuple(added),
+        label_set_rows=rows,
+    )
+
+
 def coco_labeled_rows(
     source: CocoSource,
     plan: IngestionPlan,
@@ -155,7 +273,8 @@ def coco_labeled_rows(
     """The annotations and labels rows of ``source``'s frames whose image the committed ``plan`` stored.
 
     ``images`` is the images registry after the commit: a frame counts only when its
-    image is registered (new, or stored before by any source).
+    image is registered (new, or stored before by any source). A frame whose boxes were
+    all left out is set aside with its reason, not labeled (``frames_to_rows``).
     """
     committed = describe_committed_plan(plan, images)
     result = CocoImportResult(name=source.name)

@@ -295,6 +295,7 @@ class ImportCocoParams(_Strict):
     annotations: str | None
     images_dir: str | None
     name: SafeName | None
+    unknown_categories: Literal["refuse", "append", "new_label_set"]
     label_set: SafeName | None
     annotator: str
 

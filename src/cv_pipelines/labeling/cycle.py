@@ -21,7 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +30,11 @@ import pandas as pd
 import pyarrow as pa
 
 from cv_pipelines.annotations.coco import frames_to_rows, image_lookup_by_stem, load_coco_frames
+from cv_pipelines.annotations.label_sets import describe_counts, names, unknown_labels
 from cv_pipelines.annotations.labeled_rows import labeled_rows_tables
 from cv_pipelines.config.parameters import LabelingParams
 from cv_pipelines.config.resolvers import project_relative
+from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.files.locks import hold_lock
 from cv_pipelines.images.ingestion import StoreLayout
 from cv_pipelines.labeling.batches import (
@@ -125,6 +127,8 @@ class _Cycle:
     layout: StoreLayout
     batches_dir: Path
     connect: Callable[[], CvatAdapter]
+    #: The label set's classes in class-id order (``annotations.label_sets``).
+    classes: tuple[str, ...]
     report: CycleReport = field(default_factory=CycleReport)
     writes: CycleWrites = field(default_factory=CycleWrites)
     _adapter: CvatAdapter | None = None
@@ -138,7 +142,7 @@ class _Cycle:
     def cvat_project(self) -> int:
         if self._project_id is None:
             cvat = self.params.cvat
-            self._project_id = self.cvat().ensure_project(cvat.project_name, self.params.labels, [cvat.exclude_tag])
+            self._project_id = self.cvat().ensure_project(cvat.project_name, self.classes, [cvat.exclude_tag])
         return self._project_id
 
 
@@ -150,15 +154,19 @@ def run_labeling_cycle(
     batches_dir: Path,
     connect: Callable[[], CvatAdapter],
     lock_timeout_s: float,
+    classes: Sequence[str] | None = None,
 ) -> tuple[CycleReport, CycleWrites]:
     """Move the labeling loop one step (see the module docstring); nothing is written to the registries.
 
+    ``classes``: the label set's classes in class-id order (None: ``params.labels``).
+
     Raises:
         LabelingBusyError: another cycle kept the labeling lock for ``lock_timeout_s``.
+        ConfigurationError: a finished task has boxes labeled outside ``classes``.
     """
     layout.registry.mkdir(parents=True, exist_ok=True)
     batches_dir.mkdir(parents=True, exist_ok=True)
-    cycle = _Cycle(params, layout, batches_dir, connect)
+    cycle = _Cycle(params, layout, batches_dir, connect, tuple(params.labels if classes is None else classes))
     with hold_lock(layout.registry / ".labeling.lock", timeout_s=lock_timeout_s, busy=_busy):
         _finish_pending_batches(cycle)
         open_batches = _open_batches(batches_dir, params.label_set)
@@ -307,16 +315,25 @@ def _pull_batch(cycle: _Cycle, batch_dir: Path, info: BatchInfo) -> None:
         tags = cvat.frame_tags(task_id)
         annotator = cvat.annotators(task_id)
         frames = load_coco_frames(coco_file)
+    label_set = cycle.params.label_set
+    unknown = unknown_labels(frames, cycle.classes)
+    if unknown:
+        # Every pull of the cycle happens before anything is saved: refusing here writes nothing.
+        raise ConfigurationError(
+            f"CVAT task {task_id} ({info.batch_id}) has {sum(unknown.values())} box(es) labeled outside label set "
+            f"{label_set!r} ({names(cycle.classes)}): {describe_counts(unknown)}; nothing was pulled: add "
+            f"{'that label' if len(unknown) == 1 else 'those labels'} at the end of labeling.labels (the other "
+            "class ids stay), or relabel those boxes in CVAT, then run again."
+        )
     manifest = read_manifest(batch_dir)
     lookup = image_lookup_by_stem({row.image_id: (int(row.width), int(row.height)) for row in manifest.itertuples()})
-    label_set = cycle.params.label_set
     excluded_ids = {}
     for frame_name, tag in tags:
         found = lookup(frame_name) if tag == cycle.params.cvat.exclude_tag else None
         if found:
             excluded_ids[found[0]] = f"flagged '{tag}' in CVAT task {task_id} (frame {frame_name})"
     annotation_rows, labeled_rows, problems = frames_to_rows(
-        frames, image_for_frame=lookup, labels=cycle.params.labels, source=f"{info.batch_id} (CVAT task {task_id})"
+        frames, image_for_frame=lookup, labels=cycle.classes, source=f"{info.batch_id} (CVAT task {task_id})"
     )
     problems.log(logger)  # the first ones one by one, the rest as counts: a bad export floods no log
     now = datetime.now(UTC)

@@ -96,6 +96,20 @@ BATCHES_SCHEMA = pa.schema(
     ]
 )
 
+#: The classes of a label set in class-id order, one part per label set holding its whole
+#: list: what a COCO import added to a set (``import_coco.unknown_categories: append``) or
+#: made a set of (``new_label_set``). ``labeling.labels`` declares the configured set's
+#: classes; ``annotations.label_sets`` says how the two combine.
+LABEL_SETS_SCHEMA = pa.schema(
+    [
+        ("label_set", pa.string()),
+        ("class_id", pa.int32()),
+        ("label", pa.string()),
+        ("added_by", pa.string()),  # "labeling.labels" or "coco:<import name>"
+        ("added_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
 #: Each registry's schema by its folder name (``data/registry/<name>``).
 SCHEMAS = {
     "images": IMAGES_SCHEMA,
@@ -104,4 +118,5 @@ SCHEMAS = {
     "labels": LABELS_SCHEMA,
     "exclusions": EXCLUSIONS_SCHEMA,
     "batches": BATCHES_SCHEMA,
+    "label_sets": LABEL_SETS_SCHEMA,
 }

@@ -34,7 +34,7 @@ from cv_pipelines.files.atomic import write_atomically_with, write_bytes_atomica
 logger = logging.getLogger(__name__)
 
 #: Registry folders under the registry root that make up a dataset version.
-VERSIONED_REGISTRIES = ("images", "rejections", "annotations", "labels", "exclusions", "batches")
+VERSIONED_REGISTRIES = ("images", "rejections", "annotations", "labels", "exclusions", "batches", "label_sets")
 _STATE_FILE = "cv_pipelines_snapshot_state.json"  # under .dvc/tmp: per working tree, not in git
 _STATE_FORMAT = 2  # 2: written after the tag, with the commit it belongs to
 #: The trailer of a snapshot commit naming the tag it gets: a snapshot killed between its

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from cv_pipelines.annotations.label_sets import label_set_classes
 from cv_pipelines.config.parameters import ExportParams, LabelingParams
 from cv_pipelines.config.resolvers import project_relative, project_root
 from cv_pipelines.errors import ConfigurationError
@@ -39,19 +40,24 @@ def select_export_images(
     annotations: pd.DataFrame,
     labels: pd.DataFrame,
     exclusions: pd.DataFrame,
+    label_sets: pd.DataFrame,
     export: ExportParams,
     labeling: LabelingParams,
 ) -> ExportPlan:
     """The export's images, splits and YOLO labels (nothing written yet).
 
-    Class ids come from ``labeling.labels``, the declared order of the label set, so
-    ``export.label_set`` must be ``labeling.label_set``.
+    Class ids are the label set's classes in order (``annotations.label_sets``):
+    ``labeling.labels`` for ``labeling.label_set``, extended by what COCO imports
+    appended, or the classes a COCO import recorded for another set, all read as of
+    ``dataset_version`` like the other registries.
     """
-    if export.label_set != labeling.label_set:
-        raise ConfigurationError(
-            f"export.label_set is {export.label_set!r} but labeling.label_set is {labeling.label_set!r}; the "
-            "class ids of an export come from labeling.labels, so set both to the label set you want to export."
-        )
+    classes = label_set_classes(
+        export.label_set,
+        label_sets,
+        labeling_set=labeling.label_set,
+        labeling_labels=labeling.labels,
+        parameter="export.label_set",
+    )
     try:
         plan = plan_export(
             images=images,
@@ -59,7 +65,7 @@ def select_export_images(
             labels=labels,
             exclusions=exclusions,
             label_set=export.label_set,
-            classes=list(labeling.labels),
+            classes=classes,
             split_seed=export.split_seed,
             split_ratios={split: ratio for split, ratio in export.split_ratios.items()},
         )

@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "annotations_registry",
                     "labels_registry",
                     "exclusions_registry",
+                    "label_sets_registry",
                     "params:export",
                     "params:labeling",
                 ],

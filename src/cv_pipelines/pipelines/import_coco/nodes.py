@@ -13,31 +13,43 @@ from cv_pipelines.annotations.coco_import import (
     CocoSource,
     CocoSourceError,
     coco_labeled_rows,
+    import_label_set,
     read_coco_source,
+    with_label_set,
 )
 from cv_pipelines.config.parameters import ImportCocoParams, IngestionParams, LabelingParams
 from cv_pipelines.datasets.parquet_registry_dataset import KeyedRows
 from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.images.ingestion import IngestionPlan, check_new_images, list_new_images, plan_ingestion
+from cv_pipelines.pipelines.checks import checks_before_run
 
 logger = logging.getLogger(__name__)
 
 
-def read_coco_folder(folder: Path, params: ImportCocoParams, labeling: LabelingParams) -> CocoSource:
-    """Find and read the COCO file of ``folder`` (``labeled_folder``); a broken file stops the run here.
+@checks_before_run  # a refusal leaves nothing behind, not even a failed MLflow run
+def read_coco_folder(
+    folder: Path, params: ImportCocoParams, labeling: LabelingParams, label_sets: pd.DataFrame
+) -> CocoSource:
+    """Find and read the COCO file of ``folder`` (``labeled_folder``) and choose its label set's classes.
+
+    A broken file, or boxes labeled outside the label set (unless
+    ``import_coco.unknown_categories`` says to add them), stop the run here, before
+    anything is stored. ``label_sets`` is the ``label_sets`` registry.
 
     Raises:
-        ConfigurationError: no source, a label set other than ``labeling.label_set``, or a
-            folder or COCO file that cannot be used (naming the ``import_coco`` key to fix).
+        ConfigurationError: no source, a label set without classes, categories outside
+            the label set, or a folder or COCO file that cannot be used (naming the
+            ``import_coco`` key to fix).
     """
-    label_set = labeling.label_set
-    if (params.label_set or label_set) != label_set:
-        raise ConfigurationError(
-            f"import_coco.label_set {params.label_set!r} differs from labeling.label_set {label_set!r}; "
-            "the label order comes from labeling.labels, so import into the configured label set."
-        )
+    label_set, classes = import_label_set(
+        params.unknown_categories,
+        params.label_set,
+        labeling_set=labeling.label_set,
+        labeling_labels=list(labeling.labels),
+        label_sets=label_sets,
+    )
     try:
-        return read_coco_source(
+        source = read_coco_source(
             folder,
             annotations=params.annotations,
             images_dir=params.images_dir,
@@ -46,6 +58,9 @@ def read_coco_folder(folder: Path, params: ImportCocoParams, labeling: LabelingP
     except CocoSourceError as exc:
         fix = f": set import_coco.{exc.parameter} to fix it" if exc.parameter else ""
         raise ConfigurationError(f"{exc}{fix}.") from None
+    return with_label_set(
+        source, mode=params.unknown_categories, label_set=label_set, classes=classes, label_sets=label_sets
+    )
 
 
 def plan_coco_images(coco_source: CocoSource, ingestion: IngestionParams) -> tuple[IngestionPlan, IngestionPlan]:
@@ -69,28 +84,37 @@ def register_coco_boxes(
     coco_plan: IngestionPlan,
     coco_images: pd.DataFrame,
     params: ImportCocoParams,
-    labels: LabelingParams,
-) -> tuple[KeyedRows, KeyedRows, dict[str, Any]]:
-    """The import's boxes and labeled images, keyed by the import, and its summary.
+) -> tuple[KeyedRows, KeyedRows, KeyedRows, dict[str, Any]]:
+    """The label set's classes (when the import adds any), the import's boxes and labeled images, and its summary.
 
     ``coco_images`` is the images registry after the folder's images were committed.
-    Saved in this order, annotations before labels: an image counts as labeled only
-    once its boxes are in place.
+    Saved in this order, classes, annotations, then labels: a box's label is a class of
+    its set before the box is saved, and an image counts as labeled only once its boxes
+    are in place.
     """
+    label_set = coco_source.label_set
     rows = coco_labeled_rows(
         coco_source,
         coco_plan,
         coco_images,
-        labels=list(labels.labels),
-        label_set=labels.label_set,
+        labels=list(coco_source.classes),
+        label_set=label_set,
         annotator=params.annotator,
     )
     result = rows.result
-    logger.info(result.summary())
-    key = f"{labels.label_set}-{coco_source.source_task}"
+    added = list(coco_source.added_classes)
+    gained = ""
+    if added:
+        first, last = len(coco_source.classes) - len(added), len(coco_source.classes) - 1
+        kept = f"; ids 0-{first - 1} stay" if first else ""
+        gained = f"; label set {label_set!r} gained class(es) {', '.join(added)} (class ids {first}-{last}{kept})"
+    logger.info(result.summary() + gained)
+    key = f"{label_set}-{coco_source.source_task}"
     summary = {
         "name": result.name,
-        "label_set": labels.label_set,
+        "label_set": label_set,
+        "classes": list(coco_source.classes),
+        "classes_added": added,
         "labeled_images": result.labeled_images,
         "boxes": result.boxes,
         "images_new": result.images_new,
@@ -101,7 +125,9 @@ def register_coco_boxes(
         "left_out_records": result.problems.grouped(),
         "clipped_boxes": result.problems.clipped_boxes,
     }
+    classes = {label_set: coco_source.label_set_rows} if coco_source.label_set_rows is not None else {}
     return (
+        KeyedRows(classes, unchanged_if=UNCHANGED_IF),
         KeyedRows({key: rows.annotations}, unchanged_if=UNCHANGED_IF),
         KeyedRows({key: rows.labels}, unchanged_if=UNCHANGED_IF),
         summary,

@@ -52,6 +52,7 @@ def run_labeling_cycle(
     images_registry: pd.DataFrame,
     labels_registry: pd.DataFrame,
     exclusions_registry: pd.DataFrame,
+    label_sets_registry: pd.DataFrame,
     image_store: StoreLayout,
     labeling_batches: Path,
     cvat_cache: Path,
@@ -60,7 +61,8 @@ def run_labeling_cycle(
     """Pull finished batches from CVAT, report the others, and open the next batch.
 
     ``exclusions_registry`` is read after the CSV step saved its exclusions, so images
-    it excludes are never selected.
+    it excludes are never selected. The label set's classes are ``labeling.labels``
+    extended by what COCO imports appended (``label_sets_registry``).
 
     Returns:
         The pulled annotations, exclusions and labels (saved in that order, by batch),
@@ -68,11 +70,21 @@ def run_labeling_cycle(
 
     Raises:
         ExternalServiceError: CVAT failed, or another cycle is running; nothing was written.
+        ConfigurationError: a finished task has boxes labeled outside the label set, or
+            ``labeling.labels`` disagrees with the recorded classes; nothing was written.
     """
+    from cv_pipelines.annotations.label_sets import label_set_classes
     from cv_pipelines.labeling.cvat import CvatAdapter, CvatError
     from cv_pipelines.labeling.cycle import LabelingBusyError, LabelingRegistries
     from cv_pipelines.labeling.cycle import run_labeling_cycle as run_cycle
 
+    classes = label_set_classes(
+        params.label_set,
+        label_sets_registry,
+        labeling_set=params.label_set,
+        labeling_labels=params.labels,
+        parameter="labeling.label_set",
+    )
     registries = LabelingRegistries(images_registry, labels_registry, exclusions_registry)
     try:
         report, writes = run_cycle(
@@ -82,6 +94,7 @@ def run_labeling_cycle(
             batches_dir=labeling_batches,
             connect=lambda: CvatAdapter(cvat_connection, params.cvat, cache_dir=cvat_cache),
             lock_timeout_s=ingestion.lock_timeout_s,
+            classes=classes,
         )
     except (CvatError, LabelingBusyError) as exc:
         raise ExternalServiceError(str(exc)) from exc

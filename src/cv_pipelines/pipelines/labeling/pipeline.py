@@ -25,6 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "images_registry",
                     "labels_registry",
                     "exclusions_registry",
+                    "label_sets_registry",
                     "image_store",
                     "labeling_batches",
                     "cvat_cache",
