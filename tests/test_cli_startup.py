@@ -112,21 +112,19 @@ def test_the_stand_in_says_what_kedro_mlflow_says():
     assert group.commands["mlflow"].help == mlflow_plugin._MLFLOW_HELP
 
 
-def test_an_untracked_pipeline_with_a_kedro_mlflow_dataset_is_left_to_kedro_mlflow():
-    """Types are read from the catalog's configuration: nothing is created, nothing imported."""
-    from kedro.io import DataCatalog
-    from kedro.pipeline import Pipeline, node
+def test_an_untracked_pipeline_with_kedro_mlflow_datasets_gets_kedro_mlflow_before_its_checks(project):
+    """Listed as untracked, evaluation still has Mlflow* datasets and its check reads runs through MLflow:
+    kedro-mlflow is set up (the project's store) once the catalog exists, before the checks, as before."""
+    import mlflow
 
-    from cv_pipelines.hooks import _runs_without_kedro_mlflow
+    from tests.support.cli import kedro_cli
 
-    catalog = DataCatalog.from_config({
-        "metrics": {"type": "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"},
-        "table": {"type": "pandas.CSVDataset", "filepath": "table.csv"},
-    })
-    plain = Pipeline([node(lambda: 1, None, "table", name="plain")])
-    logged = Pipeline([node(lambda: 1, None, "metrics", name="logged")])
-    untracked = {"ingestion"}
-    assert _runs_without_kedro_mlflow(untracked, {"pipeline_names": ["ingestion"]}, plain, catalog)
-    assert not _runs_without_kedro_mlflow(untracked, {"pipeline_names": ["ingestion"]}, logged, catalog)
-    assert not _runs_without_kedro_mlflow(untracked, {"pipeline_names": ["ingestion", "training"]}, plain, catalog)
-    assert not _runs_without_kedro_mlflow(untracked, {"pipeline_names": None}, plain, catalog)  # __default__
+    yml = project / "conf/base/mlflow.yml"
+    untracked = "[ingestion, demo_data, labeling, snapshot]"
+    assert untracked in yml.read_text()
+    yml.write_text(yml.read_text().replace(untracked, "[ingestion, demo_data, labeling, snapshot, evaluation]"))
+    result = kedro_cli(project, "run", "--pipelines", "evaluation")
+    assert result.exit_code == 2, result.output
+    assert "no training has run in this project yet" in result.stderr
+    assert mlflow.get_tracking_uri() == f"sqlite:///{project / STORE}"
+    assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()

@@ -64,11 +64,12 @@ class ProjectMlflowHook:
       names only pipelines that mlflow.yml's ``tracking.disable_tracking.pipelines``
       lists, kedro-mlflow (and MLflow, 2.5 s of imports and store set-up) is not loaded:
       for such a pipeline it would log nothing and only switch off the logging of its
-      Mlflow datasets. Its calls are held back until ``before_pipeline_run`` confirms the
-      pipeline: one that reads or writes a kedro-mlflow dataset, or a run the command line
-      did not name, gets kedro-mlflow's hooks replayed in order, exactly as before.
-      Sessions started any other way (the API, ``kedro ipython``, notebooks) set
-      kedro-mlflow up when their context is created, as before (``context.mlflow``...).
+      Mlflow datasets. Its calls are held back; once the catalog exists, pipelines that
+      read or write a kedro-mlflow dataset get them replayed in Kedro's order (context,
+      catalog), before the project's checks and the run start, as before; so does a run
+      whose pipelines turn out not to be the ones the command line named. Sessions
+      started any other way (the API, ``kedro ipython``, notebooks) set kedro-mlflow up
+      when their context is created, as before (``context.mlflow``...).
 
     It holds kedro-mlflow's ``MlflowHook`` and hands it every call, rather than
     subclassing it: kedro-mlflow imports MLflow, which no module of the package may
@@ -122,7 +123,7 @@ class ProjectMlflowHook:
         if named is not None:
             untracked = untracked_pipelines(mlflow_config(context))
             if set(named) <= untracked:
-                self._held = {"context": context, "untracked": untracked}
+                self._held = {"context": context, "named": named, "untracked": untracked}
                 return
         self._set_up(context)
 
@@ -130,6 +131,13 @@ class ProjectMlflowHook:
         self.kedro_mlflow.run_id = None
         with _mlflow_setup_lock(context):
             self.kedro_mlflow.after_context_created(context=context)
+
+    def _replay(self) -> None:
+        """kedro-mlflow's hooks held back so far, in Kedro's order: it takes over the session."""
+        held, self._held = self._held or {}, None
+        self._set_up(held["context"])
+        if "catalog" in held:
+            self.kedro_mlflow.after_catalog_created(**held["catalog"])
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version, load_versions) -> None:
@@ -144,6 +152,8 @@ class ProjectMlflowHook:
         }
         if self._held is not None:
             self._held["catalog"] = arguments
+            if _has_kedro_mlflow_datasets(self._held["named"], catalog):
+                self._replay()
             return
         self.kedro_mlflow.after_catalog_created(**arguments)
 
@@ -151,13 +161,11 @@ class ProjectMlflowHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         """kedro-mlflow opens the session's run (unless the pipeline's tracking is disabled)."""
         if self._held is not None:
-            held, self._held = self._held, None
-            if _runs_without_kedro_mlflow(held["untracked"], run_params, pipeline, catalog):
-                self._skipped = True
+            # kedro-mlflow's own test (``_assert_mlflow_enabled``): every pipeline run is untracked.
+            if set(run_params.get("pipeline_names") or ["__default__"]) <= self._held["untracked"]:
+                self._held, self._skipped = None, True
                 return
-            self._set_up(held["context"])  # replayed in kedro's order: context, catalog, run
-            if "catalog" in held:
-                self.kedro_mlflow.after_catalog_created(**held["catalog"])
+            self._replay()
         self.kedro_mlflow.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
 
     @hook_impl
@@ -195,19 +203,22 @@ class ProjectMlflowHook:
         return skipped
 
 
-def _runs_without_kedro_mlflow(untracked: set[str], run_params: dict[str, Any], pipeline, catalog) -> bool:
-    """Whether kedro-mlflow would do nothing for this run: untracked pipelines, none of its datasets.
+def _has_kedro_mlflow_datasets(pipeline_names: list[str], catalog) -> bool:
+    """Whether the named pipelines read or write a kedro-mlflow (``Mlflow*``) dataset, or one is not registered.
 
-    kedro-mlflow's own test (``_assert_mlflow_enabled``): every pipeline run is listed in
-    ``tracking.disable_tracking.pipelines``. For such a run it only switches the logging
-    of its Mlflow* datasets off and back on; a pipeline that has one is left to it. The
-    types are read from the catalog's configuration, no dataset is created.
+    For an untracked pipeline, kedro-mlflow switches such datasets' logging off and back on.
+    The types are read from the catalog's configuration: no dataset is created.
     """
-    names = run_params.get("pipeline_names") or ["__default__"]
-    if not set(names) <= untracked:
-        return False
-    types = (catalog.get_type(name) or "" for name in pipeline.datasets())
-    return not any(kind.rpartition(".")[2].startswith("Mlflow") for kind in types)
+    from kedro.framework.project import pipelines
+
+    for name in pipeline_names:
+        pipeline = pipelines.get(name)
+        if pipeline is None:
+            return True
+        for dataset in pipeline.datasets():
+            if (catalog.get_type(dataset) or "").rpartition(".")[2].startswith("Mlflow"):
+                return True
+    return False
 
 
 #: How long a session waits for another one to finish creating the MLflow store.
