@@ -34,7 +34,16 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip check
 	@touch $@
 
-install: $(VENV)/.installed
+# The tour notebook's kernel, kedro_cv_pipelines (the venv's Python with Kedro's IPython
+# extension), as `kedro jupyter setup` writes it, but into the venv's own Jupyter folder
+# (<venv>/share/jupyter, the sys-prefix one every Jupyter of the venv searches) instead of
+# ~/.local/share/jupyter: `jupyter nbconvert --execute` or `jupyter lab` from the activated
+# venv find it without `kedro jupyter` having run, and nothing is written into the home folder.
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/kedro_cv_pipelines/kernel.json
+$(KERNEL_SPEC): $(VENV)/.installed
+	JUPYTER_DATA_DIR="$(abspath $(VENV))/share/jupyter" $(BIN)/kedro jupyter setup >/dev/null
+
+install: $(VENV)/.installed $(KERNEL_SPEC)
 
 # The kedro-viz test drives Debian's chromium (a browser that a test tool downloads cannot
 # be fetched offline). Installed when missing, as root or through passwordless sudo;

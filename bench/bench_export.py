@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from loadavg import load_reported
 from PIL import Image
 
 from cv_pipelines.config.loader import section_parameters
@@ -214,4 +215,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with load_reported():
+        main()

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from loadavg import load_reported
 from PIL import Image
 
 from cv_pipelines.versioning.dataset_versions import snapshot_dataset
@@ -146,4 +147,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with load_reported():
+        main()

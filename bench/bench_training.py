@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from loadavg import load_reported
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -97,4 +98,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with load_reported():
+        main()

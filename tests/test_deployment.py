@@ -446,7 +446,8 @@ WITHOUT_CV_PIPELINES = textwrap.dedent("""
     except ModuleNotFoundError:
         blocked = True
     print(json.dumps({"rows": len(detections), "columns": list(detections.columns), "blocked": blocked,
-                      "loaded": sorted(m for m in sys.modules if m.startswith("cv_pipelines"))}), flush=True)
+                      "loaded": sorted(m for m in sys.modules if m.startswith("cv_pipelines")),
+                      "ultralytics": sorted(m for m in ("ultralytics", "torch") if m in sys.modules)}), flush=True)
     import time
     time.sleep(float(sys.argv[3]))  # a served model lives on: long enough for a telemetry upload
 """)
@@ -468,5 +469,6 @@ def test_the_packaged_model_loads_and_predicts_where_cv_pipelines_is_not_install
     assert trap.attempts == []
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["blocked"] is True and answer["loaded"] == []
+    assert answer["ultralytics"] == []  # the ONNX path loads no Ultralytics (AGPL-3.0) code, nor torch (README: Licence)
     assert answer["columns"] == ["image_index", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
     assert 0 < answer["rows"] <= 5

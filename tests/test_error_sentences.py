@@ -289,8 +289,9 @@ TRIGGERS = {
         ("pipelines/snapshot/nodes.py::take_snapshot: str(exc)",),
         setup=_detached_head,
     ),
+    # A tracked pipeline: an untracked one (ingestion) no longer sets MLflow up at all.
     "mlflow-store-busy": Trigger(
-        _run("ingestion"),
+        _run("evaluation"),
         r"another kedro command has been setting up the MLflow store .*mlflow\.db for more than 0 s; run again",
         ("hooks.py::_mlflow_setup_lock.busy: f'another kedro command has been setting up the MLf",),
         setup=_mlflow_setup_held,

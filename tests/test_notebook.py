@@ -178,6 +178,46 @@ def test_tour_notebook_runs_top_to_bottom_in_the_kedro_kernel(tour_project, tmp_
     assert trap.attempts == []  # the kernel asked nothing of the outside world
 
 
+def test_plain_nbconvert_runs_the_tour_in_the_kernel_make_install_puts_into_the_venv(project, tmp_path, trap):
+    """`jupyter nbconvert --execute` from the activated venv, no `kedro jupyter` run before: no NoSuchKernel.
+
+    `make install` writes the kernel `kedro jupyter setup` writes into the venv's own
+    Jupyter folder (its sys-prefix share/jupyter) instead of the user's. The test runs that
+    recipe with a folder of its own for the venv's (the shared venv stays untouched), which
+    nbconvert then searches through JUPYTER_PATH, as the venv's Jupyter searches its prefix;
+    the user's Jupyter data folder stays empty. An empty project: the kernel is what is proven.
+    """
+    from jupyter_core.paths import ENV_JUPYTER_PATH
+
+    recipe = re.search(r'^\tJUPYTER_DATA_DIR="\$\(abspath \$\(VENV\)\)/share/jupyter" \$\(BIN\)/kedro jupyter setup\b',
+                       (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert recipe, "make install no longer installs the kernel into the venv as this test does"
+    assert str(Path(sys.prefix) / "share/jupyter") in ENV_JUPYTER_PATH  # where the venv's Jupyter looks
+
+    shutil.copytree(NOTEBOOKS, project / "notebooks")
+    env = jupyter_env(project, tmp_path / "home", trap)
+    venv_share = tmp_path / "venv/share/jupyter"
+    setup = run_kedro(project, "jupyter", "setup", env={**env, "JUPYTER_DATA_DIR": str(venv_share)}, timeout=120)
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    kernel = json.loads((venv_share / "kernels" / KERNEL / "kernel.json").read_text())
+    assert Path(kernel["argv"][0]).parent.resolve() == Path(sys.executable).parent.resolve()
+    assert kernel["argv"][-2:] == ["--ext", "kedro.ipython"]
+
+    env["JUPYTER_PATH"] = str(venv_share)
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [str(Path(VENV_BIN) / "jupyter"), "nbconvert", "--to", "notebook", "--execute", f"notebooks/{TOUR}",
+         "--output-dir", str(out)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert not (tmp_path / "home/jupyter-data/kernels").exists()  # nothing installed for the user
+    executed = nbformat.read(out / TOUR, as_version=4)
+    assert f"project:   {project}" in text_of(cell_with(executed, 'print("project:'))
+    assert "no champion yet" in text_of(next(c for c in executed.cells if "champion" in c.metadata.get("tags", [])))
+    assert trap.attempts == []
+
+
 def test_kedro_ipython_starts_with_the_project_loaded(tour_project, tmp_path, trap):
     env = jupyter_env(tour_project, tmp_path / "home", trap)
     script = "\n".join([

@@ -67,7 +67,7 @@ def _check_nodes_before_run(pipeline, catalog) -> None:
 
 
 class ProjectMlflowHook:
-    """kedro-mlflow's hook, with the two things this project needs of it and it does not do.
+    """kedro-mlflow's hook, with the three things this project needs of it and it does not do.
 
     - **Typed parameters are logged by key.** Kedro hands each node its ``params:<section>``
       as the section's pydantic model; kedro-mlflow flattens only dicts, so it would log
@@ -79,15 +79,37 @@ class ProjectMlflowHook:
       notebook, the tests) that logs into a finished run of another session, or fails
       when that run lives in another store. The id is forgotten when a session starts
       and when its run ends.
+    - **An untracked ``kedro run`` never loads MLflow.** When the command line's ``run``
+      names only pipelines that mlflow.yml's ``tracking.disable_tracking.pipelines``
+      lists, kedro-mlflow (and MLflow, 2.5 s of imports and store set-up) is not loaded:
+      for such a pipeline it would log nothing and only switch off the logging of its
+      Mlflow datasets. Its calls are held back; once the catalog exists, pipelines that
+      read or write a kedro-mlflow dataset get them replayed in Kedro's order (context,
+      catalog), before the project's checks and the run start, as before; so does a run
+      whose pipelines turn out not to be the ones the command line named. Sessions
+      started any other way (the API, ``kedro ipython``, notebooks) set kedro-mlflow up
+      when their context is created, as before (``context.mlflow``...).
 
     It holds kedro-mlflow's ``MlflowHook`` and hands it every call, rather than
     subclassing it: kedro-mlflow imports MLflow, which no module of the package may
     import at load time (the CLI and kedro-viz start without it). Registered in
-    ``settings.HOOKS`` in place of the plugin's own instance, which is disabled there.
+    ``settings.HOOKS`` in place of the plugin's own instance. pluggy registers a plugin
+    under its ``__name__`` and loads no entry point whose name is taken, so this one is
+    named after kedro-mlflow's ``kedro.hooks`` entry point (``mlflow_hook``): Kedro's
+    hook manager never imports that module (settings.DISABLE_HOOKS_FOR_PLUGINS would
+    only unregister it once imported).
     """
 
+    #: kedro-mlflow's ``kedro.hooks`` entry point name, taken so that pluggy does not load it.
+    ENTRY_POINT_NAME = "mlflow_hook"
+
     def __init__(self) -> None:
+        self.__name__ = self.ENTRY_POINT_NAME
         self._hook: Any = None
+        #: The session's context and catalog hooks' arguments, while kedro-mlflow is held back.
+        self._held: dict[str, Any] | None = None
+        #: True while a session runs without kedro-mlflow (an untracked pipeline).
+        self._skipped = False
 
     @property
     def kedro_mlflow(self) -> Any:
@@ -107,35 +129,69 @@ class ProjectMlflowHook:
     def after_context_created(self, context) -> None:
         """A new session starts with no remembered run; kedro-mlflow reads its configuration and opens the store.
 
+        Held back when the command line runs only untracked pipelines (see the class).
         Opening an embedded SQLite store that does not exist yet creates and migrates it,
         then creates the experiment: two first runs at once on a fresh clone would both
         migrate (alembic's "duplicate column name") or both create the experiment. Only
         one process at a time sets MLflow up; the next finds the store ready.
         """
+        from cv_pipelines.config.mlflow_plugin import cli_run_pipelines, mlflow_config, untracked_pipelines
+
+        self._held, self._skipped = None, False
+        named = cli_run_pipelines()
+        if named is not None:
+            untracked = untracked_pipelines(mlflow_config(context))
+            if set(named) <= untracked:
+                self._held = {"context": context, "named": named, "untracked": untracked}
+                return
+        self._set_up(context)
+
+    def _set_up(self, context) -> None:
         self.kedro_mlflow.run_id = None
         with _mlflow_setup_lock(context):
             self.kedro_mlflow.after_context_created(context=context)
 
+    def _replay(self) -> None:
+        """kedro-mlflow's hooks held back so far, in Kedro's order: it takes over the session."""
+        held, self._held = self._held or {}, None
+        self._set_up(held["context"])
+        if "catalog" in held:
+            self.kedro_mlflow.after_catalog_created(**held["catalog"])
+
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version, load_versions) -> None:
         """kedro-mlflow names its metric datasets after their catalog entries."""
-        self.kedro_mlflow.after_catalog_created(
-            catalog=catalog,
-            conf_catalog=conf_catalog,
-            conf_creds=conf_creds,
-            parameters=parameters,
-            save_version=save_version,
-            load_versions=load_versions,
-        )
+        arguments = {
+            "catalog": catalog,
+            "conf_catalog": conf_catalog,
+            "conf_creds": conf_creds,
+            "parameters": parameters,
+            "save_version": save_version,
+            "load_versions": load_versions,
+        }
+        if self._held is not None:
+            self._held["catalog"] = arguments
+            if _has_kedro_mlflow_datasets(self._held["named"], catalog):
+                self._replay()
+            return
+        self.kedro_mlflow.after_catalog_created(**arguments)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         """kedro-mlflow opens the session's run (unless the pipeline's tracking is disabled)."""
+        if self._held is not None:
+            # kedro-mlflow's own test (``_assert_mlflow_enabled``): every pipeline run is untracked.
+            if set(run_params.get("pipeline_names") or ["__default__"]) <= self._held["untracked"]:
+                self._held, self._skipped = None, True
+                return
+            self._replay()
         self.kedro_mlflow.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
         """kedro-mlflow logs the node's parameters, typed ones handed over as dicts."""
+        if self._skipped:
+            return
         plain = {
             name: value.model_dump(mode="json")
             if name.startswith("params:") and isinstance(value, BaseModel)
@@ -147,14 +203,41 @@ class ProjectMlflowHook:
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         """The session's run is over: kedro-mlflow ends it, and it is forgotten."""
+        if self._end_skipped():
+            return
         self.kedro_mlflow.after_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
         self.kedro_mlflow.run_id = None
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
         """The session's run failed: kedro-mlflow ends it, and it is forgotten as well."""
+        if self._end_skipped():
+            return
         self.kedro_mlflow.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
         self.kedro_mlflow.run_id = None
+
+    def _end_skipped(self) -> bool:
+        """Whether the session ending ran without kedro-mlflow (forgotten either way)."""
+        skipped, self._skipped, self._held = self._skipped, False, None
+        return skipped
+
+
+def _has_kedro_mlflow_datasets(pipeline_names: list[str], catalog) -> bool:
+    """Whether the named pipelines read or write a kedro-mlflow (``Mlflow*``) dataset, or one is not registered.
+
+    For an untracked pipeline, kedro-mlflow switches such datasets' logging off and back on.
+    The types are read from the catalog's configuration: no dataset is created.
+    """
+    from kedro.framework.project import pipelines
+
+    for name in pipeline_names:
+        pipeline = pipelines.get(name)
+        if pipeline is None:
+            return True
+        for dataset in pipeline.datasets():
+            if (catalog.get_type(dataset) or "").rpartition(".")[2].startswith("Mlflow"):
+                return True
+    return False
 
 
 #: How long a session waits for another one to finish creating the MLflow store.
@@ -164,23 +247,12 @@ _SQLITE = "sqlite:///"
 
 def _mlflow_setup_lock(context) -> AbstractContextManager[None]:
     """The lock file next to the embedded SQLite store (``<db>.setup.lock``); no lock for a tracking server."""
-    from kedro.config import MissingConfigException
-    from kedro_mlflow.config.resolvers import resolve_random_name
-    from omegaconf import OmegaConf
-
+    from cv_pipelines.config.mlflow_plugin import mlflow_config
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.files.locks import hold_lock
 
-    # mlflow.yml is read here before kedro-mlflow reads it: with the resolver it registers.
-    if not OmegaConf.has_resolver("km.random_name"):
-        OmegaConf.register_new_resolver("km.random_name", resolve_random_name, use_cache=True)
-    loader = context.config_loader
-    if "mlflow" not in loader.config_patterns:  # as kedro-mlflow adds it, a moment later
-        loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
-    try:
-        uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
-    except MissingConfigException:
-        uri = None
+    # mlflow.yml is read here before kedro-mlflow reads it, as it reads it.
+    uri = ((mlflow_config(context) or {}).get("server") or {}).get("mlflow_tracking_uri")
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri or not str(uri).startswith(_SQLITE):
         return nullcontext()
