@@ -37,6 +37,7 @@ from cv_pipelines.serving.service import RequestRefused
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.requests import Request
 
     from cv_pipelines.serving.metrics import ServingMetrics
     from cv_pipelines.serving.service import DetectionService, ServedModel
@@ -109,14 +110,7 @@ class Accounting:
 
 def create_app(service: "DetectionService", *, token: str | None = None) -> "FastAPI":
     """The application serving ``service``; ``token``: the bearer token the guarded endpoints ask for."""
-    from fastapi import Depends, FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.utils import get_openapi
-    from fastapi.responses import JSONResponse, Response
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-    from pydantic import ValidationError
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect
+    from fastapi import Depends, FastAPI
 
     from cv_pipelines.serving.metrics import ServingMetrics
 
@@ -135,12 +129,23 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
         metrics.count("invalid", 400, "", "")
 
     app.state.refused_by_parser = refused_by_parser
+    guarded = [Depends(_token_check(token))] if token is not None else []
+    _add_predict_routes(app, service, guarded)
+    _add_report_routes(app, service, metrics, guarded)
+    _add_error_handlers(app)
+    app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
+    app.add_middleware(Accounting, service=service, metrics=metrics)
+    return app
 
-    # --- the token -------------------------------------------------------------------
+
+def _token_check(token: str) -> Any:
+    """The dependency that refuses (401) a request without ``token`` as its bearer token."""
+    from fastapi import Depends
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
     bearer = HTTPBearer(auto_error=False, description="the server's token, when it has one")
 
     async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        assert token is not None
         realm = 'Bearer realm="cv_pipelines"'
         if credentials is None:
             raise RequestRefused(
@@ -153,43 +158,54 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
                 401, "the bearer token is not the server's", {"WWW-Authenticate": f'{realm}, error="invalid_token"'}
             )
 
-    guarded = [Depends(authorized)] if token is not None else []
+    return authorized
 
-    # --- the query -------------------------------------------------------------------
-    def known_query(request: Request) -> None:
-        for key in request.query_params:
-            if key not in THRESHOLDS:
-                raise RequestRefused(400, f"unknown query parameter {key!r}; use conf, iou or max_det")
-            if len(request.query_params.getlist(key)) > 1:
-                raise RequestRefused(400, f"query parameter {key} is given more than once")
+
+def _thresholds(conf: float | None, iou: float | None, max_det: int | None) -> dict[str, Any]:
+    return {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+
+
+async def _read_body(request: "Request", limit: int, what: str) -> bytes:
+    """The body, at most ``limit`` bytes (refused from its Content-Length before reading when larger)."""
+    from starlette.requests import ClientDisconnect
+
+    length = request.headers.get("content-length")
+    if length is None and "chunked" not in request.headers.get("transfer-encoding", "").lower():
+        raise RequestRefused(411, "send the image as the body with a Content-Length header")
+    too_large = {"Connection": "close"}  # the unread body would be taken for the next request
+    if length is not None and _whole(length) > limit:
+        # Refused from the header, before the body is read: a huge upload never fills memory.
+        raise RequestRefused(413, f"the {what} has {length} bytes, more than the limit of {limit}", too_large)
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():  # bounded even when chunked
+            size += len(chunk)
+            if size > limit:
+                raise RequestRefused(413, f"the {what} has more than the limit of {limit} bytes", too_large)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; counted as a refusal, and no traceback in the log.
+        raise RequestRefused(400, f"the client closed the connection before the whole {what} arrived") from None
+    return b"".join(chunks)
+
+
+def _add_predict_routes(app: "FastAPI", service: "DetectionService", guarded: list) -> None:
+    """``POST /predict`` and ``POST /predict/batch``."""
+    from fastapi import Depends, Query, Request
+    from fastapi.responses import JSONResponse, Response
+    from pydantic import ValidationError
 
     Conf = Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False, description="confidence threshold")]
     Iou = Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False, description="NMS IoU threshold")]
     MaxDet = Annotated[int | None, Query(ge=1, description="most detections per image")]
 
-    def thresholds(conf: float | None, iou: float | None, max_det: int | None) -> dict[str, Any]:
-        return {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
-
-    # --- predictions -----------------------------------------------------------------
-    async def read_body(request: Request, limit: int, what: str) -> bytes:
-        length = request.headers.get("content-length")
-        if length is None and "chunked" not in request.headers.get("transfer-encoding", "").lower():
-            raise RequestRefused(411, "send the image as the body with a Content-Length header")
-        too_large = {"Connection": "close"}  # the unread body would be taken for the next request
-        if length is not None and _whole(length) > limit:
-            # Refused from the header, before the body is read: a huge upload never fills memory.
-            raise RequestRefused(413, f"the {what} has {length} bytes, more than the limit of {limit}", too_large)
-        chunks, size = [], 0
-        try:
-            async for chunk in request.stream():  # bounded even when chunked
-                size += len(chunk)
-                if size > limit:
-                    raise RequestRefused(413, f"the {what} has more than the limit of {limit} bytes", too_large)
-                chunks.append(chunk)
-        except ClientDisconnect:
-            # Nobody is left to answer; counted as a refusal, and no traceback in the log.
-            raise RequestRefused(400, f"the client closed the connection before the whole {what} arrived") from None
-        return b"".join(chunks)
+    def known_query(request: Request) -> None:
+        """Refuse (400) a query parameter that is not a threshold, or one given twice."""
+        for key in request.query_params:
+            if key not in THRESHOLDS:
+                raise RequestRefused(400, f"unknown query parameter {key!r}; use conf, iou or max_det")
+            if len(request.query_params.getlist(key)) > 1:
+                raise RequestRefused(400, f"query parameter {key} is given more than once")
 
     async def run(request: Request, served: "ServedModel", images: list[bytes], params: dict) -> tuple[int, dict]:
         future = service.submit(served, images, params)  # 503 at once when the queue is full
@@ -211,10 +227,10 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
         },
     )
     async def predict(request: Request, conf: Conf = None, iou: Iou = None, max_det: MaxDet = None) -> Response:
-        body = await read_body(request, service.max_image_bytes, "image")
+        body = await _read_body(request, service.max_image_bytes, "image")
         if not body:
             raise RequestRefused(400, "the request body is empty; send the image bytes as the body")
-        status, payload = await run(request, service.pick(), [body], thresholds(conf, iou, max_det))
+        status, payload = await run(request, service.pick(), [body], _thresholds(conf, iou, max_det))
         if status == 200:
             latency = payload.pop("latency_ms")
             payload["detections"] = payload.pop("results")[0]["detections"]
@@ -238,7 +254,7 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if kind != "application/json":
             raise RequestRefused(415, f"the batch is {kind}, not application/json; send {BATCH_SHAPE}")
-        body = await read_body(request, service.max_batch_bytes, "batch body")
+        body = await _read_body(request, service.max_batch_bytes, "batch body")
         if not body:
             raise RequestRefused(400, f"the request body is empty; send {BATCH_SHAPE}")
         try:
@@ -248,12 +264,16 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
             where = ".".join(str(part) for part in first["loc"]) or "the body"
             raise RequestRefused(400, f"the body is not {BATCH_SHAPE}: {where}: {first['msg']}") from None
         images = service.batch_images(batch.images)
-        status, payload = await run(request, service.pick(), images, thresholds(conf, iou, max_det))
+        status, payload = await run(request, service.pick(), images, _thresholds(conf, iou, max_det))
         if status == 200:
             payload["latency_ms"] = payload.pop("latency_ms")
         return JSONResponse(payload, status)
 
-    # --- what the service reports ----------------------------------------------------
+
+def _add_report_routes(app: "FastAPI", service: "DetectionService", metrics: "ServingMetrics", guarded: list) -> None:
+    """``GET /health``, ``GET /stats`` and ``GET /metrics``."""
+    from fastapi.responses import JSONResponse, Response
+
     @app.get("/health", summary="The versions served (open even with a token)", response_model=Health)
     async def health() -> Response:
         return JSONResponse(service.health())
@@ -279,7 +299,14 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    # --- errors ----------------------------------------------------------------------
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Every error as ``{"error": "<one sentence>"}``, 404 and 405 included."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
+
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, exc: RequestRefused) -> Response:
         return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
@@ -307,6 +334,11 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
         # Logged with its traceback by the server: a bug, never a client's mistake.
         return JSONResponse({"error": f"the server failed: {exc.__class__.__name__}"}, 500)
 
+
+def _openapi_without_422(app: "FastAPI") -> Any:
+    """The OpenAPI builder of ``app``, with the 400 this service answers instead of FastAPI's 422."""
+    from fastapi.openapi.utils import get_openapi
+
     def openapi() -> dict[str, Any]:
         """The OpenAPI document, with the 400 this service answers instead of FastAPI's 422."""
         if app.openapi_schema is None:
@@ -319,9 +351,7 @@ def create_app(service: "DetectionService", *, token: str | None = None) -> "Fas
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(Accounting, service=service, metrics=metrics)
-    return app
+    return openapi
 
 
 def _whole(length: str) -> int:

@@ -445,14 +445,8 @@ def check_bind(host: str, port: int, token: str | None) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; command-line options override the ``deployment.*`` parameters.
-
-    Prints one ``Serving ... on http://host:port`` line once the models are loaded and
-    the port is bound; exits with one ``Error: ...`` line when the configuration is wrong
-    or the port cannot be bound. SIGTERM / SIGINT let the requests in flight finish
-    (``deployment.serving.graceful_timeout_s`` at most), then exit 0.
-    """
+def _parser() -> argparse.ArgumentParser:
+    """The serving command's options; each overrides its ``deployment.*`` parameter."""
     parser = argparse.ArgumentParser(prog="python -m cv_pipelines.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="address to bind (deployment.host); not loopback: a token is required")
     parser.add_argument("--port", type=int, help="port, 0 for any free one (deployment.port)")
@@ -469,7 +463,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-queue", type=int, help="requests waiting before a 503 (deployment.serving.max_queue)")
     parser.add_argument("--seed", type=int, help="seed of the canary draw (reproducible splits)")
     parser.add_argument("--env", default=None, help="Kedro configuration environment (default: local)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; command-line options override the ``deployment.*`` parameters.
+
+    Prints one ``Serving ... on http://host:port`` line once the models are loaded and
+    the port is bound; exits with one ``Error: ...`` line when the configuration is wrong
+    or the port cannot be bound. SIGTERM / SIGINT let the requests in flight finish
+    (``deployment.serving.graceful_timeout_s`` at most), then exit 0.
+    """
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from cv_pipelines.config.resolvers import _mlflow_tracking_uri
