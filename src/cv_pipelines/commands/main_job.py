@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,11 +31,15 @@ class StepReport:
 
 def _run_pipeline(project_path: Path, name: str, env: str | None, params: dict | None = None) -> dict:
     from kedro.framework.session import KedroSession
+    from kedro.runner import SequentialRunner
 
     # Not `with ... as session`: Kedro 1.7 types __enter__ as its abstract base, without run()'s arguments.
     session = KedroSession.create(project_path=project_path, env=env, runtime_params=params or {})
     with session:
-        return session.run(pipeline_names=[name])
+        # A runner object, as `kedro run` passes: with none, Kedro records the runner as
+        # None's default class name and kedro-viz warns "Workflow tracking is disabled for
+        # non-sequential runners" at every step.
+        return session.run(pipeline_names=[name], runner=SequentialRunner())
 
 
 @dataclass
@@ -262,7 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=None, help="Kedro configuration environment (default: local)")
     parser.add_argument("--project-path", type=Path, default=Path.cwd())
+    parser.add_argument(
+        "--verbose", action="store_true", help="show every tool's own output (Kedro's nodes, Ultralytics, MLflow)"
+    )
     args = parser.parse_args(argv)
+    if args.verbose:
+        from cv_pipelines.config.console import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read when the project's settings load, before any step
     started = time.perf_counter()
     reports = run_main_job(args.project_path.resolve(), args.env)
     print("\ncv_pipelines main job: done in %.1f s" % (time.perf_counter() - started))

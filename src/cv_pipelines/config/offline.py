@@ -37,8 +37,11 @@ def apply_offline_defaults(project_root: Path) -> None:
     default) and turns its MLflow callback on there; a project-local folder keeps
     that callback off without touching the user's other projects.
     """
+    from cv_pipelines.config.console import apply_console_defaults
+
     for name, value in TELEMETRY_OFF.items():
         os.environ.setdefault(name, value)
+    apply_console_defaults()
     config_dir = project_root / ".ultralytics"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
 
@@ -74,6 +77,12 @@ def ultralytics_settings_offline(project_root: Path | None = None) -> None:
     changed = {key: value for key, value in wanted.items() if key in settings and settings.get(key) != value}
     if changed:
         settings.update(changed)
+    # Quiet by default, YOLO_VERBOSE=False put Ultralytics' logger at ERROR on import (no
+    # banners, no per-batch bars, no "Creating new Ultralytics Settings"); its warnings
+    # (a corrupt label, a cache it cannot write) are the user's business, so they show.
+    from cv_pipelines.config.console import restore_logger_level
+
+    restore_logger_level("ultralytics")
 
 
 @contextlib.contextmanager

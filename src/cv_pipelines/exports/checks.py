@@ -32,10 +32,14 @@ def check_export(folder: Path, plan: ExportPlan, *, fmt: str, project_root: Path
     """The check of ``fmt`` on the export of ``plan`` in ``folder``; raises ``ExportCheckError``, returns counts."""
     if fmt == "coco":
         return check_coco_export(folder)
-    logger.info("Checking %d images with Ultralytics' data set check and label loader ...", len(plan.images))
-    return check_with_ultralytics(
-        folder, classes=plan.classes, expected_shapes=plan.expected_shapes(), project_root=project_root
-    )
+    from cv_pipelines.config.console import step_progress
+
+    # A row of the live display while it runs (seconds on a large export); the export's
+    # summary says what it found.
+    with step_progress(f"checking {len(plan.images)} images with Ultralytics' loader", total=None):
+        return check_with_ultralytics(
+            folder, classes=plan.classes, expected_shapes=plan.expected_shapes(), project_root=project_root
+        )
 
 
 def check_with_ultralytics(

@@ -482,19 +482,12 @@ def _with_progress(items: Iterable[Any], total: int, enabled: bool, label: str) 
     if not enabled:
         yield from items
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from cv_pipelines.config.console import step_progress
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        for item in items:
+    with step_progress(label, total=total) as row:
+        for done, item in enumerate(items, start=1):
             yield item
-            progress.advance(task)
+            row.update(completed=done)
 
 
 # --- step 3: the journal of one run --------------------------------------------------------

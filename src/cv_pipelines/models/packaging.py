@@ -9,6 +9,9 @@ requirements, into the active MLflow run. Heavy imports stay inside the function
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -50,7 +53,7 @@ def export_onnx(weights: Path, imgsz: int, project_root: Path | None = None, fam
     from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
 
     ultralytics_settings_offline(project_root)
-    with no_font_download():
+    with no_font_download(), _without_one_to_one_head_warning():
         # simplify=False: onnxslim is not installed and Ultralytics would pip-install it.
         exported = ultralytics_model(weights, family).export(
             format="onnx",
@@ -62,6 +65,31 @@ def export_onnx(weights: Path, imgsz: int, project_root: Path | None = None, fam
             verbose=False,
         )
     return Path(exported)
+
+
+@contextmanager
+def _without_one_to_one_head_warning() -> Iterator[None]:
+    """Ultralytics' export warns "This model has no one-to-one head" for models without one (YOLOv8's).
+
+    The packaged model decodes the one-to-many outputs with its own NMS, as designed, so
+    the warning says nothing the user could act on.
+    """
+    ultralytics_logger = logging.getLogger("ultralytics")
+    only_other_records = _DropMessage("This model has no one-to-one head")
+    ultralytics_logger.addFilter(only_other_records)
+    try:
+        yield
+    finally:
+        ultralytics_logger.removeFilter(only_other_records)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self._start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._start)
 
 
 def example_image(export_dir: Path | None, imgsz: int) -> bytes:

@@ -131,8 +131,12 @@ def register_challenger(client, name: str, model_uri: str, tags: dict[str, str])
     """Register ``model_uri`` as a new version of ``name`` with ``tags`` and make it ``challenger``; its version."""
     import mlflow  # heavy import kept local
 
+    from cv_pipelines.config.console import stderr_as_log
+
     ensure_registered_model(client, name)
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    # MLflow prints "Created version '3' of model ..." to stderr; the node's summary says it.
+    with stderr_as_log("mlflow"):
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     make_challenger(client, name, version)
     return version
 

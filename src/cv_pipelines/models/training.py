@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,6 +29,9 @@ from cv_pipelines.errors import ConfigurationError
 from cv_pipelines.exports.versions import ExportRef, write_data_yaml
 from cv_pipelines.files.atomic import write_text_atomically
 from cv_pipelines.files.run_folders import RunFolders
+
+if TYPE_CHECKING:
+    from cv_pipelines.config.console import StepTask
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +346,63 @@ class EpochReporter:
             self._on_epoch_end(epoch, metrics)
 
 
+class LiveTraining:
+    """Ultralytics callbacks that keep a row of the live progress display on a training.
+
+    The row moves on batch by batch and shows the epoch, the running training losses and
+    the last validation's mAP; Ultralytics' own per-batch bars stay off (see
+    ``config.console``).
+    """
+
+    def __init__(self, row: StepTask) -> None:
+        self._row = row
+        self._batches_done = 0
+        self._validation = ""
+
+    def register(self, model) -> None:
+        """Hook into the training of the Ultralytics ``model`` (``model.add_callback``)."""
+        model.add_callback("on_train_epoch_start", self.on_train_epoch_start)
+        model.add_callback("on_train_batch_end", self.on_train_batch_end)
+        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """A new epoch: count its batches from 0 (a resumed training starts past its checkpoint's epochs)."""
+        self._batches_done = 0
+        self._row.update(total=trainer.epochs, completed=trainer.epoch, status=self._status(trainer))
+
+    def on_train_batch_end(self, trainer) -> None:
+        """Move on by one batch and show the epoch's running losses."""
+        self._batches_done += 1
+        batches = max(len(trainer.train_loader), 1)
+        self._row.update(completed=trainer.epoch + self._batches_done / batches, status=self._status(trainer))
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """An epoch validated: keep its mAP for the rows that follow."""
+        metrics = trainer.metrics or {}
+        if "metrics/mAP50-95(B)" in metrics:
+            self._validation = (
+                f"  val mAP50 {metrics['metrics/mAP50(B)']:.3f} mAP50-95 {metrics['metrics/mAP50-95(B)']:.3f}"
+            )
+        self._row.update(completed=min(trainer.epoch + 1, trainer.epochs), status=self._status(trainer))
+
+    def _status(self, trainer) -> str:
+        epoch = f"epoch {min(trainer.epoch + 1, trainer.epochs)}/{trainer.epochs}"
+        if trainer.tloss is None or not self._batches_done:
+            return epoch + self._validation
+        losses = trainer.label_loss_items(trainer.tloss, prefix="")
+        running = "  ".join(f"{name.strip('/').removesuffix('_loss')} {value:.3f}" for name, value in losses.items())
+        return f"{epoch}  {running}{self._validation}"
+
+
+def _watched_model(model: str | Path, family: str, reporter: EpochReporter, row: StepTask) -> Any:
+    """The Ultralytics model of ``model``, its checkpoints written atomically, its epochs reported and shown."""
+    yolo = ultralytics_model(model, family)
+    yolo.add_callback("on_pretrain_routine_start", _write_checkpoints_atomically)
+    reporter.register(yolo)
+    LiveTraining(row).register(yolo)
+    return yolo
+
+
 def results_csv_epochs(results_csv: Path) -> Iterator[tuple[int, dict[str, float]]]:
     """The epochs of Ultralytics' ``results.csv`` as an ``EpochCallback`` receives them, in order."""
     with open(results_csv, newline="", encoding="utf-8") as handle:
@@ -399,19 +459,18 @@ def train_yolo(
     (from 1; a resumed training goes on from the epoch after its checkpoint's) and the
     epoch's metrics (see ``epoch_metrics``).
     """
+    from cv_pipelines.config.console import step_progress
     from cv_pipelines.config.offline import no_font_download, ultralytics_settings_offline
 
     ultralytics_settings_offline(project_root)
     family = model_family(model)
     reporter = EpochReporter(on_epoch_end)
     started = time.perf_counter()
-    with no_font_download():
+    with no_font_download(), step_progress("epochs", total=epochs) as row:
         if resume:
             # Ultralytics restores every argument (data, epochs, optimizer state, folder)
             # from the checkpoint; only the device may change.
-            yolo = ultralytics_model(run_dir / "weights/last.pt", family)
-            yolo.add_callback("on_pretrain_routine_start", _write_checkpoints_atomically)
-            reporter.register(yolo)
+            yolo = _watched_model(run_dir / "weights/last.pt", family, reporter, row)
             yolo.train(resume=True, device=device)
         else:
             arguments = {
@@ -431,9 +490,7 @@ def train_yolo(
                 "plots": True,
                 "verbose": False,
             }
-            yolo = ultralytics_model(model, family)
-            yolo.add_callback("on_pretrain_routine_start", _write_checkpoints_atomically)
-            reporter.register(yolo)
+            yolo = _watched_model(model, family, reporter, row)
             yolo.train(**arguments)
     trainer = yolo.trainer
     if trainer.ddp:
