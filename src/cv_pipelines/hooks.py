@@ -162,6 +162,7 @@ class ProjectMlflowHook:
 
     def _set_up(self, context) -> None:
         self.kedro_mlflow.run_id = None
+        _check_tracking_server(context)
         with _mlflow_setup_lock(context):
             self.kedro_mlflow.after_context_created(context=context)
 
@@ -259,15 +260,49 @@ MLFLOW_SETUP_TIMEOUT_S = 300.0
 _SQLITE = "sqlite:///"
 
 
+def _tracking_uri(context) -> str | None:
+    from cv_pipelines.config.mlflow_plugin import mlflow_config
+
+    uri = ((mlflow_config(context) or {}).get("server") or {}).get("mlflow_tracking_uri")
+    return str(uri or os.environ.get("MLFLOW_TRACKING_URI") or "") or None
+
+
+def _check_tracking_server(context) -> None:
+    """A tracking server that does not answer stops the session at once, with one sentence.
+
+    Without this, kedro-mlflow's set-up retries the server for minutes and ends in a traceback.
+    """
+    import urllib.error
+    import urllib.request
+
+    from cv_pipelines.errors import ExternalServiceError
+
+    uri = _tracking_uri(context)
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:  # it answers (an auth proxy, another path): MLflow's own error will say more
+            return
+        reason = f"HTTP {exc.code}"
+    except OSError as exc:
+        reason = str(getattr(exc, "reason", None) or exc)
+    raise ExternalServiceError(
+        f"The MLflow tracking server {uri} does not answer ({reason}), so nothing ran and no MLflow run was "
+        "opened; start it (make stack-up, for the team set-up on loopback) or point the environment's "
+        "mlflow_server (conf/<env>/globals.yml) or MLFLOW_TRACKING_URI at one that runs, then run again."
+    )
+
+
 def _mlflow_setup_lock(context) -> AbstractContextManager[None]:
     """The lock file next to the embedded SQLite store (``<db>.setup.lock``); no lock for a tracking server."""
-    from cv_pipelines.config.mlflow_plugin import mlflow_config
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.files.locks import hold_lock
 
     # mlflow.yml is read here before kedro-mlflow reads it, as it reads it.
-    uri = ((mlflow_config(context) or {}).get("server") or {}).get("mlflow_tracking_uri")
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = _tracking_uri(context)
     if not uri or not str(uri).startswith(_SQLITE):
         return nullcontext()
     db = Path(str(uri).removeprefix(_SQLITE))

@@ -204,11 +204,11 @@ def _serve_one_request(project_path: Path, env: str | None, export: dict) -> str
 
     import mlflow
 
-    from cv_pipelines.config.resolvers import _mlflow_tracking_uri
+    from cv_pipelines.config.loader import project_tracking_uri
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.serving.service import _project_deployment_params, build_service, make_server
 
-    mlflow.set_tracking_uri(_mlflow_tracking_uri())
+    mlflow.set_tracking_uri(project_tracking_uri(env, project_path))
     params = _project_deployment_params(env)
     try:
         service = build_service(params["model_name"], use_onnx=params["use_onnx"])
@@ -249,10 +249,21 @@ def _latest_dataset_tag(project_path: Path, env: str | None) -> str | None:
 
 def _current_training(job: _Job, export_hash: str) -> dict | None:
     """The last training's summary if it trained on this export with today's parameters."""
+    from kedro.io import DatasetError
+
     from cv_pipelines.config.loader import section_parameters
+    from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.models.training import parameters_hash
 
-    trained = job.load_if_exists("trained_model")
+    try:
+        trained = job.load_if_exists("trained_model")
+    except DatasetError as exc:
+        reason = exc.__cause__.__cause__ if isinstance(exc.__cause__, DatasetError) else exc.__cause__
+        if not isinstance(reason, ConfigurationError):
+            raise
+        # The recorded training did not finish (a crash, a server that went away): train again.
+        logger.warning("The last training is not usable (%s); training again", reason.message)
+        return None
     if trained is None:
         return None
     summary = trained.summary
@@ -280,9 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\ncv_pipelines main job: done in %.1f s" % (time.perf_counter() - started))
     for report in reports:
         print(f"  {report.name:<12} {report.seconds:6.1f} s  {report.detail}")
+    from cv_pipelines.config.loader import project_tracking_uri
+
+    tracking = project_tracking_uri(args.env, args.project_path.resolve())
+    runs = (
+        f"{tracking:<63}"
+        if tracking.startswith("http")
+        else "mlflow ui --backend-store-uri sqlite:///data/mlflow/mlflow.db   "
+    )
     print(
         "\nNext:\n"
-        "  mlflow ui --backend-store-uri sqlite:///data/mlflow/mlflow.db   training and evaluation runs\n"
+        f"  {runs}training and evaluation runs\n"
         "  kedro viz run --host 127.0.0.1 --no-browser                     the pipelines and their outputs\n"
         "  kedro ipython                                                   catalog.load('images_registry'), ...\n"
         "  data/reporting/                                                 export health, evaluation plots"

@@ -34,6 +34,8 @@ QUIET_ENVIRONMENT = {
     # input example") and the bars of every artifact download.
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # With a tracking server, two "View run/experiment at <url>" lines at every run's end.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 #: The loggers that verbose mode brings down to INFO (``conf/logging.yml`` keeps them at WARNING).

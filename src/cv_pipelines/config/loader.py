@@ -74,3 +74,19 @@ def section_parameters(section: str, *, env: str | None = None, root: Path | Non
         # The same sentences as a run's (ConfigCheckHooks): the code outside a session
         # (the main job, serving, scripts) refuses a name that would become a path alike.
         raise ParameterError(describe_validation_error(exc, section)) from None
+
+
+def project_tracking_uri(env: str | None = None, root: Path | None = None) -> str:
+    """The MLflow tracking URI a ``kedro run --env <env>`` tracks to, for code outside a session.
+
+    ``server.mlflow_tracking_uri`` of ``mlflow.yml`` as kedro-mlflow resolves it:
+    ``MLFLOW_TRACKING_URI``, else the environment's ``mlflow_server`` global (the team
+    set-up's server), else the embedded SQLite store.
+    """
+    from cv_pipelines.config.mlflow_plugin import register_mlflow_resolvers
+
+    root = root or project_root()
+    register_mlflow_resolvers()
+    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **PROJECT_CONFIG_LOADER_ARGS)
+    loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+    return str(loader["mlflow"]["server"]["mlflow_tracking_uri"])

@@ -29,6 +29,16 @@ TELEMETRY_OFF = {
     "ORT_DISABLE_TELEMETRY": "1",
 }
 
+#: MLflow's client retries a tracking server that does not answer 7 times with a doubling
+#: back-off (about 2 minutes per call, and a run makes dozens): a server that went away
+#: would hang a run for an hour before its one-sentence error. Four tries over about 15 s
+#: still ride out a server restart. Set the variables to change them.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
 
 def apply_offline_defaults(project_root: Path) -> None:
     """Turn telemetry off and keep Ultralytics' settings inside the project.
@@ -39,7 +49,7 @@ def apply_offline_defaults(project_root: Path) -> None:
     """
     from cv_pipelines.config.console import apply_console_defaults
 
-    for name, value in TELEMETRY_OFF.items():
+    for name, value in {**TELEMETRY_OFF, **MLFLOW_CLIENT_DEFAULTS}.items():
         os.environ.setdefault(name, value)
     apply_console_defaults()
     config_dir = project_root / ".ultralytics"

@@ -47,23 +47,27 @@ def _project_path(relative: str = "") -> str:
     return str(project_root() / relative) if relative else str(project_root())
 
 
-def _mlflow_tracking_uri(relative_db: str = "data/mlflow/mlflow.db") -> str:
-    """``MLFLOW_TRACKING_URI`` when set (a server), else the embedded SQLite store.
+def _mlflow_tracking_uri(server: str | None = None, relative_db: str = "data/mlflow/mlflow.db") -> str:
+    """Where MLflow tracks: ``MLFLOW_TRACKING_URI`` when set, else ``server``, else the embedded SQLite store.
 
-    MLflow 3.17 refuses the file store, and a relative ``sqlite:///`` URI resolves
-    against the working directory, so the embedded store gets an absolute path.
+    ``server`` is the environment's ``mlflow_server`` global (``conf/stack/globals.yml``
+    names the team set-up's tracking server; ``conf/base`` none). MLflow 3.17 refuses the
+    file store, and a relative ``sqlite:///`` URI resolves against the working directory,
+    so the embedded store gets an absolute path.
     """
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     if from_env:
         return from_env
+    if server:
+        return server
     db_path = project_root() / relative_db
     db_path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db_path}"
 
 
-def _mlflow_artifact_location(relative: str = "data/mlflow/artifacts") -> str | None:
+def _mlflow_artifact_location(server: str | None = None, relative: str = "data/mlflow/artifacts") -> str | None:
     """Where a new experiment keeps artifacts: the server's default when one is used."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if os.environ.get("MLFLOW_TRACKING_URI") or server:
         return None
     return (project_root() / relative).as_uri()
 

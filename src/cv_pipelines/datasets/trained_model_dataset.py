@@ -134,8 +134,20 @@ class TrainedModelDataset(AbstractDataset[TrackedModel, TrackedModel]):
         """Write the record (``data.summary``) and log it (and the run folder) into the active MLflow run."""
         from cv_pipelines.models import lineage
 
+        record = Path(self._record_path)
+        before = record.read_bytes() if record.exists() else None
         self._record.save(data.summary)
-        lineage.log_files(self._record_path, data.weights.parent.parent if self._log_run_folder else None)
+        try:
+            lineage.log_files(self._record_path, data.weights.parent.parent if self._log_run_folder else None)
+        except BaseException:
+            # A record naming a run whose artifacts never arrived (the tracking server or its
+            # object store down) would make the next run take that failed run for the latest
+            # model: the record goes back to what it was.
+            if before is None:
+                record.unlink(missing_ok=True)
+            else:
+                record.write_bytes(before)
+            raise
         self._saved = data
         self._resolved = None  # the record names another run now
 

@@ -19,8 +19,8 @@ OpenAPI documentation (``/openapi.json``). Every error is a JSON ``{"error": ...
 with its 4xx or 5xx; the service goes on.
 
 The models are loaded at start through ``mlflow.pyfunc.load_model`` (the same packaged
-model any MLflow consumer gets), from the project's MLflow store (``MLFLOW_TRACKING_URI``
-when set), ``deployment.serving.workers`` copies of each: a copy answers one request at
+model any MLflow consumer gets), from the environment's MLflow store (``MLFLOW_TRACKING_URI``
+when set, else its ``mlflow_server`` global), ``deployment.serving.workers`` copies of each: a copy answers one request at
 a time (the packaged model is not assumed thread-safe). Requests wait for a copy in a
 queue of ``deployment.serving.max_queue``; past it they are answered 503 with
 ``Retry-After`` at once. The HTTP layer is FastAPI on uvicorn (``serving.app``,
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from cv_pipelines.config.resolvers import _mlflow_tracking_uri
+    from cv_pipelines.config.loader import project_tracking_uri
     from cv_pipelines.errors import ConfigurationError
 
     server = None
@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             import mlflow
 
-            mlflow.set_tracking_uri(_mlflow_tracking_uri())
+            mlflow.set_tracking_uri(project_tracking_uri(args.env))
             service = build_service(
                 args.model_name or params["model_name"],
                 canary_fraction=fraction,

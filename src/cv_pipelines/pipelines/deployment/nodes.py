@@ -134,10 +134,21 @@ def register_model(
     if deployment.action == "rollback":
         return _rollback(client, name)
     if packaged.registered_version is not None:  # package_model asked the registry, once
-        return _skipped(name, evaluated.run_id, packaged)
+        if _registration_finished(client, name, packaged.registered_version):
+            return _skipped(name, evaluated.run_id, packaged)
+        # An earlier run registered the version, then lost the tracking server before the
+        # gate's verdict and aliases: this run finishes the registration.
+        logger.warning(
+            "%s version %s (training run %s) was registered without its gate verdict; finishing its registration",
+            name,
+            packaged.registered_version,
+            evaluated.run_id,
+        )
+        version = packaged.registered_version
+        evaluation_run_id = client.get_model_version(name, version).tags.get("evaluation_run_id") or None
+        return _gate(client, name, version, evaluated, deployment, evaluation_run_id, packaged)
     if packaged.model_uri is None:  # package_model packages whatever is not registered yet
         raise RuntimeError(f"training run {evaluated.run_id} was neither registered nor packaged in this run")
-    summary = evaluated.summary
     tags = _version_tags(client, evaluated, _tracked_run(), packaged.config, deployment)
     measured = _parity_of(parity)
     if tags["evaluation_run_id"]:
@@ -150,7 +161,24 @@ def register_model(
         )
     tags |= {key: f"{value:.5g}" for key, value in measured.metrics().items()}
     version = model_registry.register_challenger(client, name, packaged.model_uri, tags)
+    return _gate(client, name, version, evaluated, deployment, tags["evaluation_run_id"] or None, packaged)
+
+
+def _registration_finished(client, name: str, version: str) -> bool:
+    """Whether ``version`` holds the gate's verdict (and, when promoted, the champion's stamp)."""
+    tags = client.get_model_version(name, version).tags
+    return "gate" in tags and (tags["gate"] != "promoted" or "champion_since" in tags)
+
+
+def _gate(client, name, version, evaluated: TrackedModel, deployment, evaluation_run_id, packaged) -> dict[str, Any]:
+    """Make ``version`` challenger, let the gate promote it, and say what was done."""
+    summary = evaluated.summary
+    challenger = model_registry.alias_version(client, name, model_registry.CHALLENGER)
+    if challenger is None or str(challenger.version) != str(version):  # a registration cut short
+        model_registry.make_challenger(client, name, version)
     champion = model_registry.alias_version(client, name, model_registry.CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        champion = None  # a promotion cut short: the gate decides against the floor again
     promoted, reason = gate_decision(summary, champion, deployment)
     previous = model_registry.record_gate(client, name, version, promoted, reason)
     return {
@@ -162,7 +190,7 @@ def register_model(
         "previous_champion": previous,
         "reason": reason,
         "training_run_id": evaluated.run_id,
-        "evaluation_run_id": tags["evaluation_run_id"] or None,
+        "evaluation_run_id": evaluation_run_id,
         "split": summary.get("split", "test"),
         "metrics": summary.get("metrics"),
         "use_onnx": deployment.use_onnx,
