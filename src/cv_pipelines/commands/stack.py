@@ -168,21 +168,31 @@ def _spawn(stack: Stack, service: str, argv: list[str], env: dict[str, str]) -> 
     return process
 
 
-def _stop_group(pid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group of ``pid``, then SIGKILL what is left after ``grace_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def _stop_groups(pids: list[int], grace_s: float = 10.0) -> None:
+    """SIGTERM the process groups of ``pids`` together, then SIGKILL what is left after ``grace_s``.
+
+    SeaweedFS's filer waits on its gRPC streams for the whole grace period before it exits.
+    """
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+            alive.append(pid)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
+    while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        alive = [pid for pid in alive if _group_alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait_until(ready, what: str, stack: Stack, service: str, process: subprocess.Popen | None = None) -> float:
@@ -401,6 +411,8 @@ def _weed_argv(stack: Stack) -> list[str]:
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=512",
         "-volume.max=200",
+        # A lone volume server has no peers to hand writes to: it may stop at once.
+        "-volume.preStopSeconds=0",
         f"-s3.config={stack.path('run', 's3-identities.json')}",
     ]
 
@@ -528,13 +540,11 @@ def up(stack: Stack, project: Path | None) -> dict[str, float]:
 
 
 def down(stack: Stack) -> list[str]:
-    """Stop every process of the stack (MLflow first, the database last); returns what was stopped."""
-    stopped = []
-    for service in ("mlflow", "s3"):
-        pid = _running_pid(stack, service)
-        if pid:
-            _stop_group(pid)
-            stopped.append(service)
+    """Stop every process of the stack (MLflow and the object store, then the database); returns what was stopped."""
+    running = {service: _running_pid(stack, service) for service in ("mlflow", "s3")}
+    _stop_groups([pid for pid in running.values() if pid])
+    stopped = [service for service, pid in running.items() if pid]
+    for service in running:
         _pid_file(stack, service).unlink(missing_ok=True)
     if _stop_postgres(stack):
         stopped.append("postgres")

@@ -396,13 +396,26 @@ def _refuse_missing(status) -> None:
         raise SnapshotError(f"{len(status.missing)} object(s) are neither in the DVC cache nor on the remote: {names}")
 
 
+#: What an object store answers to keys it does not know or a signature that does not match.
+_REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403")
+
+
 def _remote_error(dvc_remote, reason: str):
     from cv_pipelines.errors import ExternalServiceError
 
+    reason = reason.rstrip(".")
+    if any(word in reason for word in _REFUSED_CREDENTIALS):
+        # DVC's own configuration holds the keys (never committed: its --local level).
+        fix = (
+            f"it refused the credentials: set the right keys with `dvc remote modify --local {dvc_remote.name} "
+            f"access_key_id <key id>` and `... secret_access_key <secret>` (or AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY)"
+        )
+    else:
+        fix = f"make the remote writable (or point it elsewhere: dvc remote modify {dvc_remote.name} url <url>)"
     return ExternalServiceError(
-        f"The DVC remote {dvc_remote.name!r} ({dvc_remote.path}) could not be written ({reason.rstrip('.')}), "
-        "so no dataset version was committed or tagged and the pointer files are as they were; make the remote "
-        f"writable (or point it elsewhere: dvc remote modify {dvc_remote.name} url <url>), then snapshot again."
+        f"The DVC remote {dvc_remote.name!r} ({dvc_remote.path}) could not be written ({reason}), so no dataset "
+        f"version was committed or tagged and the pointer files are as they were; {fix}, then snapshot again."
     )
 
 

@@ -1,0 +1,329 @@
+"""The team set-up (README: "The team set-up"): the whole loop on real servers on loopback.
+
+One stack for the module, started and stopped by the product's own command
+(``python -m cv_pipelines.commands.stack``, what ``make stack-up`` runs): PostgreSQL
+(Debian's server), SeaweedFS's S3 gateway and ``mlflow server`` on them. A project copy
+whose ``conf/stack`` names the stack's port runs the main job with ``--env stack``; a
+fresh clone of it, with nothing but git and the stack, rebuilds the export. A service
+that cannot start fails the module with its sentence (no skip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_project_copy, project_env, run_kedro
+
+STACK_COMMAND = [sys.executable, "-m", "cv_pipelines.commands.stack"]
+MODEL = "cv_pipelines_detector"
+
+
+@dataclass
+class RunningStack:
+    home: Path
+    port_base: int
+    project: Path
+    secrets: dict[str, str]
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port_base + 1}"
+
+    def command(self, *args: str, project: Path | None = None) -> subprocess.CompletedProcess:
+        argv = [*STACK_COMMAND, *args, "--home", str(self.home), "--project", str(project or self.project)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=project_env(self.project))
+
+    def sql(self, query: str) -> list[tuple]:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port_base, user="cv_pipelines",
+            password=self.secrets["postgres_password"], dbname="mlflow",
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(query)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+    def s3(self):
+        from cv_pipelines.commands.stack import open_stack, s3_client
+
+        return s3_client(open_stack(self.home), self.secrets)
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def free_port_block() -> int:
+    """The first of 10 consecutive loopback ports that nothing listens on."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000, 10)
+        sockets = []
+        try:
+            for port in range(base, base + 10):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no 10 free consecutive ports on 127.0.0.1")
+
+
+def stack_home_parent(tmp_path_factory) -> Path:
+    """A folder for the stack's home. As root, PostgreSQL runs as the postgres user, who
+    cannot enter pytest's private (0700) folders: a folder of its own in the system's."""
+    if os.geteuid() != 0:
+        return tmp_path_factory.mktemp("stack")
+    parent = Path(tempfile.mkdtemp(prefix="cv-pipelines-stack-", dir="/tmp"))
+    parent.chmod(0o755)
+    return parent
+
+
+def stack_project(root: Path, port_base: int) -> Path:
+    """A project copy whose conf/stack names this stack's server and runs the test's tiny settings."""
+    make_project_copy(root)
+    globals_yml = root / "conf/stack/globals.yml"
+    globals_yml.write_text(globals_yml.read_text().replace("127.0.0.1:15431", f"127.0.0.1:{port_base + 1}"))
+    tiny = (root / "conf/test/parameters.yml").read_text()
+    (root / "conf/stack/parameters.yml").write_text(tiny + "\ndeployment:\n  champion_floor: {map50: 0.0}\n")
+    # Committed, as a team commits its environment: the fresh clone below gets it from git.
+    subprocess.run(["git", "add", "conf/stack"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "the stack environment"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    parent = stack_home_parent(tmp_path_factory)
+    port_base = free_port_block()
+    project = stack_project(tmp_path_factory.mktemp("stack_project"), port_base)
+    home = parent / ".stack"
+    up = subprocess.run(
+        [*STACK_COMMAND, "up", "--home", str(home), "--port-base", str(port_base), "--project", str(project)],
+        capture_output=True, text=True, timeout=300, env=project_env(project),
+    )
+    try:
+        assert up.returncode == 0, f"the stack did not start: {up.stderr.strip() or up.stdout}"
+        assert "stack: up in" in up.stdout
+        running = RunningStack(home, port_base, project, json.loads((home / "secrets.json").read_text()))
+        yield running
+    finally:
+        subprocess.run([*STACK_COMMAND, "down", "--home", str(home)], capture_output=True, timeout=120)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_on_stack(stack):
+    """The main job (`make demo ENV=stack`) on the stack, once for the module."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cv_pipelines.commands.main_job", "--env", "stack", "--project-path", str(stack.project)],
+        cwd=stack.project, env=project_env(stack.project), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def processes_of(stack: RunningStack) -> list[str]:
+    """Running processes of the stack: named by its home (PostgreSQL, SeaweedFS) or its database (MLflow)."""
+    marks = (str(stack.home), f"127.0.0.1:{stack.port_base}/mlflow")
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(mark in text for mark in marks):
+            found.append(text)
+    return found
+
+
+def listening(port_base: int) -> list[int]:
+    """The ports of the stack's block that accept a connection."""
+    open_ports = []
+    for port in range(port_base, port_base + 10):
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                open_ports.append(port)
+    return open_ports
+
+
+def test_the_main_job_on_the_stack_keeps_runs_in_postgresql_and_artifacts_in_the_buckets(stack, demo_on_stack):
+    out = demo_on_stack.stdout
+    assert "cv_pipelines_detector version 1 is @champion" in out and "from version 1" in out
+    assert stack.mlflow_uri in out  # the summary points at the server, not a SQLite file
+    assert not (stack.project / "data/mlflow/mlflow.db").exists()  # nothing tracked on the laptop
+
+    runs = dict(stack.sql("SELECT name, count(*) FROM runs WHERE status = 'FINISHED' GROUP BY name"))
+    assert {"training", "evaluation", "deployment"} <= set(runs), runs
+    metrics = {key for (key,) in stack.sql("SELECT DISTINCT key FROM metrics")}
+    assert {"test/mAP50", "test/mAP50-95"} <= metrics, sorted(metrics)[:20]
+    assert stack.sql("SELECT name, version, status FROM model_versions") == [(MODEL, 1, "READY")]
+    assert stack.sql("SELECT alias, version FROM registered_model_aliases") == [("champion", 1)]
+    artifact_uris = {uri for (uri,) in stack.sql("SELECT artifact_uri FROM runs")}
+    assert all(uri.startswith("mlflow-artifacts:/") for uri in artifact_uris), artifact_uris  # proxied by the server
+
+    artifacts = stack.keys("mlflow")
+    assert any(key.endswith("/weights/best.pt") for key in artifacts), artifacts
+    assert any(key.endswith("confusion_matrix.png") for key in artifacts)
+    assert any(key.endswith("/MLmodel") for key in artifacts) and any(key.endswith(".onnx") for key in artifacts)
+    # Every object of the snapshot is in the DVC bucket, by content.
+    cache = stack.project / ".dvc/cache/files/md5"
+    cached = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
+    pushed = {key.removeprefix("cv_pipelines/files/md5/") for key in stack.keys("dvc")}
+    assert cached and cached <= pushed, sorted(cached - pushed)[:5]
+    # The champion was served from the server: its artifacts were fetched through it.
+    served = (stack.home / "logs/mlflow.log").read_text()
+    assert "GET /api/2.0/mlflow/registered-models/alias?" in served
+    assert re.search(r"GET /api/2\.0/mlflow-artifacts/(artifacts|presigned)/\S+/MLmodel", served)
+
+
+def test_no_secret_of_the_stack_reaches_logs_params_data_or_git(stack, demo_on_stack):
+    values = [value.encode() for value in stack.secrets.values()]
+    places = [p for p in (stack.project / "data").rglob("*") if p.is_file()] + list((stack.home / "logs").iterdir())
+    leaked = [str(p) for p in places if any(value in p.read_bytes() for value in values)]
+    assert leaked == []
+    printed = (demo_on_stack.stdout + demo_on_stack.stderr).encode()
+    assert not any(value in printed for value in values)
+    tracked = stack.sql("SELECT value FROM params UNION ALL SELECT value FROM tags UNION ALL SELECT value FROM model_version_tags")
+    assert not [v for (v,) in tracked if v and any(value.decode() in v for value in values)]
+    history = subprocess.run(["git", "log", "-p", "--all"], cwd=stack.project, capture_output=True, check=True).stdout
+    assert not any(value in history for value in values)
+    assert (stack.home / "secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_a_fresh_clone_rebuilds_the_export_from_the_s3_remote_alone_and_evaluates_alike(stack, demo_on_stack, tmp_path):
+    clone = tmp_path / "second_clone"
+    subprocess.run(["git", "clone", "-q", str(stack.project), str(clone)], check=True)
+    assert not (clone / ".dvc/cache").exists() and not list((clone / "data").rglob("*.jpg"))  # git holds pointers only
+    connected = stack.command("connect", project=clone)
+    assert connected.returncode == 0, connected.stderr
+    env = project_env(clone, MLFLOW_TRACKING_URI=stack.mlflow_uri)  # the other way to name the server
+    export = run_kedro(clone, "run", "--pipelines", "export", "--env", "stack", "--params",
+                       "dataset_version=data/demo/v1", env=env)
+    assert export.returncode == 0, export.stderr[-3000:]
+    first = yaml.safe_load((stack.project / "data/exports/demo_v1/export_info.yaml").read_text())
+    second = yaml.safe_load((clone / "data/exports/demo_v1/export_info.yaml").read_text())
+    assert second["content_hash"] == first["content_hash"] and second["dataset_version"] == "data/demo/v1"
+    compared = 0
+    for path in sorted((stack.project / "data/exports/demo_v1").rglob("*")):
+        relative = path.relative_to(stack.project)
+        if path.name == "dataset.yaml":  # Ultralytics reads the export's absolute path from it: the clone's own
+            ours, theirs = (yaml.safe_load(p.read_text()) for p in (path, clone / relative))
+            assert {**theirs, "path": None} == {**ours, "path": None}
+        elif path.is_file() and path.name != "export_info.yaml" and path.suffix != ".cache":  # Ultralytics' own
+            assert (clone / relative).read_bytes() == path.read_bytes(), relative
+            compared += 1
+    assert compared > 24  # the images and their label files
+
+    from mlflow import MlflowClient
+
+    from cv_pipelines.models.registry import TRAINING_RUN_TAG
+
+    registered = MlflowClient(stack.mlflow_uri).get_model_version_by_alias(MODEL, "champion")
+    evaluation = run_kedro(clone, "run", "--pipelines", "evaluation", "--env", "stack", "--params",
+                           f"evaluation.run_id={registered.tags[TRAINING_RUN_TAG]}", env=env)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    metrics = [yaml.safe_load((root / "data/reporting/evaluation/last_evaluation.yml").read_text())["metrics"]
+               for root in (stack.project, clone)]
+    assert metrics[1] == pytest.approx(metrics[0], abs=1e-9) and metrics[0]
+
+
+def test_the_object_store_down_or_refusing_the_keys_makes_no_tag_and_the_next_snapshot_pushes_the_rest(stack, demo_on_stack):
+    from dvc.config import Config
+
+    from cv_pipelines.errors import ExternalServiceError
+    from tests.test_dataset_versions import add_images, git, snapshot
+
+    project = stack.project
+    config = Config(dvc_dir=str(project / ".dvc"), validate=False)
+    remote = dict(config.load_one("local")["remote"]["stack"])
+    tags_before = git(project, "tag", "--list", "data/*").splitlines()
+    add_images(project, range(5000, 5004))
+
+    def with_remote(**changes):
+        with config.edit("local") as local:
+            local["remote"]["stack"] = {**remote, **changes}
+
+    try:
+        with_remote(secret_access_key="not-the-secret")
+        with pytest.raises(ExternalServiceError) as refused:
+            snapshot(project)
+        assert "dvc remote modify --local stack" in str(refused.value) and "secret_access_key" in str(refused.value)
+        with_remote(endpointurl=f"http://127.0.0.1:{free_port_block()}")  # nothing listens there
+        with pytest.raises(ExternalServiceError) as down:
+            snapshot(project)
+        assert "could not be written" in str(down.value) and "no dataset version was committed" in str(down.value)
+        assert git(project, "tag", "--list", "data/*").splitlines() == tags_before
+    finally:
+        with_remote()
+    again = snapshot(project)
+    assert again.committed and again.tag not in tags_before
+    cache = project / ".dvc/cache/files/md5"
+    cached = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
+    pushed = {key.removeprefix("cv_pipelines/files/md5/") for key in stack.keys("dvc")}
+    assert cached <= pushed, sorted(cached - pushed)[:5]
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_run_with_one_sentence(stack, demo_on_stack):
+    dead = f"http://127.0.0.1:{free_port_block()}"
+    result = run_kedro(stack.project, "run", "--pipelines", "evaluation", "--env", "stack",
+                       env=project_env(stack.project, MLFLOW_TRACKING_URI=dead), timeout=120)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"The MLflow tracking server {dead} does not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_registration_cut_short_is_finished_by_the_next_deployment(stack, demo_on_stack):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow_uri)
+    # What a server lost between register_model and the gate leaves: the version, no aliases, no verdict.
+    client.delete_registered_model_alias(MODEL, "champion")
+    for tag in ("gate", "gate_reason", "champion_since", "promotion_reason", "challenger_since"):
+        client.delete_model_version_tag(MODEL, "1", tag)
+    result = run_kedro(stack.project, "run", "--pipelines", "deployment", "--env", "stack")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "was registered without its gate verdict; finishing its registration" in result.stderr
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert version.version == "1" and version.tags["gate"] == "promoted" and "champion_since" in version.tags
+    assert [v.version for v in client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
+
+
+def test_wrong_database_credentials_name_the_key_and_down_leaves_no_process(stack, demo_on_stack):
+    secrets_file = stack.home / "secrets.json"
+    original = secrets_file.read_text()
+    secrets_file.write_text(json.dumps({**stack.secrets, "postgres_password": "not-the-password"}))
+    try:
+        refused = stack.command("up")
+    finally:
+        secrets_file.write_text(original)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refused the password" in refused.stderr and "postgres_password" in refused.stderr
+    assert "not-the-password" not in refused.stderr
+
+    down = stack.command("down")
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
+    assert processes_of(stack) == [] and listening(stack.port_base) == []
+    status = stack.command("status")
+    assert status.stdout.count("stopped") == 3, status.stdout
