@@ -90,7 +90,7 @@ def test_a_deployment_asks_the_registry_once_whether_the_run_is_registered(tmp_p
     from cv_pipelines.pipelines.deployment import nodes
 
     lookups = []
-    registered = SimpleNamespace(version=3, aliases=["challenger"])
+    registered = SimpleNamespace(version=3, aliases=["challenger"], tags={"gate": "held"})
     monkeypatch.setattr(nodes, "active_run", lambda: SimpleNamespace(info=SimpleNamespace(run_id="deploying")))
     monkeypatch.setattr(nodes, "mlflow_client", lambda: None)
     monkeypatch.setattr(nodes.model_registry, "tag_deployment_run", lambda tags: None)

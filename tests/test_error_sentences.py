@@ -337,8 +337,34 @@ TRAINING = "tests/test_training.py::"
 MATRIX = "tests/test_matrix.py::"
 SERVING = "tests/test_serving.py::"
 
+STACK = "tests/test_stack.py::"
+
 #: Sites whose sentence another test reaches, with that test (``tests/<file>::<test function>``).
 COVERED_ELSEWHERE = {
+    "commands/stack.py::_check_reachable_by_postgres": STACK
+    + "test_as_root_a_home_the_postgres_user_cannot_reach_is_refused_with_the_fix",
+    "commands/stack.py::_init_postgres": STACK
+    + "test_postgresql_that_cannot_initialise_or_bind_says_so_and_keeps_the_users_files",
+    "commands/stack.py::_start_postgres": STACK
+    + "test_postgresql_that_cannot_initialise_or_bind_says_so_and_keeps_the_users_files",
+    "commands/stack.py::_postgres_bin": STACK
+    + "test_a_missing_server_program_and_a_service_that_never_answers_are_one_sentence",
+    "commands/stack.py::_wait_until: f'{what} exited": STACK
+    + "test_a_missing_server_program_and_a_service_that_never_answers_are_one_sentence",
+    "commands/stack.py::_wait_until: f'{what} did not": STACK
+    + "test_a_missing_server_program_and_a_service_that_never_answers_are_one_sentence",
+    "commands/stack.py::postgres_connection: f\"PostgreSQL on 127.0.0.1:{stack.postgres_port} refused": STACK
+    + "test_wrong_database_credentials_name_the_key_and_down_leaves_no_process",
+    "commands/stack.py::postgres_connection: f'PostgreSQL on": STACK
+    + "test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence",
+    "commands/stack.py::open_stack: f'The stack at": STACK
+    + "test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence",
+    "commands/stack.py::open_stack: f\"The stack's port": STACK
+    + "test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence",
+    "commands/stack.py::_dvc_dir": STACK + "test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence",
+    "commands/stack.py::_weed_argv": STACK + "test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence",
+    "hooks.py::_check_tracking_server": STACK + "test_a_tracking_server_that_does_not_answer_stops_the_run_with_one_sentence",
+    "commands/stack.py::_require_running": STACK + "test_connecting_to_a_stack_that_is_not_running_says_where_to_start_it",
     "annotations/coco_import.py::with_label_set": "tests/test_import_coco.py::"
     "test_categories_outside_the_label_set_stop_the_import_before_anything_is_written",  # the real command, exit 2
     'annotations/label_sets.py::label_set_classes: f"labeling.labels': "tests/test_import_coco.py::"

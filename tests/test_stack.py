@@ -327,3 +327,92 @@ def test_wrong_database_credentials_name_the_key_and_down_leaves_no_process(stac
     assert processes_of(stack) == [] and listening(stack.port_base) == []
     status = stack.command("status")
     assert status.stdout.count("stopped") == 3, status.stdout
+
+
+# -- the command's own refusals, without a running stack ------------------------------------
+
+
+def stack_main(*args: str) -> tuple[int, str]:
+    """``python -m cv_pipelines.commands.stack ...`` in this process: its status and its stderr."""
+    import contextlib
+    import io
+
+    from cv_pipelines.commands import stack as stack_command
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = stack_command.main(list(args))
+    return status, err.getvalue()
+
+
+def test_connecting_to_a_stack_that_is_not_running_says_where_to_start_it(tmp_path):
+    project = make_project_copy(tmp_path / "project")
+    status, err = stack_main("connect", "--home", str(tmp_path / ".stack"), "--project", str(project))
+    assert status == 3 and "is not running (postgres, s3, mlflow stopped)" in err and "make stack-up" in err
+    assert not (project / ".dvc/config.local").exists()
+
+
+def test_a_missing_server_program_and_a_service_that_never_answers_are_one_sentence(tmp_path, monkeypatch):
+    from cv_pipelines.commands import stack as stack_command
+    from cv_pipelines.errors import ExternalServiceError
+
+    with pytest.raises(ExternalServiceError, match=r"PostgreSQL's no-such-initdb is not installed.*postgresql"):
+        stack_command._postgres_bin("no-such-initdb")
+    stack = stack_command.open_stack(tmp_path / ".stack", free_port_block())
+    monkeypatch.setattr(stack_command, "_READY_TIMEOUT_S", 0.5)
+    with pytest.raises(ExternalServiceError, match=r"The thing did not become ready within 0 s; see its log"):
+        stack_command._wait_until(lambda: False, "The thing", stack, "s3")
+    exits = stack_command._spawn(stack, "s3", [sys.executable, "-c", "print('bad flag -x'); raise SystemExit(4)"], {})
+    with pytest.raises(ExternalServiceError, match=r"exited with status 4 while starting; its log is .*: bad flag -x"):
+        stack_command._wait_until(lambda: False, "The gateway", stack, "s3", exits)
+
+
+def test_postgresql_that_cannot_initialise_or_bind_says_so_and_keeps_the_users_files(tmp_path_factory):
+    parent = stack_home_parent(tmp_path_factory)
+    try:
+        occupied = parent / "occupied" / ".stack"
+        (occupied / "postgres").mkdir(parents=True)
+        (occupied / "postgres/notes.txt").write_text("the user's")
+        status, err = stack_main("up", "--home", str(occupied), "--port-base", str(free_port_block()))
+        assert status == 3 and "initdb could not make the stack's database in" in err, err
+        assert (occupied / "postgres/notes.txt").read_text() == "the user's"
+
+        base = free_port_block()
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", base))  # PostgreSQL's port, held by someone else
+            taken.listen()
+            status, err = stack_main("up", "--home", str(parent / "busy" / ".stack"), "--port-base", str(base))
+        assert status == 3 and f"PostgreSQL did not start on 127.0.0.1:{base}; its log is" in err, err
+    finally:
+        for home in parent.glob("*/.stack"):
+            stack_main("down", "--home", str(home))
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to the postgres user")
+def test_as_root_a_home_the_postgres_user_cannot_reach_is_refused_with_the_fix(tmp_path):
+    tmp_path.chmod(0o700)
+    status, err = stack_main("up", "--home", str(tmp_path / ".stack"), "--port-base", str(free_port_block()))
+    assert status == 2 and "who cannot reach" in err and "CV_STACK_HOME" in err, err
+    assert not (tmp_path / ".stack/postgres").exists()
+
+
+def test_the_stack_commands_refuse_bad_homes_ports_and_projects_with_one_sentence(tmp_path, monkeypatch):
+    from cv_pipelines.commands import stack as stack_command
+    from cv_pipelines.errors import ConfigurationError, ExternalServiceError
+
+    status, err = stack_main("up", "--home", str(tmp_path / "low"), "--port-base", "80")
+    assert status == 2 and "port base 80 must be between 1024 and 65525" in err
+    home = tmp_path / ".stack"
+    stack = stack_command.open_stack(home, 30000)
+    with pytest.raises(ConfigurationError, match=r"listens on ports 30000-30009 \(recorded in .*stack.json\)"):
+        stack_command.open_stack(home, 30010)
+    status, err = stack_main("up", "--home", str(home), "--project", str(tmp_path))
+    assert status == 2 and "is not a DVC project (no .dvc folder)" in err
+    assert not (home / "postgres").exists()  # refused before anything started
+    with pytest.raises(ExternalServiceError, match=r"PostgreSQL on 127.0.0.1:\d+ cannot be reached"):
+        stack_command.postgres_connection(stack_command.open_stack(tmp_path / "b", free_port_block()), "x")
+    monkeypatch.setattr(stack_command.sys, "executable", str(tmp_path / "bin/python"))
+    monkeypatch.setattr(stack_command.shutil, "which", lambda name: None)
+    with pytest.raises(ExternalServiceError, match=r"weed binary is not installed.*\.\[stack\]"):
+        stack_command._weed_argv(stack)

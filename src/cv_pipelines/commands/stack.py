@@ -258,28 +258,38 @@ def _init_postgres(stack: Stack, password: str) -> None:
     if (data / "PG_VERSION").exists():
         return
     user = _as_postgres_user()
+    if user:
+        _check_reachable_by_postgres(stack)
+    made = not data.exists()
     data.mkdir(parents=True, exist_ok=True)
-    pwfile = stack.path("run", "pwfile")
-    pwfile.parent.mkdir(parents=True, exist_ok=True)
-    pwfile.write_text(password + "\n")
     if user:
         shutil.chown(data, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
-        _check_reachable_by_postgres(stack)
-    os.chmod(pwfile, 0o600)
+    pwfile = stack.path("run", "pwfile")
+    pwfile.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
     try:
+        if user:
+            shutil.chown(pwfile, "postgres", "postgres")
         argv = [_postgres_bin("initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}"]
         argv += ["-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"]
         done = subprocess.run(argv, capture_output=True, text=True, **user)
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
-        shutil.rmtree(data, ignore_errors=True)  # half a cluster would stop the next `up`
-        raise ExternalServiceError(f"PostgreSQL's initdb failed for {data}: {done.stderr.strip().splitlines()[-1]}")
+        if made:  # half a cluster would stop the next `up`; a folder that was there is the user's
+            shutil.rmtree(data, ignore_errors=True)
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExternalServiceError(
+            f"PostgreSQL's initdb could not make the stack's database in {data} ({last}); "
+            "empty or remove that folder, then run up again."
+        )
 
 
 def _check_reachable_by_postgres(stack: Stack) -> None:
-    check = subprocess.run(["test", "-w", str(stack.path("postgres"))], user="postgres", check=False)
+    stack.home.mkdir(parents=True, exist_ok=True)
+    check = subprocess.run(["test", "-x", str(stack.home)], user="postgres", check=False)
     if check.returncode != 0:
         raise ConfigurationError(
             f"PostgreSQL refuses to run as root, so the stack runs it as the postgres user, who cannot reach "
@@ -493,9 +503,7 @@ def connect_dvc(project: Path, stack: Stack, values: dict[str, str]) -> None:
     """Make the stack's bucket this clone's default DVC remote, in ``.dvc/config.local`` (never committed)."""
     from dvc.config import Config
 
-    dvc_dir = project / ".dvc"
-    if not dvc_dir.is_dir():
-        raise ConfigurationError(f"{project} is not a DVC project (no .dvc folder); run this from the clone's root.")
+    dvc_dir = _dvc_dir(project)
     config = Config(dvc_dir=str(dvc_dir), validate=False)
     with config.edit("local") as local:
         local.setdefault("remote", {})[DVC_REMOTE] = {
@@ -506,6 +514,13 @@ def connect_dvc(project: Path, stack: Stack, values: dict[str, str]) -> None:
             "region": S3_REGION,
         }
         local.setdefault("core", {})["remote"] = DVC_REMOTE
+
+
+def _dvc_dir(project: Path) -> Path:
+    dvc_dir = project / ".dvc"
+    if not dvc_dir.is_dir():
+        raise ConfigurationError(f"{project} is not a DVC project (no .dvc folder); run this from the clone's root.")
+    return dvc_dir
 
 
 def disconnect_dvc(project: Path) -> bool:
@@ -527,6 +542,8 @@ def disconnect_dvc(project: Path) -> bool:
 
 def up(stack: Stack, project: Path | None) -> dict[str, float]:
     """Start what is not running (PostgreSQL, S3, MLflow, in that order) and connect ``project``'s DVC."""
+    if project is not None:
+        _dvc_dir(project)  # before anything starts
     values = stack.secrets()
     seconds = {
         "postgres": _start_postgres(stack, values["postgres_password"]),

@@ -210,6 +210,8 @@ class PackagedModel:
     model_uri: str | None = None
     registered_version: str | None = None
     registered_aliases: tuple[str, ...] = ()
+    #: Whether that version holds the gate's verdict: False for a registration cut short.
+    registration_finished: bool = True
 
     @property
     def is_empty(self) -> bool:

@@ -127,6 +127,15 @@ def rollback(client: MlflowClient, name: str) -> dict[str, Any]:
     return {"from_version": current_version, "to_version": previous}
 
 
+def registration_finished(tags: dict[str, str]) -> bool:
+    """Whether a version's ``tags`` hold the gate's verdict (and, when promoted, the champion's stamp).
+
+    False for a version whose registration was cut short between ``register_model`` and
+    the gate (the tracking server lost): the next deployment finishes it.
+    """
+    return "gate" in tags and (tags["gate"] != "promoted" or "champion_since" in tags)
+
+
 def register_challenger(client, name: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register ``model_uri`` as a new version of ``name`` with ``tags`` and make it ``challenger``; its version."""
     import mlflow  # heavy import kept local

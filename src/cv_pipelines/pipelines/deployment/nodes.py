@@ -56,7 +56,9 @@ def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: Deploym
     existing = model_registry.version_of_training_run(mlflow_client(), deployment.model_name, evaluated.run_id)
     if existing is not None:
         return PackagedModel(
-            registered_version=str(existing.version), registered_aliases=tuple(sorted(existing.aliases))
+            registered_version=str(existing.version),
+            registered_aliases=tuple(sorted(existing.aliases)),
+            registration_finished=model_registry.registration_finished(existing.tags),
         )
     if evaluated.family not in model_packaging.FAMILIES:
         raise ConfigurationError(
@@ -134,7 +136,7 @@ def register_model(
     if deployment.action == "rollback":
         return _rollback(client, name)
     if packaged.registered_version is not None:  # package_model asked the registry, once
-        if _registration_finished(client, name, packaged.registered_version):
+        if packaged.registration_finished:
             return _skipped(name, evaluated.run_id, packaged)
         # An earlier run registered the version, then lost the tracking server before the
         # gate's verdict and aliases: this run finishes the registration.
@@ -162,12 +164,6 @@ def register_model(
     tags |= {key: f"{value:.5g}" for key, value in measured.metrics().items()}
     version = model_registry.register_challenger(client, name, packaged.model_uri, tags)
     return _gate(client, name, version, evaluated, deployment, tags["evaluation_run_id"] or None, packaged)
-
-
-def _registration_finished(client, name: str, version: str) -> bool:
-    """Whether ``version`` holds the gate's verdict (and, when promoted, the champion's stamp)."""
-    tags = client.get_model_version(name, version).tags
-    return "gate" in tags and (tags["gate"] != "promoted" or "champion_since" in tags)
 
 
 def _gate(client, name, version, evaluated: TrackedModel, deployment, evaluation_run_id, packaged) -> dict[str, Any]:
