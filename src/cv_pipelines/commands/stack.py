@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ def _spawn(stack: Stack, service: str, argv: list[str], env: dict[str, str]) -> 
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     _pid_file(stack, service).write_text(f"{process.pid}\n")
+    process.started_at = time.monotonic()  # type: ignore[attr-defined]  # for _wait_until's figure
     return process
 
 
@@ -196,8 +198,11 @@ def _group_alive(pid: int) -> bool:
 
 
 def _wait_until(ready, what: str, stack: Stack, service: str, process: subprocess.Popen | None = None) -> float:
-    """Poll ``ready()`` until it holds; a process that exits, or the timeout, ends it with a sentence."""
-    started = time.monotonic()
+    """Poll ``ready()`` until it holds; a process that exits, or the timeout, ends it with a sentence.
+
+    Returns the seconds since ``process`` started (since the call, without one).
+    """
+    started = getattr(process, "started_at", None) or time.monotonic()
     while time.monotonic() - started < _READY_TIMEOUT_S:
         if process is not None and process.poll() is not None:
             raise ExternalServiceError(
@@ -421,15 +426,18 @@ def _weed_argv(stack: Stack) -> list[str]:
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=512",
         "-volume.max=200",
-        # A lone volume server has no peers to hand writes to: it may stop at once.
+        # A lone volume server has no peers to hand writes to: it may stop at once; a lone
+        # master has no peer to wait for (its 10 s election timeout doubled each restart).
         "-volume.preStopSeconds=0",
+        "-master.electionTimeout=1s",
         f"-s3.config={stack.path('run', 's3-identities.json')}",
     ]
 
 
-def _start_s3(stack: Stack, values: dict[str, str]) -> float:
+def _start_s3(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
+    """Start the S3 gateway; returns the wait for it (and its buckets), in seconds."""
     if _running_pid(stack, "s3"):
-        return 0.0
+        return lambda: 0.0
     stack.path("s3").mkdir(parents=True, exist_ok=True)
     identities = stack.path("run", "s3-identities.json")
     identities.parent.mkdir(parents=True, exist_ok=True)
@@ -454,17 +462,18 @@ def _start_s3(stack: Stack, values: dict[str, str]) -> float:
         except Exception:  # not up yet: any refusal means "try again"
             return False
 
-    return _wait_until(buckets_made, f"SeaweedFS's S3 gateway on {stack.s3_endpoint}", stack, "s3", process)
+    return lambda: _wait_until(buckets_made, f"SeaweedFS's S3 gateway on {stack.s3_endpoint}", stack, "s3", process)
 
 
 # -- MLflow server ------------------------------------------------------------------------------
 
 
-def _start_mlflow(stack: Stack, values: dict[str, str]) -> float:
+def _start_mlflow(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
+    """Start the MLflow server; returns the wait for its /health, in seconds."""
     import urllib.request
 
     if _running_pid(stack, "mlflow"):
-        return 0.0
+        return lambda: 0.0
     env = dict(os.environ)
     env.update(
         {
@@ -493,7 +502,7 @@ def _start_mlflow(stack: Stack, values: dict[str, str]) -> float:
         except OSError:
             return False
 
-    return _wait_until(healthy, f"The MLflow server on {stack.mlflow_uri}", stack, "mlflow", process)
+    return lambda: _wait_until(healthy, f"The MLflow server on {stack.mlflow_uri}", stack, "mlflow", process)
 
 
 # -- DVC -----------------------------------------------------------------------------------------
@@ -541,16 +550,17 @@ def disconnect_dvc(project: Path) -> bool:
 
 
 def up(stack: Stack, project: Path | None) -> dict[str, float]:
-    """Start what is not running (PostgreSQL, S3, MLflow, in that order) and connect ``project``'s DVC."""
+    """Start what is not running and connect ``project``'s DVC; the seconds each service took to answer.
+
+    PostgreSQL first (MLflow's store); then the S3 gateway and MLflow start side by side.
+    """
     if project is not None:
         _dvc_dir(project)  # before anything starts
     values = stack.secrets()
-    seconds = {
-        "postgres": _start_postgres(stack, values["postgres_password"]),
-        "s3": _start_s3(stack, values),
-    }
+    seconds = {"postgres": _start_postgres(stack, values["postgres_password"])}
     postgres_connection(stack, values["postgres_password"], DATABASE).close()  # the password, before MLflow
-    seconds["mlflow"] = _start_mlflow(stack, values)
+    waits = {"s3": _start_s3(stack, values), "mlflow": _start_mlflow(stack, values)}
+    seconds |= {service: wait() for service, wait in waits.items()}
     if project is not None:
         connect_dvc(project, stack, values)
     return seconds
