@@ -17,7 +17,12 @@ gateway, an MLflow server) in a temporary folder on a free port block and times:
     as a user copying the files by hand would. It uploads the same number of objects;
     DVC also uploads one listing per shard.
 
-Prints the medians and the ratios (push / s3fs put). Nothing is written into the checkout.
+- **the demo** (``--demo``): the main job (what ``make demo`` runs after the install) in
+  two fresh clones of this checkout, one right after the other: the embedded default
+  (SQLite MLflow, a local DVC remote) and ``--env stack`` on this stack.
+
+Prints the medians and the ratios (push / s3fs put; stack / embedded). Nothing is written
+into the checkout.
 """
 
 from __future__ import annotations
@@ -100,11 +105,35 @@ def measure_pushes(stack, values: dict[str, str], work: Path, images: int, repea
     return rounds
 
 
+def demo_seconds(work: Path, stack, env_name: str | None) -> float:
+    """The main job's wall time in a fresh clone of this checkout (on the stack when ``env_name``)."""
+    import subprocess
+    import sys
+
+    # One folder down: the clone's committed DVC remote is a folder beside it (../../ of .dvc).
+    clone = work / f"demo_{env_name or 'embedded'}" / "clone"
+    checkout = Path(__file__).resolve().parents[1]
+    subprocess.run(["git", "clone", "-q", str(checkout), str(clone)], check=True)
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "cv_pipelines.commands.main_job", "--project-path", str(clone)]
+    if env_name:
+        stack_command.connect_dvc(clone, stack, stack.secrets())
+        env["MLFLOW_TRACKING_URI"] = stack.mlflow_uri  # the bench's own port block, not conf/stack's
+        command += ["--env", env_name]
+    env["CV_PIPELINES_PROJECT_ROOT"] = str(clone)
+    env["PYTHONPATH"] = str(clone / "src")
+    started = time.perf_counter()
+    subprocess.run(command, cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--demo", action="store_true", help="also time the main job, embedded and on the stack")
     args = parser.parse_args()
+    demo: tuple[float, float] | None = None
     with tempfile.TemporaryDirectory(prefix="bench_stack_", dir="/tmp") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # as root, PostgreSQL runs as the postgres user, who must reach its folder
@@ -115,6 +144,8 @@ def main() -> None:
             restart = timed_start(stack)
             print(f"Stack start-up: first {first:.1f} s (new cluster and buckets), restart {restart:.1f} s")
             rounds = measure_pushes(stack, stack.secrets(), work, args.images, args.repeat)
+            if args.demo:
+                demo = (demo_seconds(work, stack, None), demo_seconds(work, stack, "stack"))
         finally:
             stack_command.down(stack)
     with_push, without_push, put = (statistics.median(column) for column in zip(*rounds, strict=True))
@@ -123,6 +154,10 @@ def main() -> None:
     print(f"  snapshot, whole       {with_push:7.1f} s   {with_push / put:5.2f}x the s3fs put")
     print(f"  snapshot, push only   {push:7.1f} s   {push / put:5.2f}x the s3fs put")
     print(f"  s3fs put (baseline)   {put:7.1f} s   {args.images / put:,.0f} files/s")
+    if demo:
+        embedded, on_stack = demo
+        print(f"\nThe main job in a fresh clone: embedded {embedded:.1f} s, on the stack {on_stack:.1f} s "
+              f"({on_stack / embedded:.2f}x)")
 
 
 if __name__ == "__main__":
