@@ -490,3 +490,11 @@ def test_the_writers_refuse_a_name_that_escapes_even_past_the_parameters(project
     with pytest.raises(ConfigurationError, match=r"dataset version's data would be written to .*elsewhere, outside"):
         take_snapshot(outside, snapshot, "demo", ingestion)
     assert subprocess.run(["git", "tag"], cwd=project, capture_output=True, text=True).stdout == ""
+
+
+def test_the_product_repository_holds_no_dataset_version_of_its_own():
+    # `make demo` run in the checkout itself commits its snapshot's pointers into it; a fresh
+    # clone would then start with pointers to objects that exist nowhere.
+    tracked = subprocess.run(["git", "ls-files", "data"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    generated = [path for path in tracked.stdout.split() if not path.endswith((".gitkeep", "data/README.md"))]
+    assert generated == [], generated[:5]
