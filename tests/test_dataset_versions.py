@@ -441,3 +441,24 @@ def test_registries_gone_from_the_cache_and_remote_are_one_sentence(project):
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "is in neither the DVC cache nor the DVC remote" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_an_untagged_snapshot_commit_that_came_with_a_clone_is_not_tagged_there(project, tmp_path, caplog):
+    add_images(project, range(10))
+    pushed = snapshot(project)
+    git(project, "tag", "-d", pushed.tag)  # pushed without its tag (or a repository that carries one)
+    clone = tmp_path / "clone"  # beside the project: the same relative remote
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    for key, value in (("user.name", "cv-tests"), ("user.email", "tests@localhost")):
+        git(clone, "config", key, value)
+
+    with caplog.at_level("INFO", logger="cv_pipelines.versioning.dataset_versions"):
+        add_images(clone, range(100, 103))
+        snapshot(clone)
+    assert git(clone, "tag", "--points-at", pushed.commit) == ""  # its data never was in this clone
+    assert "Not tagging data/demo/v1" in caplog.text and "not in this clone's DVC cache" in caplog.text
+
+    # Where the snapshot was made (its objects in the cache), the same commit is tagged, as before.
+    add_images(project, range(200, 201))
+    snapshot(project)
+    assert git(project, "tag", "--points-at", pushed.commit) == "data/demo/v1"

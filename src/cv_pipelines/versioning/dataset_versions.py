@@ -423,6 +423,29 @@ def _pointer(target: Path) -> Path:
     return target.with_name(target.name + ".dvc")
 
 
+def _made_here(root: Path, commit: str) -> bool:
+    """Whether every listing the snapshot ``commit``'s pointer files name is in this clone's DVC cache.
+
+    A snapshot `dvc add`s into the cache before it commits, so one killed here always passes.
+    """
+    import yaml
+    from dvc.config import Config
+
+    cache_dir = Config(dvc_dir=str(root / ".dvc"), validate=False).get("cache", {}).get("dir")
+    cache = (root / ".dvc" / cache_dir).resolve() if cache_dir else root / ".dvc/cache"
+    changed = _git(root, "show", "--name-only", "--format=", commit, check=False).splitlines()
+    for name in (path for path in changed if path.endswith(".dvc")):
+        try:
+            output = yaml.safe_load(_git(root, "show", f"{commit}:{name}", check=False)).get("outs")[0]
+            md5 = output["md5"]
+        except (yaml.YAMLError, AttributeError, LookupError, TypeError):
+            continue  # a pointer since removed or cut: nothing to find
+        folder = cache / "files/md5" if output.get("hash") == "md5" else cache  # DVC 3's layout, or DVC 2's
+        if not (folder / md5[:2] / md5[2:]).exists():
+            return False
+    return True
+
+
 def _tag_interrupted_version(root: Path) -> tuple[str, str] | None:
     """Tag the snapshot commits among HEAD's last few whose tag was never made (a snapshot killed
     between its commit and its tag, maybe followed by commits of the user's); returns the
@@ -440,6 +463,12 @@ def _tag_interrupted_version(root: Path) -> tuple[str, str] | None:
     newest = None
     for tag, commit in reversed(wanted):  # oldest first
         if tag in existing:
+            continue
+        if not _made_here(root, commit):
+            # A snapshot commit that came with the clone (one pushed without its tag, or a
+            # product repository that carries one): tagging it would name data this clone
+            # never had. Its author's next snapshot tags it.
+            logger.info("Not tagging %s at %s: its data is not in this clone's DVC cache", tag, commit[:10])
             continue
         subject = _git(root, "log", "-1", "--format=%s", commit)
         _git(root, "tag", "-a", tag, "-m", f"Dataset version {tag}: {subject}", commit)
