@@ -162,8 +162,10 @@ class ProjectMlflowHook:
 
     def _set_up(self, context) -> None:
         self.kedro_mlflow.run_id = None
-        _check_tracking_server(context)
-        with _mlflow_setup_lock(context):
+        # mlflow.yml is read here before kedro-mlflow reads it, as it reads it.
+        uri = _tracking_uri(context)
+        _check_tracking_server(uri)
+        with _mlflow_setup_lock(context, uri):
             self.kedro_mlflow.after_context_created(context=context)
 
     def _replay(self) -> None:
@@ -267,7 +269,7 @@ def _tracking_uri(context) -> str | None:
     return str(uri or os.environ.get("MLFLOW_TRACKING_URI") or "") or None
 
 
-def _check_tracking_server(context) -> None:
+def _check_tracking_server(uri: str | None) -> None:
     """A tracking server that does not answer stops the session at once, with one sentence.
 
     Without this, kedro-mlflow's set-up retries the server for minutes and ends in a traceback.
@@ -277,7 +279,6 @@ def _check_tracking_server(context) -> None:
 
     from cv_pipelines.errors import ExternalServiceError
 
-    uri = _tracking_uri(context)
     if not uri or not uri.startswith(("http://", "https://")):
         return
     try:
@@ -296,13 +297,11 @@ def _check_tracking_server(context) -> None:
     )
 
 
-def _mlflow_setup_lock(context) -> AbstractContextManager[None]:
+def _mlflow_setup_lock(context, uri: str | None) -> AbstractContextManager[None]:
     """The lock file next to the embedded SQLite store (``<db>.setup.lock``); no lock for a tracking server."""
     from cv_pipelines.errors import ConfigurationError
     from cv_pipelines.files.locks import hold_lock
 
-    # mlflow.yml is read here before kedro-mlflow reads it, as it reads it.
-    uri = _tracking_uri(context)
     if not uri or not str(uri).startswith(_SQLITE):
         return nullcontext()
     db = Path(str(uri).removeprefix(_SQLITE))

@@ -258,11 +258,13 @@ def _current_training(job: _Job, export_hash: str) -> dict | None:
     try:
         trained = job.load_if_exists("trained_model")
     except DatasetError as exc:
-        reason = exc.__cause__.__cause__ if isinstance(exc.__cause__, DatasetError) else exc.__cause__
-        if not isinstance(reason, ConfigurationError):
+        reason: BaseException | None = exc
+        while reason is not None and not isinstance(reason, ConfigurationError):
+            reason = reason.__cause__  # Kedro wraps the dataset's own error, once per layer
+        if reason is None:
             raise
         # The recorded training did not finish (a crash, a server that went away): train again.
-        logger.warning("The last training is not usable (%s); training again", reason.message)
+        logger.warning("The last training is not usable (%s); training again", reason)
         return None
     if trained is None:
         return None

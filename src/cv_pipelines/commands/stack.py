@@ -108,11 +108,16 @@ class Stack:
             "s3_access_key_id": "CV" + secrets.token_hex(9).upper(),
             "s3_secret_access_key": secrets.token_urlsafe(30),
         }
-        self.home.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(values, handle, indent=2)
+        _write_private(path, json.dumps(values, indent=2), exclusive=True)
         return values
+
+
+def _write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
+    """Write a file only its owner can read, created so (never readable, even for a moment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    with os.fdopen(os.open(path, flags, 0o600), "w") as handle:
+        handle.write(text)
 
 
 def open_stack(home: Path | None, port_base: int | None = None) -> Stack:
@@ -152,8 +157,8 @@ def _running_pid(stack: Stack, service: str) -> int | None:
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
     # A recycled pid belongs to another program: never signal it. Each service's command
-    # line names this stack (the S3 gateway its identities file, MLflow its port).
-    marker = str(stack.home) if service == "s3" else f"{stack.mlflow_port}"
+    # line names this stack (the S3 gateway its identities file, MLflow this stack's database).
+    marker = str(stack.home) if service == "s3" else _backend_store(stack)
     return pid if marker.encode() in cmdline else None
 
 
@@ -166,7 +171,6 @@ def _spawn(stack: Stack, service: str, argv: list[str], env: dict[str, str]) -> 
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     _pid_file(stack, service).write_text(f"{process.pid}\n")
-    process.started_at = time.monotonic()  # type: ignore[attr-defined]  # for _wait_until's figure
     return process
 
 
@@ -197,12 +201,14 @@ def _group_alive(pid: int) -> bool:
     return True
 
 
-def _wait_until(ready, what: str, stack: Stack, service: str, process: subprocess.Popen | None = None) -> float:
+def _wait_until(
+    ready, what: str, stack: Stack, service: str, process: subprocess.Popen | None = None, since: float | None = None
+) -> float:
     """Poll ``ready()`` until it holds; a process that exits, or the timeout, ends it with a sentence.
 
-    Returns the seconds since ``process`` started (since the call, without one).
+    Returns the seconds since ``since`` (the process's start; the call, without one).
     """
-    started = getattr(process, "started_at", None) or time.monotonic()
+    started = since or time.monotonic()
     while time.monotonic() - started < _READY_TIMEOUT_S:
         if process is not None and process.poll() is not None:
             raise ExternalServiceError(
@@ -270,10 +276,7 @@ def _init_postgres(stack: Stack, password: str) -> None:
     if user:
         shutil.chown(data, "postgres", "postgres")
     pwfile = stack.path("run", "pwfile")
-    pwfile.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(password + "\n")
+    _write_private(pwfile, password + "\n")
     try:
         if user:
             shutil.chown(pwfile, "postgres", "postgres")
@@ -440,16 +443,13 @@ def _start_s3(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
         return lambda: 0.0
     stack.path("s3").mkdir(parents=True, exist_ok=True)
     identities = stack.path("run", "s3-identities.json")
-    identities.parent.mkdir(parents=True, exist_ok=True)
     identity = {
         "name": "cv_pipelines",
         "credentials": [{"accessKey": values["s3_access_key_id"], "secretKey": values["s3_secret_access_key"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    descriptor = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump({"identities": [identity]}, handle)
-    process = _spawn(stack, "s3", _weed_argv(stack), dict(os.environ))
+    _write_private(identities, json.dumps({"identities": [identity]}))
+    process, since = _spawn(stack, "s3", _weed_argv(stack), dict(os.environ)), time.monotonic()
     client = s3_client(stack, values)
 
     def buckets_made() -> bool:
@@ -462,10 +462,17 @@ def _start_s3(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
         except Exception:  # not up yet: any refusal means "try again"
             return False
 
-    return lambda: _wait_until(buckets_made, f"SeaweedFS's S3 gateway on {stack.s3_endpoint}", stack, "s3", process)
+    what = f"SeaweedFS's S3 gateway on {stack.s3_endpoint}"
+    return lambda: _wait_until(buckets_made, what, stack, "s3", process, since)
 
 
 # -- MLflow server ------------------------------------------------------------------------------
+
+
+def _backend_store(stack: Stack) -> str:
+    """MLflow's store URI: no password (libpq reads PGPASSWORD); psycopg2 named, as SQLAlchemy's plain
+    ``postgresql://`` now means psycopg 3."""
+    return f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{stack.postgres_port}/{DATABASE}"
 
 
 def _start_mlflow(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
@@ -489,11 +496,10 @@ def _start_mlflow(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
     )
     env.pop("MLFLOW_TRACKING_URI", None)
     argv = [sys.executable, "-m", "mlflow", "server"]
-    # psycopg2 named explicitly: SQLAlchemy's plain postgresql:// now means psycopg 3.
-    argv += ["--backend-store-uri", f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{stack.postgres_port}/{DATABASE}"]
+    argv += ["--backend-store-uri", _backend_store(stack)]
     argv += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/artifacts", "--serve-artifacts"]
     argv += ["--host", "127.0.0.1", "--port", str(stack.mlflow_port), "--workers", "2"]
-    process = _spawn(stack, "mlflow", argv, env)
+    process, since = _spawn(stack, "mlflow", argv, env), time.monotonic()
 
     def healthy() -> bool:
         try:
@@ -502,7 +508,7 @@ def _start_mlflow(stack: Stack, values: dict[str, str]) -> Callable[[], float]:
         except OSError:
             return False
 
-    return lambda: _wait_until(healthy, f"The MLflow server on {stack.mlflow_uri}", stack, "mlflow", process)
+    return lambda: _wait_until(healthy, f"The MLflow server on {stack.mlflow_uri}", stack, "mlflow", process, since)
 
 
 # -- DVC -----------------------------------------------------------------------------------------

@@ -83,10 +83,8 @@ def project_tracking_uri(env: str | None = None, root: Path | None = None) -> st
     ``MLFLOW_TRACKING_URI``, else the environment's ``mlflow_server`` global (the team
     set-up's server), else the embedded SQLite store.
     """
-    from cv_pipelines.config.mlflow_plugin import register_mlflow_resolvers
+    from cv_pipelines.config.mlflow_plugin import mlflow_config_of
 
     root = root or project_root()
-    register_mlflow_resolvers()
     loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **PROJECT_CONFIG_LOADER_ARGS)
-    loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
-    return str(loader["mlflow"]["server"]["mlflow_tracking_uri"])
+    return str(((mlflow_config_of(loader) or {}).get("server") or {}).get("mlflow_tracking_uri"))

@@ -106,10 +106,14 @@ def register_mlflow_resolvers() -> None:
 
 def mlflow_config(context: Any) -> dict[str, Any] | None:
     """The project's mlflow.yml as kedro-mlflow reads it (its resolver, its config patterns); None without one."""
+    return mlflow_config_of(context.config_loader)
+
+
+def mlflow_config_of(loader: Any) -> dict[str, Any] | None:
+    """mlflow.yml as ``loader`` (a session's, or one made outside a session) resolves it; None without one."""
     from kedro.config import MissingConfigException
 
     register_mlflow_resolvers()
-    loader = context.config_loader
     if "mlflow" not in loader.config_patterns:  # as kedro-mlflow adds it
         loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
     try:

@@ -198,7 +198,7 @@ class PackagedModel:
     """The files and config of a packaged detector before it is logged; ``weights`` None: nothing to package.
 
     ``model_uri`` is set once the model is logged into an MLflow run (``runs:/<run>/model``).
-    ``registered_version`` (with its ``registered_aliases``) is the registry version that
+    ``registered_version`` (with its ``registered_aliases`` and ``registered_tags``) is the registry version that
     already holds the training run, when that is why nothing was packaged: the one
     registry query of a deployment, handed on to the registration.
     """
@@ -210,8 +210,7 @@ class PackagedModel:
     model_uri: str | None = None
     registered_version: str | None = None
     registered_aliases: tuple[str, ...] = ()
-    #: Whether that version holds the gate's verdict: False for a registration cut short.
-    registration_finished: bool = True
+    registered_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:

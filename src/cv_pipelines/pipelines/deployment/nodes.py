@@ -58,7 +58,7 @@ def package_model(evaluated: TrackedModel, runs: RunFolders, deployment: Deploym
         return PackagedModel(
             registered_version=str(existing.version),
             registered_aliases=tuple(sorted(existing.aliases)),
-            registration_finished=model_registry.registration_finished(existing.tags),
+            registered_tags=dict(existing.tags),
         )
     if evaluated.family not in model_packaging.FAMILIES:
         raise ConfigurationError(
@@ -136,7 +136,7 @@ def register_model(
     if deployment.action == "rollback":
         return _rollback(client, name)
     if packaged.registered_version is not None:  # package_model asked the registry, once
-        if packaged.registration_finished:
+        if model_registry.registration_finished(packaged.registered_tags):
             return _skipped(name, evaluated.run_id, packaged)
         # An earlier run registered the version, then lost the tracking server before the
         # gate's verdict and aliases: this run finishes the registration.
@@ -147,7 +147,7 @@ def register_model(
             evaluated.run_id,
         )
         version = packaged.registered_version
-        evaluation_run_id = client.get_model_version(name, version).tags.get("evaluation_run_id") or None
+        evaluation_run_id = packaged.registered_tags.get("evaluation_run_id") or None
         return _gate(client, name, version, evaluated, deployment, evaluation_run_id, packaged)
     if packaged.model_uri is None:  # package_model packages whatever is not registered yet
         raise RuntimeError(f"training run {evaluated.run_id} was neither registered nor packaged in this run")
