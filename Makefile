@@ -30,7 +30,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24"
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test,stack]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[test,stack,engines]'
 	$(BIN)/python -m pip check
 	@touch $@
 
@@ -122,7 +122,7 @@ bench: install
 # Re-resolve the pinned versions after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install $(PIP_FLAGS) -e '.[test,stack]'
+	.venv-lock/bin/python -m pip install $(PIP_FLAGS) -e '.[test,stack,engines]'
 	.venv-lock/bin/python -m pip check
 	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
