@@ -36,7 +36,7 @@ NETGUARD_DIR = Path(netguard.__file__).parent
 
 #: What a project copy is made of: the code and configuration, not data or environments.
 PROJECT_FILES = ("pyproject.toml", ".telemetry", ".gitignore", "dvc.yaml", "README.md")
-PROJECT_DIRS = ("conf", "src", ".dvc")
+PROJECT_DIRS = ("conf", "src", ".dvc", "airflow")
 _SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "tmp", "cache")
 
 

@@ -120,7 +120,7 @@ def test_an_untracked_pipeline_with_kedro_mlflow_datasets_gets_kedro_mlflow_befo
     from tests.support.cli import kedro_cli
 
     yml = project / "conf/base/mlflow.yml"
-    untracked = "[ingestion, demo_data, labeling, snapshot]"
+    untracked = "[ingestion, demo_data, labeling, snapshot, labeling_flow]"
     assert untracked in yml.read_text()
     yml.write_text(yml.read_text().replace(untracked, "[ingestion, demo_data, labeling, snapshot, evaluation]"))
     result = kedro_cli(project, "run", "--pipelines", "evaluation")

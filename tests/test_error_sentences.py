@@ -338,9 +338,14 @@ MATRIX = "tests/test_matrix.py::"
 SERVING = "tests/test_serving.py::"
 
 STACK = "tests/test_stack.py::"
+AIRFLOW = "tests/test_airflow.py::"
 
 #: Sites whose sentence another test reaches, with that test (``tests/<file>::<test function>``).
 COVERED_ELSEWHERE = {
+    "engines/airflow.py::project_path_of: f\"{PROJECT_PATH_VARIABLE}": AIRFLOW
+    + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
+    "engines/airflow.py::project_path_of: f\"The DAG file": AIRFLOW
+    + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
     "commands/stack.py::_check_reachable_by_postgres": STACK
     + "test_as_root_a_home_the_postgres_user_cannot_reach_is_refused_with_the_fix",
     "commands/stack.py::_init_postgres": STACK

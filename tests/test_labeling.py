@@ -358,7 +358,7 @@ def test_secrets_never_reach_logs_reports_or_mlflow(project, five_images, monkey
     # Labeling is untracked by default; track it here so MLflow has a run to leak into.
     mlflow_yml = project / "conf/base/mlflow.yml"
     untracked = mlflow_yml.read_text()
-    mlflow_yml.write_text(untracked.replace("[ingestion, demo_data, labeling, snapshot]", "[ingestion, demo_data, snapshot]"))
+    mlflow_yml.write_text(untracked.replace("[ingestion, demo_data, labeling, snapshot, labeling_flow]", "[ingestion, demo_data, snapshot]"))
     assert mlflow_yml.read_text() != untracked
     credentials = project / "conf/test/credentials.yml"
     with CvatStandIn(tokens={TOKEN}, users={"annotator": PASSWORD}) as server, every_logger_at_debug(caplog):

@@ -23,6 +23,8 @@ PROJECT_CONFIG_LOADER_ARGS: dict[str, Any] = {
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals.yml"],
+        # `kedro airflow create`'s DAG settings (conf/base/airflow.yml), as kedro-airflow reads them.
+        "airflow": ["airflow*", "airflow/**"],
     },
 }
 

@@ -50,7 +50,7 @@ from cv_pipelines.labeling.batches import (
     stage_batch_folder,
     update_batch_info,
 )
-from cv_pipelines.labeling.cvat import CvatAdapter
+from cv_pipelines.labeling.cvat import CvatAdapter, JobProgress
 from cv_pipelines.registries.schemas import EXCLUSIONS_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -202,6 +202,20 @@ def mark_batches_pulled(writes: CycleWrites, *, project_root: Path) -> dict[str,
         update_batch_info(batch_dir, info)
         rows[info.batch_id] = batch_registry_row(info, project_relative(batch_dir, project_root))
     return rows
+
+
+def open_batches_progress(
+    params: LabelingParams, batches_dir: Path, *, connect: Callable[[], CvatAdapter]
+) -> dict[str, JobProgress]:
+    """How far CVAT's jobs are for each open batch of ``params.label_set``, by batch id; reads, writes nothing.
+
+    What an orchestrator waits on between the cycle that opened a batch and the one that pulls it.
+    """
+    open_batches = _open_batches(batches_dir, params.label_set) if batches_dir.is_dir() else []
+    if not open_batches:
+        return {}
+    cvat = connect()
+    return {info.batch_id: cvat.job_progress(int(info.cvat_task_id or 0)) for _, info in open_batches}
 
 
 def _open_batches(batches_dir: Path, label_set: str) -> list[tuple[Path, BatchInfo]]:
