@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT, project_env
 from tests.cvat_server import CvatStandIn
 from tests.support.cli import kedro_cli
 from tests.support.images import image_bytes, write
-from tests.support.projects import copy_project, registry_state, runs_of, use_project
+from tests.support.projects import copy_project, mlflow_client, registry_state, runs_of, use_project
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_FILES = ("cv_pipelines_labeling_flow_dag.py", "cv_pipelines_training_flow_dag.py")
@@ -157,15 +157,23 @@ def test_dag_params_become_kedro_params_and_unset_ones_keep_the_configuration():
 
 def test_airflow_dags_test_runs_the_training_flow_end_to_end(exported_template, tmp_path, monkeypatch):
     root = use_project(copy_project(exported_template.root, tmp_path / "project"), monkeypatch)
+    snapshot = kedro_cli(root, "run", "--pipelines", "snapshot")
+    assert snapshot.exit_code == 0, snapshot.output
     env = migrated(airflow_env(root, tmp_path / "airflow", root / "airflow/dags"))
 
-    result = airflow(env, "dags", "test", "cv_pipelines_training_flow", "-c", json.dumps({"epochs": 2}), timeout=600)
+    conf = {"dataset_version": "data/demo/v1", "epochs": 2}
+    result = airflow(env, "dags", "test", "cv_pipelines_training_flow", "-c", json.dumps(conf), timeout=600)
 
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert task_states(tmp_path / "airflow", "cv_pipelines_training_flow") == dict.fromkeys(
         ("export", "training", "evaluation", "deployment"), "success")
     [training] = runs_of(root, "training")
     assert training.data.params["training.epochs"] == "2"  # the DAG run's param, over conf/test's 1
+    # The export task read the registries at the tag (kedro-mlflow logs the parameters its nodes
+    # take); its content equals the template's export, so that version is reused, lineage and all.
+    client = mlflow_client(root)
+    [export_run] = client.search_runs([training.info.experiment_id], "params.dataset_version = 'data/demo/v1'")
+    assert export_run.info.run_id != training.info.run_id
     [evaluation] = runs_of(root, "evaluation")
     assert evaluation.data.tags["evaluated_run_id"] == training.info.run_id
     assert evaluation.info.run_id != training.info.run_id  # one session, one MLflow run per task
