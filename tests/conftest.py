@@ -78,6 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     ``CV_TEST_ARTIFACTS`` (screenshots and logs the kedro-viz test leaves for a person)
     defaults to it too; set it to keep them somewhere else.
     """
+    # pytest-xdist's controller orders the modules by their number of tests, which says
+    # nothing of how long they take: it keeps the order of LONG_MODULES instead.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     session = config._tmp_path_factory.getbasetemp() / "session"
     session.mkdir(exist_ok=True)
     wanted = {name: str(session / folder) for name, folder in TOOL_DIRS.items()}
@@ -106,6 +110,24 @@ def pytest_configure(config: pytest.Config) -> None:
             import kedro.framework.project  # noqa: F401
     finally:
         logging.disable(logging.NOTSET)
+
+
+#: The modules that build the trained templates or run a whole loop, longest first, so that
+#: pytest-xdist starts them before the short ones (each module runs on one worker). The two
+#: that build templates come first on different workers; the module waiting for one of them
+#: (test_serving on test_deployment's gate scenarios) comes only after another long module,
+#: by when that template is built, instead of holding a worker idle on its lock.
+LONG_MODULES = (
+    "test_deployment.py", "test_stack.py", "test_serving.py", "test_training.py", "test_airflow.py",
+    "test_main_job.py", "test_matrix.py", "test_labeling.py", "test_viz.py", "test_notebook.py",
+    "test_dvc_stages.py", "test_snapshot_crash.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long modules first, in ``LONG_MODULES``' order; the others after, as collected (a stable sort)."""
+    rank = {name: position for position, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_MODULES)))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
