@@ -11,13 +11,16 @@ What runs where:
   node's inputs, calls ``before_node_run`` (kedro-mlflow logs the node's parameters into
   the session's run, which it opened here), and once the node is done calls
   ``after_node_run`` and saves its outputs, in the order ``SequentialRunner`` would. The
-  catalog never travels: Kedro refuses ``ParallelRunner`` for this catalog because a
-  ``ParallelRunner`` gets a ``SharedMemoryDataCatalog`` instead of the project's
-  ``ProjectDataCatalog`` (its one-sentence errors), runs no node or dataset hooks in its
-  processes (kedro-mlflow's parameter logging, the project's progress display), and would
-  hold the nodes' in-memory results (``matrix.<name>.trained``) in a manager process.
-  Here an in-memory result stays a ``MemoryDataset`` of the driver and reaches the next
-  node as an argument of its task.
+  catalog never travels. It cannot: Kedro refuses ``ParallelRunner`` because every
+  kedro-mlflow ``MlflowArtifactDataset`` of the catalog (``matrix_leaderboard``, the
+  evaluation's plots...) fails to pickle (kedro-mlflow makes its class inside
+  ``__new__``: "Can't pickle <class '...CSVDataset.MlflowCSVDataset'>"), and Kedro checks
+  every dataset of the catalog, used or not. A ``ParallelRunner`` would also swap the
+  project's ``ProjectDataCatalog`` (its one-sentence errors) for a
+  ``SharedMemoryDataCatalog`` and run no node or dataset hook in its processes
+  (kedro-mlflow's parameter logging, the progress display). Here an in-memory result
+  (``matrix.<name>.trained``) stays a ``MemoryDataset`` of the driver and reaches the
+  next node as an argument of its task; only node inputs and outputs are pickled.
 - **A worker** runs the node's function only, on the values the driver loaded. Before its
   first node it bootstraps the Kedro project (settings, offline defaults); before each
   node it is handed what the driver knows and a process cannot find out by itself:
