@@ -21,6 +21,12 @@ def test_settings_come_from_base_then_the_environment_then_the_variable_then_run
     assert dask_client_settings("test", address="tcp://127.0.0.1:8800", n_workers=None).address == "tcp://127.0.0.1:8800"
 
 
+def test_a_setting_left_out_is_named_with_the_file_that_sets_it(project):
+    (project / "conf/base/dask.yml").write_text("dask_client:\n  address: null\n  n_workers: 2\n  threads_per_worker: 1\n")
+    with pytest.raises(ConfigurationError, match=r"'dask_client\.connect_timeout_s' is missing; set it in conf/base/dask\.yml"):
+        dask_client_settings()
+
+
 def _chunks():
     yield 1
 

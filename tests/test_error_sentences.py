@@ -292,7 +292,7 @@ TRIGGERS = {
     ),
     "dask-setting-invalid": Trigger(
         ("run", "--pipelines", "ingestion", "--runner", DASK_RUNNER),
-        r"The Dask setting 'dask_client\.n_workers' is invalid \(.*\); fix it in conf/base/dask\.yml",
+        r"The Dask setting 'dask_client\.n_workers' is invalid \(.*\); set it in conf/base/dask\.yml",
         ("engines/dask_runner.py::dask_client_settings",),
         setup=_conf_file("dask.yml", "dask_client:\n  n_workers: 0\n"),
     ),

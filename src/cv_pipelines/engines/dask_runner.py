@@ -65,14 +65,14 @@ _PROJECT_ROOT_ENV = "CV_PIPELINES_PROJECT_ROOT"
 
 
 class DaskClientSettings(BaseModel):
-    """``dask_client`` of ``conf/*/dask.yml``: where the nodes run."""
+    """``dask_client`` of ``conf/*/dask.yml``: where the nodes run (the defaults live in the yml only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    address: str | None = None
-    n_workers: int = Field(default=2, ge=1, le=256)
-    threads_per_worker: int = Field(default=1, ge=1, le=64)
-    connect_timeout_s: float = Field(default=30.0, gt=0)
+    address: str | None
+    n_workers: int = Field(ge=1, le=256)
+    threads_per_worker: int = Field(ge=1, le=64)
+    connect_timeout_s: float = Field(gt=0)
 
 
 def dask_client_settings(env: str | None = None, root: Path | None = None, **overrides: Any) -> DaskClientSettings:
@@ -87,7 +87,9 @@ def dask_client_settings(env: str | None = None, root: Path | None = None, **ove
 
     root = root or project_root()
     patterns = {**PROJECT_CONFIG_LOADER_ARGS["config_patterns"], "dask": _DASK_CONFIG_PATTERNS}
-    args = {**PROJECT_CONFIG_LOADER_ARGS, "config_patterns": patterns}
+    # conf/<env>/dask.yml overrides single keys of conf/base's, as the parameters do.
+    merging = {**PROJECT_CONFIG_LOADER_ARGS["merge_strategy"], "dask": "soft"}
+    args = {**PROJECT_CONFIG_LOADER_ARGS, "config_patterns": patterns, "merge_strategy": merging}
     loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **args)
     try:
         values = dict((loader["dask"] or {}).get("dask_client") or {})
@@ -101,8 +103,9 @@ def dask_client_settings(env: str | None = None, root: Path | None = None, **ove
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in ("dask_client", *error["loc"]))
+        wrong = "is missing" if error["type"] == "missing" else f"is invalid ({error['msg']})"
         raise ConfigurationError(
-            f"The Dask setting '{key}' is invalid ({error['msg']}); fix it in {DASK_CONFIG_FILE} "
+            f"The Dask setting '{key}' {wrong}; set it in {DASK_CONFIG_FILE} "
             "(or conf/<env>/dask.yml, --runner-params), then run again."
         ) from None
 
