@@ -24,9 +24,11 @@ What runs where:
 - **A worker** runs the node's function only, on the values the driver loaded. Before its
   first node it bootstraps the Kedro project (settings, offline defaults); before each
   node it is handed what the driver knows and a process cannot find out by itself:
-  the project root, and the session's MLflow run (tracking URI, experiment, run id):
-  MLflow's active run is per process, so a candidate of the matrix nests its own run
-  under the session's run by id (``models/candidate_runs.py``).
+  the project root, and the session's MLflow run (tracking URI, experiment, run id),
+  made active in the worker's thread for the node as kedro-mlflow makes it active in a
+  ThreadRunner thread: MLflow's active run is per process and thread, so a matrix
+  candidate nests its run under it (``models/candidate_runs.py``) and a training node
+  tags it, in a worker as in the driver.
 
 A node that itself has parallel work (ingestion's hashing and checks) gives it to the
 same cluster (``distributed.worker_client``). The cluster is a ``LocalCluster`` on
@@ -307,22 +309,34 @@ def _bootstrap_worker(project_path: str) -> None:
 
 @contextmanager
 def _session_run_known(worker_run: WorkerRun) -> Iterator[None]:
-    """The driver's MLflow run known in this worker as the session's run (``project_mlflow_hook.run_id``).
+    """The driver's MLflow run active in this worker's thread while a node runs, as in a ThreadRunner thread.
 
-    Known, not active: a node that opens runs of its own (a matrix candidate) nests them
-    under it by id, as it does in a ThreadRunner thread.
+    kedro-mlflow re-opens the session's run in each ThreadRunner thread before a node;
+    a worker gets the same: nodes tag and log into the active run (training's lineage,
+    deployment's parity metrics), and a matrix candidate nests its own run under it.
     """
     if worker_run.mlflow_run_id is None or worker_run.mlflow_tracking_uri is None:
         yield
         return
     import mlflow
 
-    from cv_pipelines.hooks import project_mlflow_hook
-
     mlflow.set_tracking_uri(worker_run.mlflow_tracking_uri)
     mlflow.set_experiment(experiment_id=worker_run.mlflow_experiment_id)
-    project_mlflow_hook.kedro_mlflow.run_id = worker_run.mlflow_run_id
+    mlflow.start_run(run_id=worker_run.mlflow_run_id)
     try:
         yield
-    finally:  # a worker outlives the run: the next run's nodes must not see this one
-        project_mlflow_hook.kedro_mlflow.run_id = None
+    finally:
+        _leave_open(worker_run.mlflow_run_id)
+
+
+def _leave_open(run_id: str) -> None:
+    """Run ``run_id`` no longer active in this thread, and not ended: the driver's kedro-mlflow ends it.
+
+    ``mlflow.end_run`` would mark the session's run FINISHED while other nodes still run,
+    and a worker outlives the run: its next node must not log into this one. MLflow has
+    no public call for leaving a run, so it comes off the thread's stack of active runs.
+    """
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    stack[:] = [run for run in stack if run.info.run_id != run_id]
