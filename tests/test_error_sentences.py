@@ -157,6 +157,7 @@ def _detached_head(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     subprocess.run(["git", "checkout", "-q", "--detach"], cwd=root, check=True)
 
 
+DASK_RUNNER = "cv_pipelines.engines.dask_runner.DaskRunner"
 PARAMETERS = "config/parameters.py::validate_parameters: describe_validation_error(exc)"
 LABEL_SET_WITHOUT_CLASSES = "annotations/label_sets.py::label_set_classes: f'{parameter} is {label_set!r} but"
 
@@ -289,6 +290,19 @@ TRIGGERS = {
         ("pipelines/snapshot/nodes.py::take_snapshot: str(exc)",),
         setup=_detached_head,
     ),
+    "dask-setting-invalid": Trigger(
+        ("run", "--pipelines", "ingestion", "--runner", DASK_RUNNER),
+        r"The Dask setting 'dask_client\.n_workers' is invalid \(.*\); set it in conf/base/dask\.yml",
+        ("engines/dask_runner.py::dask_client_settings",),
+        setup=_conf_file("dask.yml", "dask_client:\n  n_workers: 0\n"),
+    ),
+    "dask-scheduler-unreachable": Trigger(
+        ("run", "--pipelines", "ingestion", "--runner", DASK_RUNNER),
+        r"The Dask scheduler at dask_client\.address tcp://127\.0\.0\.1:9 does not answer .*, so no node ran",
+        ("engines/dask_runner.py::_client",),
+        exit_code=3,
+        setup=_conf_file("dask.yml", "dask_client:\n  address: tcp://127.0.0.1:9\n  connect_timeout_s: 1\n"),
+    ),
     # A tracked pipeline: an untracked one (ingestion) no longer sets MLflow up at all.
     "mlflow-store-busy": Trigger(
         _run("evaluation"),
@@ -335,6 +349,7 @@ HERE = "tests/test_error_sentences.py::"
 PROJECT = "tests/test_project.py::"
 TRAINING = "tests/test_training.py::"
 MATRIX = "tests/test_matrix.py::"
+DASK = "tests/test_dask_runner.py::"
 SERVING = "tests/test_serving.py::"
 
 STACK = "tests/test_stack.py::"
@@ -346,6 +361,7 @@ COVERED_ELSEWHERE = {
     + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
     "engines/airflow.py::project_path_of: f\"The DAG file": AIRFLOW
     + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
+    "engines/dask_runner.py::DaskRunner._validate_nodes": DASK + "test_nodes_that_yield_their_outputs_are_refused",
     "commands/stack.py::_check_reachable_by_postgres": STACK
     + "test_as_root_a_home_the_postgres_user_cannot_reach_is_refused_with_the_fix",
     "commands/stack.py::_init_postgres": STACK

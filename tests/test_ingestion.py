@@ -30,6 +30,7 @@ from cv_pipelines.registries import parts as registry_parts
 from tests.conftest import project_env, run_kedro, run_pipeline
 from tests.support.cli import kedro_cli
 from tests.support.images import image_bytes, png_with_declared_size, write
+from tests.support.projects import copy_project, use_project
 
 
 def layout_for(root: Path) -> StoreLayout:
@@ -510,3 +511,57 @@ def test_a_file_with_another_name_outside_is_copied_into_the_store(project, tmp_
     [stored] = regular_store_files(project)
     assert stored.read_bytes() == image_bytes(95) and not os.path.samefile(stored, outside)
     assert outside.stat().st_mode == mode_before and outside.stat().st_nlink == 1
+
+
+# --- on Dask workers ------------------------------------------------------------------------
+
+DASK_RUNNER = "cv_pipelines.engines.dask_runner.DaskRunner"
+
+
+def ingested_state(root: Path) -> dict:
+    """What an ingestion leaves, without its clocks and run ids: store, images registry, rejections, drop zone."""
+    registry = read_images_registry(root / "data/registry").drop(columns=["ingested_at", "ingest_run_id"])
+    rejections = registry_parts.read_registry(root / "data/registry/rejections")
+    quarantined = {row.original_path: (row.reason.split(": ", 1)[1], sha((root / row.quarantine_path).read_bytes()))
+                   for row in rejections.itertuples()}
+    return {
+        "store": {str(p.relative_to(root)): sha(p.read_bytes()) for p in store_files(root)},
+        "registry": registry.sort_values("image_id").to_dict("records"),
+        "rejected": quarantined,
+        "left_in_drop": drop_files(root),
+    }
+
+
+def test_the_dask_runner_leaves_the_store_and_registries_one_process_leaves(project, mixed_drop, tmp_path, monkeypatch):
+    on_dask = copy_project(project, tmp_path / "on_dask")  # the same drop, waiting in a second project
+    alone = kedro_cli(project, "run", "--pipelines", "ingestion")
+    assert alone.exit_code == 0, (alone.stderr[-3000:], alone.exception)
+    use_project(on_dask, monkeypatch)
+    spread = kedro_cli(on_dask, "run", "--pipelines", "ingestion", "--runner", DASK_RUNNER)
+    assert spread.exit_code == 0, (spread.stderr[-3000:], spread.exception)
+
+    expected = ingested_state(project)
+    assert ingested_state(on_dask) == expected
+    assert len(expected["store"]) == len(mixed_drop["good"]) and set(expected["rejected"]) == set(mixed_drop["bad"])
+    assert expected["left_in_drop"] == []
+
+
+def test_checks_spread_over_every_dask_worker_and_come_back_in_input_order(project, mixed_drop):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from cv_pipelines.images.ingestion import check_new_images, list_new_images
+
+    params = section_parameters("ingestion", show_progress=False)
+    waiting = list_new_images(project / "data/incoming")
+    here = check_new_images(waiting, params)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as tasks,
+    ):
+        there = check_new_images(waiting, params, dask_client=client)
+        workers = set(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+    assert there.files == here.files  # hashes, formats, sizes and reasons, file by file, in order
+    assert {task["worker"] for task in tasks.data} == workers
+    assert all(str(task["key"]).startswith("_inspect_chunk") for task in tasks.data)

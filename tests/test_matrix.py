@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, project_env
@@ -44,22 +45,37 @@ def matrix_runs(root: Path):
                               order_by=["attributes.start_time ASC"])
 
 
-def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_template, tmp_path, monkeypatch):
-    root = with_candidates(
-        exported_template, tmp_path / "project", monkeypatch,
-        candidates={
-            "yolov8n": {},
-            "rtdetr": {"model": RTDETR_TINY, "batch": 4},
-            "frozen": {"trainer": "tests.support.trainers:FrozenBackboneTrainer"},
-            "broken": BROKEN,
-        },
-        retries=1, required=["yolov8n"], rank_by="mAP50",
-    )
-    # The user's trainer lives in tests/support: importable like a user's own package. The
-    # candidates train in parallel threads, as the README and the workflow run them.
-    result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", "--runner", "ThreadRunner")
-    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
+#: The matrix of the nested-runs test, trained once per module: the sequential run that the
+#: Dask runner's run of the same matrix must equal (tests/test_dask_runner.py).
+MATRIX = {
+    "candidates": {
+        "yolov8n": {},
+        "rtdetr": {"model": RTDETR_TINY, "batch": 4},
+        "frozen": {"trainer": "tests.support.trainers:FrozenBackboneTrainer"},
+        "broken": BROKEN,
+    },
+    "retries": 1, "required": ["yolov8n"], "rank_by": "mAP50",
+}
 
+
+def run_matrix(template, target: Path, *args: str) -> Path:
+    """A copy of ``template`` with ``MATRIX``, after ``kedro run --pipelines matrix --env test <args>``."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        root = with_candidates(template, target, monkeypatch, **MATRIX)
+        result = kedro_cli(root, "run", "--pipelines", "matrix", "--env", "test", *args)
+    assert result.exit_code == 0, (result.stderr[-3000:], result.exception)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sequential_matrix(exported_template, tmp_path_factory) -> Path:
+    """``MATRIX`` trained by the SequentialRunner, once for the tests that read it."""
+    # The user's trainer lives in tests/support: importable like a user's own package.
+    return run_matrix(exported_template, tmp_path_factory.mktemp("sequential") / "project")
+
+
+def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(sequential_matrix):
+    root = sequential_matrix
     leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv")
     assert set(leaderboard["candidate"]) == {"yolov8n", "rtdetr", "frozen", "broken"}
     ok = leaderboard[leaderboard["status"] == "ok"]
@@ -89,6 +105,62 @@ def test_candidates_run_as_nested_runs_with_retries_and_a_leaderboard(exported_t
     frozen_dir = root / by_candidate["frozen"][0].data.tags["cv_pipelines.run_dir"]
     assert (frozen_dir / "trained_by.txt").read_text() == "FrozenBackboneTrainer"
     assert yaml.safe_load((frozen_dir / "args.yaml").read_text())["freeze"] == 3
+
+
+DASK_RUNNER = "cv_pipelines.engines.dask_runner.DaskRunner"
+#: What differs between two runs of the same matrix by design: ids and clocks.
+PER_RUN = {"run_id", "train_seconds"}
+
+
+def matrix_outcome(root: Path) -> dict:
+    """What a matrix run leaves, without its ids and clocks: leaderboard, summary, candidate runs, files."""
+    summary = yaml.safe_load((root / "data/reporting/matrix/summary.yml").read_text())
+    matrix_id = summary.pop("matrix_id")
+    summary["winner"] = {k: v for k, v in summary["winner"].items() if k not in {"run_id", "deploy_with"}}
+    runs = []
+    for run in matrix_runs(root):
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == tags["cv_pipelines.matrix_id"] == matrix_id  # one parent
+        runs.append((
+            tags["cv_pipelines.candidate"], run.info.status, tags.get("cv_pipelines.model_family"),
+            run.data.params, {k: v for k, v in run.data.metrics.items() if k.startswith("test/")},
+            [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs],
+        ))
+    client = mlflow_client(root)
+    parent = client.get_run(matrix_id)
+    logged = sorted(a.path for a in client.list_artifacts(matrix_id))
+    leaderboard = pd.read_csv(root / "data/reporting/matrix/leaderboard.csv").drop(columns=[*PER_RUN])
+    return {
+        "parent": (parent.info.status, parent.data.params, logged),
+        "leaderboard": leaderboard.astype(object).where(leaderboard.notna(), None).to_dict("records"),
+        "summary": summary,
+        "runs": sorted(runs, key=lambda run: (run[0], run[1])),
+        "data": data_hashes(root),
+    }
+
+
+def data_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under data/ the matrix reads or shares: registries, store, exports.
+
+    Without Ultralytics' label caches (``labels/*.cache``), which each training rewrites
+    into the export with what it found there and when."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("registry", "store", "exports")
+        for p in sorted((root / "data" / folder).rglob("*")) if p.is_file() and p.suffix != ".cache"
+    }
+
+
+def test_the_dask_runner_trains_candidates_at_once_and_leaves_what_the_sequential_runner_leaves(
+    sequential_matrix, exported_template, tmp_path
+):
+    root = run_matrix(exported_template, tmp_path / "project", "--runner", DASK_RUNNER)
+    assert matrix_outcome(root) == matrix_outcome(sequential_matrix)
+    # On 2 workers, two candidates trained at the same time (their runs overlap).
+    runs = [r for r in matrix_runs(root) if r.info.status == "FINISHED"]
+    assert any(a.info.start_time < b.info.start_time < a.info.end_time for a in runs for b in runs if a is not b)
 
 
 def test_candidates_logging_the_same_export_at_once_each_get_it_as_their_input(project):

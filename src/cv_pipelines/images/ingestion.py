@@ -6,7 +6,7 @@ run them as nodes and a dataset's save (``ImageStoreDataset``) can commit the re
 1. :func:`list_new_images`: the files waiting in a folder (nested folders included,
    dotfiles skipped, files still being uploaded left for the next run).
 2. :func:`check_new_images`: read, hash and check every file (processes: hashing and
-   decoding hold the GIL in PIL), and :func:`plan_ingestion`: decide each file's fate
+   decoding hold the GIL in PIL; under the ``DaskRunner``, the Dask cluster's workers), and :func:`plan_ingestion`: decide each file's fate
    (a candidate for the store, a duplicate within the drop, or a reject). Only regular
    files are read (``files/regular.py``): a symbolic link (wherever it points, inside
    the drop zone or out, dangling or a loop; a link to a folder is not walked into), a
@@ -43,6 +43,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -394,11 +395,19 @@ def new_run_id() -> str:
     return f"{utc_stamp()}-{uuid.uuid4().hex[:8]}"
 
 
-def check_new_images(waiting: NewImages, params: IngestionParams, *, started_at: float | None = None) -> CheckedImages:
-    """Read, hash and check every waiting file, in input order, in parallel when it pays."""
+def check_new_images(
+    waiting: NewImages, params: IngestionParams, *, started_at: float | None = None, dask_client: Any = None
+) -> CheckedImages:
+    """Read, hash and check every waiting file, in input order, in parallel when it pays.
+
+    On a Dask cluster when ``dask_client`` is given or when called on a Dask worker (a
+    node run by the ``DaskRunner``): the files' chunks are spread over its workers.
+    Nothing is written either way; what is stored and registered is decided and
+    written later, by the caller, in one place.
+    """
     started = time.time() if started_at is None else started_at
     files = list(waiting.files)
-    checked = tuple(_inspect_all(files, params)) if files else ()
+    checked = tuple(_inspect_all(files, params, dask_client)) if files else ()
     return CheckedImages(new_run_id(), started, waiting.folder, checked, waiting.in_progress)
 
 
@@ -431,13 +440,16 @@ def _planned(files: Iterable[CheckedFile]) -> tuple[PlannedFile, ...]:
     return tuple(entries)
 
 
-def _inspect_all(files: list[tuple[str, str]], params: IngestionParams) -> Iterator[CheckedFile]:
+def _inspect_all(
+    files: list[tuple[str, str]], params: IngestionParams, dask_client: Any = None
+) -> Iterator[CheckedFile]:
     options = (params.max_pixels, params.validation)
-    workers = min(max(1, params.workers), os.cpu_count() or 1)
-    # Chunks, not one task per file: a task costs about as much as hashing a small image.
-    size = max(1, min(256, len(files) // (workers * 8) or 1))
-    chunks = [(files[i : i + size], options) for i in range(0, len(files), size)]
     show = params.show_progress and len(files) >= 200
+    if dask_client is not None or _on_dask_worker():
+        yield from _inspect_on_dask(files, options, show, dask_client)
+        return
+    workers = min(max(1, params.workers), os.cpu_count() or 1)
+    chunks = _chunks(files, options, workers)
     if workers == 1 or len(files) < _PROCESS_POOL_MIN_FILES:
         for done in _with_progress(map(_inspect_chunk, chunks), len(chunks), show, "Checking images"):
             yield from done
@@ -448,6 +460,39 @@ def _inspect_all(files: list[tuple[str, str]], params: IngestionParams) -> Itera
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         for done in _with_progress(pool.map(_inspect_chunk, chunks), len(chunks), show, "Checking images"):
+            yield from done
+
+
+def _chunks(files: list[tuple[str, str]], options: tuple[int, str], workers: int) -> list:
+    # Chunks, not one task per file: a task costs about as much as hashing a small image.
+    size = max(1, min(256, len(files) // (workers * 8) or 1))
+    return [(files[i : i + size], options) for i in range(0, len(files), size)]
+
+
+def _on_dask_worker() -> bool:
+    """Whether this runs inside a Dask worker's task (distributed is loaded only where Dask is used)."""
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _inspect_on_dask(
+    files: list[tuple[str, str]], options: tuple[int, str], show: bool, client: Any
+) -> Iterator[CheckedFile]:
+    """The chunks checked by the cluster's workers, results in input order."""
+    from distributed import worker_client
+
+    # On a worker, worker_client gives this task's slot back to the cluster while it waits.
+    with contextlib.nullcontext(client) if client is not None else worker_client() as dask:
+        threads = sum(dask.nthreads().values()) or 1
+        futures = dask.map(_inspect_chunk, _chunks(files, options, threads), pure=False)
+        for done in _with_progress((future.result() for future in futures), len(futures), show, "Checking images"):
             yield from done
 
 

@@ -28,7 +28,8 @@ WEIGHTS_ARTIFACT = "weights/best.pt"
 # MLflow's SQL store finds or inserts the dataset row (one per experiment, name and digest)
 # in a read-then-insert transaction: two ThreadRunner candidates logging the same export at
 # once both insert it, and one fails on the unique key. One at a time, the second finds the
-# first's row and only links it to its own run.
+# first's row and only links it to its own run. Candidates in other processes (Dask
+# workers) share no lock: the one that loses the race tries again, and then finds the row.
 _input_lock = threading.Lock()
 
 
@@ -54,7 +55,12 @@ def log_export_input(export_ref: ExportRef, context: str, tags: dict[str, str]) 
         digest=lineage["export_content_hash"][:32],
     )
     with _input_lock:
-        mlflow.log_input(dataset, context=context, tags=lineage)
+        try:
+            mlflow.log_input(dataset, context=context, tags=lineage)
+        except mlflow.MlflowException as exc:
+            if "unique constraint" not in str(exc).lower():  # SQLite's and PostgreSQL's words
+                raise
+            mlflow.log_input(dataset, context=context, tags=lineage)
 
 
 def log_files(*paths: str | Path | None) -> None:
