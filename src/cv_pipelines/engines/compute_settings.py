@@ -52,6 +52,7 @@ class DaskSettings(_Strict):
 
     address: str | None = None
     n_workers: int = Field(1, ge=1)
+    connect_timeout_s: float = Field(10, gt=0)
 
 
 class ComputeSettings(_Strict):

@@ -155,9 +155,12 @@ class LocalProvider(ComputeProvider):
         return "running"
 
     def cancel(self, job_id: str) -> None:
-        """SIGTERM the job's process group."""
+        """SIGTERM the job's process group; its exit status is then 143 (the shell that writes it is stopped too)."""
+        folder = self.jobs_dir / job_id
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-            os.killpg(int((self.jobs_dir / job_id / "pid").read_text()), signal.SIGTERM)
+            os.killpg(int((folder / "pid").read_text()), signal.SIGTERM)
+            if not (folder / "exit_status").exists():
+                (folder / "exit_status").write_text("143\n")
 
 
 class DaskProvider(ComputeProvider):
@@ -181,7 +184,7 @@ class DaskProvider(ComputeProvider):
 
             dask = self.settings.dask
             if dask.address:
-                self._client = Client(dask.address, timeout=10)
+                self._client = Client(dask.address, timeout=dask.connect_timeout_s)
             else:
                 cluster = LocalCluster(
                     n_workers=dask.n_workers,
@@ -264,17 +267,18 @@ class KubernetesProvider(ComputeProvider):
             from kubernetes.config.config_exception import ConfigException
 
             k8s = self.settings.kubernetes
+            configuration = client.Configuration()
             try:
                 path = k8s.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
                 if k8s.kubeconfig or Path(path).exists():
-                    api_client = config.new_client_from_config(config_file=path, context=k8s.context)
+                    config.load_kube_config(config_file=path, context=k8s.context, client_configuration=configuration)
                 else:
-                    configuration = client.Configuration()
                     config.load_incluster_config(client_configuration=configuration)
-                    api_client = client.ApiClient(configuration)
             except (ConfigException, OSError) as exc:
                 raise ProviderUnavailable(f"its configuration does not load ({exc})") from None
-            api_client.configuration.retries = 0  # urllib3's retries would hide an absent server for minutes
+            # Set before the client makes its connection pool: urllib3's retries would hide an absent server.
+            configuration.retries = 0
+            api_client = client.ApiClient(configuration)
             self._batch = client.BatchV1Api(api_client)
         return self._batch
 
@@ -381,6 +385,8 @@ def submit_with_strategy(
     candidates = list(providers)
     if strategy == "first_available":
         candidates = [p for p in providers if _validated(p, reasons)]
+        for name, reason in reasons.items():
+            logger.warning("The %s provider is not available (%s); skipping it.", name, reason)
     for index, provider in enumerate(candidates):
         try:
             if strategy == "preferred" and not _validated(provider, reasons):
