@@ -19,12 +19,14 @@ PROJECT_CONFIG_LOADER_ARGS: dict[str, Any] = {
     "default_run_env": "local",
     "custom_resolvers": CUSTOM_RESOLVERS,
     # conf/<env>/ overrides single keys of conf/base/, not whole top-level groups.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "compute": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals.yml"],
         # `kedro airflow create`'s DAG settings (conf/base/airflow.yml), as kedro-airflow reads them.
         "airflow": ["airflow*", "airflow/**"],
+        # Where trainings run away from this process (conf/base/compute.yml), for the jobs command.
+        "compute": ["compute*", "compute/**"],
     },
 }
 
@@ -41,6 +43,13 @@ def project_parameters(env: str | None = None, runtime_params: dict | None = Non
         conf_source=str(root / "conf"), env=env, runtime_params=runtime_params or {}, **PROJECT_CONFIG_LOADER_ARGS
     )
     return dict(loader["parameters"])
+
+
+def project_config(name: str, env: str | None = None, root: Path | None = None) -> dict:
+    """One configuration group of ``conf/`` (``compute``, ``airflow``...) as ``--env <env>`` reads it."""
+    root = root or project_root()
+    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **PROJECT_CONFIG_LOADER_ARGS)
+    return dict(loader[name])
 
 
 def project_credentials(env: str | None = None, root: Path | None = None) -> dict:

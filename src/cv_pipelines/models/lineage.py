@@ -25,6 +25,22 @@ FAMILY_TAG = "cv_pipelines.model_family"
 #: A training run's model, as an MLflow artifact path.
 WEIGHTS_ARTIFACT = "weights/best.pt"
 
+#: Where a training ran when a compute provider started it (``engines.providers``): the
+#: variables the provider sets in the job's environment, and the run's tags for them.
+COMPUTE_TAGS = {
+    "CV_COMPUTE_PROVIDER": "cv_pipelines.compute.provider",
+    "CV_COMPUTE_JOB_ID": "cv_pipelines.compute.job_id",
+    "CV_TRAINING_CANDIDATE": "cv_pipelines.compute.candidate",
+}
+
+
+def compute_tags() -> dict[str, str]:
+    """The tags saying which provider and job ran this process (none when no provider started it)."""
+    import os
+
+    return {tag: os.environ[variable] for variable, tag in COMPUTE_TAGS.items() if os.environ.get(variable)}
+
+
 # MLflow's SQL store finds or inserts the dataset row (one per experiment, name and digest)
 # in a read-then-insert transaction: two ThreadRunner candidates logging the same export at
 # once both insert it, and one fails on the unique key. One at a time, the second finds the

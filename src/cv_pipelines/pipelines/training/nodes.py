@@ -222,6 +222,7 @@ def _log_lineage(export: ExportRef, plan: dict[str, Any]) -> None:
         "code_commit": plan["code_commit"] or "",
         "code_dirty": str(plan["code_dirty"]).lower(),
         lineage.FAMILY_TAG: plan["model_family"],
+        **lineage.compute_tags(),
     }
     if plan["code_commit"]:
         tags["mlflow.source.git.commit"] = plan["code_commit"]

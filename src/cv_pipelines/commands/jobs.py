@@ -1,0 +1,157 @@
+"""``python -m cv_pipelines.commands.jobs``: a training as a Kubernetes Job, rendered or submitted to a provider.
+
+python -m cv_pipelines.commands.jobs render --dataset-version data/demo/v1 --candidate default [--gpus 1]
+python -m cv_pipelines.commands.jobs submit --dataset-version data/demo/v1 --candidate default [--provider local]
+python -m cv_pipelines.commands.jobs status local cv-train-default-0123456789
+python -m cv_pipelines.commands.jobs cancel kubernetes cv-train-default-0123456789
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+PROVIDERS = ("local", "dask", "kubernetes")
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset-version", required=True, help="a dataset version tag, e.g. data/demo/v1")
+    parser.add_argument("--candidate", required=True, help="a matrix.candidates name (default: with none)")
+    parser.add_argument("--image", default=None, help="container image (default: compute.kubernetes.image)")
+    parser.add_argument("--commit", default=None, help="the code commit the job runs (default: HEAD)")
+    parser.add_argument("--repository", default=None, help="the git URL the job clones (default: compute.yml)")
+    parser.add_argument("--gpus", type=int, default=None, help="nvidia.com/gpu count (default: compute.yml)")
+    parser.add_argument("--name", default=None, help="the Job's name (default: from the request)")
+    parser.add_argument("--params", action="append", default=[], help="a further kedro run --params item")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cv_pipelines.commands.jobs", description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="local", help="Kedro configuration environment (of the job too)")
+    parser.add_argument("--project-path", type=Path, default=Path.cwd())
+    sub = parser.add_subparsers(dest="command", required=True)
+    _training_arguments(sub.add_parser("render", help="print the training's batch/v1 Job as YAML"))
+    submit = sub.add_parser("submit", help="submit the training's Job to a compute provider")
+    _training_arguments(submit)
+    submit.add_argument("--provider", choices=PROVIDERS, default=None, help="try this provider first")
+    submit.add_argument("--strategy", choices=["preferred", "first_available"], default=None)
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end (always, on a LocalCluster)")
+    for verb in ("status", "cancel"):
+        command = sub.add_parser(verb, help=f"{verb} a submitted job")
+        command.add_argument("provider", choices=PROVIDERS)
+        command.add_argument("job_id")
+    return parser
+
+
+def render_from_arguments(args: argparse.Namespace, root: Path, provider: str | None = None) -> dict[str, Any]:
+    """The Job of the command line's training request (checked against the schema)."""
+    from pydantic import ValidationError
+
+    from cv_pipelines.config.loader import project_parameters
+    from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.kubernetes_job import candidate_params, code_repository_of, render_job, validate_manifest
+    from cv_pipelines.engines.requests import TrainingRequest
+    from cv_pipelines.errors import ConfigurationError
+    from cv_pipelines.versioning.dataset_versions import check_dataset_version, current_commit
+
+    try:
+        request = TrainingRequest(
+            dataset_version=args.dataset_version,
+            candidate=args.candidate,
+            env=args.env,
+            provider=provider,
+            params=tuple(args.params),
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"The training request is invalid: {exc.errors()[0]['msg'].removeprefix('Value error, ')}; fix that option."
+        ) from None
+    if args.gpus is not None and args.gpus < 0:
+        raise ConfigurationError(f"--gpus {args.gpus} is negative; pass 0 or more.")
+    settings = compute_settings(args.env, root)
+    check_dataset_version(root, args.dataset_version)
+    commit = current_commit(root, args.commit or "HEAD")
+    if commit is None:
+        raise ConfigurationError(
+            f"--commit {args.commit or 'HEAD'} is not a commit of {root}'s git repository; pass one `git log` lists."
+        )
+    candidate_items = candidate_params(args.candidate, project_parameters(args.env, root=root))
+    manifest = render_job(
+        request,
+        commit=commit,
+        repository=args.repository or code_repository_of(root, settings),
+        settings=settings,
+        candidate_items=candidate_items,
+        image=args.image,
+        gpus=args.gpus,
+        name=args.name,
+    )
+    validate_manifest(manifest)
+    return manifest
+
+
+def _providers(names: list[str], root: Path, env: str):
+    from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.providers import make_provider
+
+    settings = compute_settings(env, root)
+    return settings, [make_provider(name, settings, root / "data/jobs") for name in names]
+
+
+def _submit(args: argparse.Namespace, root: Path) -> int:
+    from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.providers import DaskProvider, provider_order, submit_with_strategy
+
+    settings = compute_settings(args.env, root)
+    order = provider_order(args.provider, settings.providers)
+    manifest = render_from_arguments(args, root, provider=order[0])
+    _, providers = _providers(order, root, args.env)
+    submission, provider = submit_with_strategy(manifest, providers, args.strategy or settings.strategy)
+    print(f"jobs: {submission.job_id} submitted to {submission.provider}")
+    try:
+        if isinstance(provider, DaskProvider) and (args.wait or not settings.dask.address):
+            state = provider.wait(submission.job_id)
+        elif args.wait:
+            import time
+
+            while (state := provider.status(submission.job_id)) in ("pending", "running"):
+                time.sleep(5)
+        else:
+            return 0
+    finally:
+        if isinstance(provider, DaskProvider):
+            provider.close()
+    print(f"jobs: {submission.job_id} {state}")
+    return 0 if state == "succeeded" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0, or 2/3 after one ``Error: ...`` line on stderr (bad input / a service failed)."""
+    args = _parser().parse_args(argv)
+    root = args.project_path.resolve()
+    import click
+
+    try:
+        if args.command == "render":
+            from cv_pipelines.engines.kubernetes_job import manifest_yaml
+
+            print(manifest_yaml(render_from_arguments(args, root)), end="")
+        elif args.command == "submit":
+            return _submit(args, root)
+        else:
+            _, (provider,) = _providers([args.provider], root, args.env)
+            if args.command == "status":
+                print(f"jobs: {args.job_id} {provider.status(args.job_id)}")
+            else:
+                provider.cancel(args.job_id)
+                print(f"jobs: {args.job_id} cancelled on {args.provider}")
+    except click.ClickException as exc:  # ConfigurationError (2) or ExternalServiceError (3)
+        print(f"Error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

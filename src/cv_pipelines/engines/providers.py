@@ -1,0 +1,421 @@
+"""Compute providers: where a rendered training Job runs, behind one interface (validate, submit, status, cancel).
+
+- ``local``: the Job's container command as a subprocess of this machine, in a workspace
+  under ``data/jobs/<job>/`` (the Secret's variables come from this process's environment);
+- ``dask``: the same command as a task on a ``distributed`` cluster (``compute.dask.address``,
+  or a ``LocalCluster``);
+- ``kubernetes``: the Job itself, created, read and deleted through the official client.
+
+``submit_with_strategy`` picks one: ``preferred`` tries the providers in order, validating
+each just before submitting to it; ``first_available`` validates them all first, then
+submits to the first that passed. A provider that fails its validation or its submission
+hands over to the next with one log sentence; when none can, one sentence gives each reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cv_pipelines.engines.compute_settings import ComputeSettings
+from cv_pipelines.engines.kubernetes_job import container_process, with_provider
+from cv_pipelines.errors import ConfigurationError, ExternalServiceError
+
+logger = logging.getLogger(__name__)
+
+#: What ``status`` answers: the job waits, runs, ended well or badly, or is not known.
+JOB_STATES = ("pending", "running", "succeeded", "failed", "unknown")
+
+
+class ProviderUnavailable(Exception):
+    """A provider cannot take the job; the message is the reason, as one clause."""
+
+
+class Submission(NamedTuple):
+    """Where a job went: the provider's name and the job's id there."""
+
+    provider: str
+    job_id: str
+
+
+class ComputeProvider(ABC):
+    """One place a training Job can run."""
+
+    name: str
+
+    @abstractmethod
+    def validate(self) -> None:
+        """Check the provider can take a job now (configuration, credentials); raises ``ProviderUnavailable``."""
+
+    @abstractmethod
+    def submit(self, manifest: Mapping[str, Any]) -> str:
+        """Start the Job ``manifest``; returns its id. Raises ``ProviderUnavailable`` when it was not started."""
+
+    @abstractmethod
+    def status(self, job_id: str) -> str:
+        """One of ``JOB_STATES``."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Stop the job (a finished one stays as it is)."""
+
+
+def _secret_values(settings: ComputeSettings) -> dict[str, str]:
+    """The Secret's variables as this process's environment has them (the local stand-in for the Secret)."""
+    return {name: os.environ[name] for name in settings.kubernetes.secret_keys if name in os.environ}
+
+
+def _process_env(env: Mapping[str, str]) -> dict[str, str]:
+    # This Python environment's tools (kedro, dvc) first, as the image's would be.
+    base = {k: v for k, v in os.environ.items() if k != "CV_PIPELINES_PROJECT_ROOT"}
+    base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
+    return {**base, **env}
+
+
+def run_container_command(argv: Sequence[str], env: Mapping[str, str], folder: str) -> int:
+    """Run the Job's command in ``folder`` (its workspace), output to ``folder/job.log``; its exit status.
+
+    A plain function, so that a Dask worker can run it too.
+    """
+    workspace = Path(folder) / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / "job.log", "ab") as log:
+        done = subprocess.run(
+            list(argv),
+            env=_process_env({**env, "CV_WORKSPACE": str(workspace)}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    return done.returncode
+
+
+class LocalProvider(ComputeProvider):
+    """The container command as a subprocess, in ``jobs_dir/<job>/`` (its pid, log and exit status there)."""
+
+    name = "local"
+
+    def __init__(self, settings: ComputeSettings, jobs_dir: Path) -> None:
+        self.settings = settings
+        self.jobs_dir = jobs_dir
+
+    def validate(self) -> None:
+        """The workspace folder can be made and git is installed."""
+        import shutil
+
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProviderUnavailable(f"its jobs folder {self.jobs_dir} cannot be made ({exc.strerror})") from None
+        if shutil.which("git") is None:
+            raise ProviderUnavailable("git is not installed on this machine")
+
+    def submit(self, manifest: Mapping[str, Any]) -> str:
+        """Start the command in its own session; returns the Job's name."""
+        name = manifest["metadata"]["name"]
+        folder = self.jobs_dir / name
+        if folder.exists():
+            raise ProviderUnavailable(f"a job named {name} was already submitted here ({folder})")
+        folder.mkdir(parents=True)
+        argv, env = container_process(with_provider(manifest, self.name), _secret_values(self.settings), folder)
+        # The exit status is written by a shell around the command, so `status` reads it in any later process.
+        wrapped = ["sh", "-c", '"$@"; echo $? > "$CV_JOB_FOLDER/exit_status"', "job", *argv]
+        workspace = folder / "workspace"
+        workspace.mkdir()
+        with open(folder / "job.log", "ab") as log:
+            process = subprocess.Popen(
+                wrapped,
+                env=_process_env({**env, "CV_WORKSPACE": str(workspace), "CV_JOB_FOLDER": str(folder)}),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        (folder / "pid").write_text(f"{process.pid}\n")
+        return name
+
+    def status(self, job_id: str) -> str:
+        """From the exit status the job left, else whether its process still runs."""
+        folder = self.jobs_dir / job_id
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return "succeeded" if int((folder / "exit_status").read_text()) == 0 else "failed"
+        try:
+            os.killpg(int((folder / "pid").read_text()), 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return "unknown"
+        return "running"
+
+    def cancel(self, job_id: str) -> None:
+        """SIGTERM the job's process group; its exit status is then 143 (the shell that writes it is stopped too)."""
+        folder = self.jobs_dir / job_id
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.killpg(int((folder / "pid").read_text()), signal.SIGTERM)
+            if not (folder / "exit_status").exists():
+                (folder / "exit_status").write_text("143\n")
+
+
+class DaskProvider(ComputeProvider):
+    """The container command as a task on a ``distributed`` cluster; the job id is the task's key.
+
+    With a ``LocalCluster`` (no ``compute.dask.address``) the cluster lives as long as this
+    provider: the command that submits must wait for the job (``wait``).
+    """
+
+    name = "dask"
+
+    def __init__(self, settings: ComputeSettings, jobs_dir: Path) -> None:
+        self.settings = settings
+        self.jobs_dir = jobs_dir
+        self._client: Any = None
+        self._futures: dict[str, Any] = {}
+
+    def _connect(self):
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            dask = self.settings.dask
+            if dask.address:
+                self._client = Client(dask.address, timeout=dask.connect_timeout_s)
+            else:
+                cluster = LocalCluster(
+                    n_workers=dask.n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
+                self._client = Client(cluster)
+        return self._client
+
+    def validate(self) -> None:
+        """The scheduler answers and has a worker."""
+        try:
+            client = self._connect()
+            workers = client.scheduler_info().get("workers", {})
+        except (OSError, TimeoutError) as exc:
+            where = self.settings.dask.address or "a LocalCluster"
+            raise ProviderUnavailable(f"the Dask scheduler at {where} does not answer ({exc})") from None
+        if not workers:
+            raise ProviderUnavailable("the Dask scheduler has no worker")
+
+    def submit(self, manifest: Mapping[str, Any]) -> str:
+        """Submit ``run_container_command`` under the Job's name."""
+        name = manifest["metadata"]["name"]
+        folder = self.jobs_dir / name
+        argv, env = container_process(with_provider(manifest, self.name), _secret_values(self.settings), folder)
+        future = self._connect().submit(run_container_command, argv, env, str(folder), key=name, pure=False)
+        self._futures[name] = future
+        return name
+
+    def status(self, job_id: str) -> str:
+        """The task's state on the scheduler: a non-zero exit status is a failure."""
+        from distributed import Future
+
+        future = self._futures.get(job_id) or Future(job_id, client=self._connect())
+        state = future.status
+        if state == "finished":
+            return "succeeded" if future.result() == 0 else "failed"
+        return {"pending": "running", "error": "failed", "cancelled": "failed"}.get(str(state), "unknown")
+
+    def wait(self, job_id: str) -> str:
+        """Block until the job ended; its final state."""
+        from distributed import Future, wait
+
+        wait([self._futures.get(job_id) or Future(job_id, client=self._connect())])
+        return self.status(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel the task (a command already running on a worker runs on)."""
+        from distributed import Future
+
+        (self._futures.get(job_id) or Future(job_id, client=self._connect())).cancel()
+
+    def close(self) -> None:
+        """Close the client (and a LocalCluster of this provider's)."""
+        if self._client is not None:
+            cluster = self._client.cluster
+            self._client.close()
+            if cluster is not None:
+                cluster.close()
+            self._client = None
+
+
+_TIMEOUT = (3, 15)  # connect, read: an API server that does not answer is a reason to fall back
+
+
+class KubernetesProvider(ComputeProvider):
+    """The Job on a cluster through the official client (``BatchV1Api``); the job id is the Job's name."""
+
+    name = "kubernetes"
+
+    def __init__(self, settings: ComputeSettings) -> None:
+        self.settings = settings
+        self._batch: Any = None
+
+    def _api(self):
+        if self._batch is None:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+
+            k8s = self.settings.kubernetes
+            configuration = client.Configuration()
+            try:
+                path = k8s.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+                if k8s.kubeconfig or Path(path).exists():
+                    config.load_kube_config(config_file=path, context=k8s.context, client_configuration=configuration)
+                else:
+                    config.load_incluster_config(client_configuration=configuration)
+            except (ConfigException, OSError) as exc:
+                raise ProviderUnavailable(f"its configuration does not load ({exc})") from None
+            # Set before the client makes its connection pool: urllib3's retries would hide an absent server.
+            configuration.retries = 0
+            api_client = client.ApiClient(configuration)
+            self._batch = client.BatchV1Api(api_client)
+        return self._batch
+
+    def _reason(self, exc: Exception) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        if isinstance(exc, ApiException):
+            if exc.status in (401, 403):
+                return f"the API server refused the credentials (HTTP {exc.status} {exc.reason})"
+            return f"the API server answered HTTP {exc.status} {exc.reason}"
+        host = self._api().api_client.configuration.host
+        return f"the API server {host} cannot be reached ({type(exc).__name__})"
+
+    def validate(self) -> None:
+        """The configuration loads and the API server lists batch/v1 with these credentials."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self._api().get_api_resources(_request_timeout=_TIMEOUT)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise ProviderUnavailable(self._reason(exc)) from None
+
+    def submit(self, manifest: Mapping[str, Any]) -> str:
+        """Create the Job in its namespace; a Job of that name already there is a refusal."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        body = with_provider(manifest, self.name)
+        namespace = body["metadata"].get("namespace") or self.settings.kubernetes.namespace
+        try:
+            created = self._api().create_namespaced_job(namespace, body, _request_timeout=_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ProviderUnavailable(
+                    f"a Job named {body['metadata']['name']} already exists in namespace {namespace}"
+                ) from None
+            raise ProviderUnavailable(self._reason(exc)) from None
+        except (HTTPError, OSError) as exc:
+            raise ProviderUnavailable(self._reason(exc)) from None
+        return str(created.metadata.name)
+
+    def status(self, job_id: str) -> str:
+        """From the Job's status: its Complete/Failed condition, else active pods."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            job = self._api().read_namespaced_job_status(
+                job_id, self.settings.kubernetes.namespace, _request_timeout=_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "unknown"
+            raise ExternalServiceError(f"Kubernetes could not report on Job {job_id}: {self._reason(exc)}.") from None
+        status = job.status
+        for condition in (status.conditions if status else None) or []:
+            if condition.status == "True" and condition.type in ("Complete", "Failed"):
+                return "succeeded" if condition.type == "Complete" else "failed"
+        return "running" if status and status.active else "pending"
+
+    def cancel(self, job_id: str) -> None:
+        """Delete the Job and its pods (a Job already gone is not an error)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._api().delete_namespaced_job(
+                job_id,
+                self.settings.kubernetes.namespace,
+                propagation_policy="Background",
+                _request_timeout=_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ExternalServiceError(f"Kubernetes could not delete Job {job_id}: {self._reason(exc)}.") from None
+
+
+def make_provider(name: str, settings: ComputeSettings, jobs_dir: Path) -> ComputeProvider:
+    """The provider called ``name``."""
+    if name == "local":
+        return LocalProvider(settings, jobs_dir)
+    if name == "dask":
+        return DaskProvider(settings, jobs_dir)
+    if name == "kubernetes":
+        return KubernetesProvider(settings)
+    raise ConfigurationError(f"compute provider {name!r} is not one of local, dask, kubernetes; pick one of those.")
+
+
+def provider_order(preferred: str | None, configured: Sequence[str]) -> list[str]:
+    """``preferred`` first, then the configured providers in their order, each once."""
+    return list(dict.fromkeys([*([preferred] if preferred else []), *configured]))
+
+
+def submit_with_strategy(
+    manifest: Mapping[str, Any], providers: Sequence[ComputeProvider], strategy: str
+) -> tuple[Submission, ComputeProvider]:
+    """Submit ``manifest`` to the first of ``providers`` that takes it, by ``strategy``.
+
+    Raises:
+        ExternalServiceError: no provider took it; the sentence gives each one's reason.
+    """
+    if strategy not in ("preferred", "first_available"):
+        raise ConfigurationError(f"compute strategy {strategy!r} is not preferred or first_available; pick one.")
+    reasons: dict[str, str] = {}
+    candidates = list(providers)
+    if strategy == "first_available":
+        candidates = [p for p in providers if _validated(p, reasons)]
+        for name, reason in reasons.items():
+            logger.warning("The %s provider is not available (%s); skipping it.", name, reason)
+    for index, provider in enumerate(candidates):
+        try:
+            if strategy == "preferred" and not _validated(provider, reasons):
+                raise ProviderUnavailable(reasons[provider.name])
+            job_id = provider.submit(manifest)
+        except ProviderUnavailable as exc:
+            reasons[provider.name] = str(exc)
+            following = candidates[index + 1 :]
+            if following:
+                logger.warning(
+                    "The %s provider cannot run the job (%s); falling back to %s.",
+                    provider.name,
+                    exc,
+                    following[0].name,
+                )
+            continue
+        logger.info("Job %s submitted to the %s provider.", job_id, provider.name)
+        return Submission(provider.name, job_id), provider
+    listed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    raise ExternalServiceError(
+        f"No compute provider could run job {manifest['metadata']['name']} ({listed}); fix one of them "
+        "or name another with --provider."
+    )
+
+
+def _validated(provider: ComputeProvider, reasons: dict[str, str]) -> bool:
+    try:
+        provider.validate()
+    except ProviderUnavailable as exc:
+        reasons[provider.name] = str(exc)
+        return False
+    return True

@@ -1,0 +1,327 @@
+"""Training Jobs (``python -m cv_pipelines.commands.jobs``): rendered Kubernetes Jobs and the compute providers.
+
+The manifests are checked against the Kubernetes schema offline (kubernetes-validate's
+bundled 1.37 schema). The ``kubernetes`` provider talks to the stand-in API server
+(tests/k8s_server) through the real client; the strategy's fallbacks run a cheap job
+(the rendered Job with a one-line command) on the ``local`` and ``dask`` providers. The
+real container command, training included, runs against the team set-up in tests/test_stack.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import project_env
+from tests.k8s_server import KubernetesStandIn, check_model
+
+TAG = "data/demo/v1"
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+#: The Job's command replaced by one line: what the strategy tests run (no training).
+CHEAP = 'echo "$CV_COMPUTE_PROVIDER $CV_COMPUTE_JOB_ID $CV_DATASET_VERSION" > "$CV_WORKSPACE/ran"'
+
+
+def jobs(root: Path, *args: str) -> tuple[int, str, str]:
+    from cv_pipelines.commands import jobs as command
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = command.main(["--project-path", str(root), *args])
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def tagged(bare_project: Path) -> Path:
+    """A project copy with a dataset version tag (the render checks it exists, reads nothing of it)."""
+    subprocess.run(["git", "tag", TAG], cwd=bare_project, check=True)
+    subprocess.run(["git", "remote", "add", "origin", "https://git.example/cv_pipelines.git"], cwd=bare_project,
+                   check=True)
+    return bare_project
+
+
+def container_env(manifest: dict) -> list[dict]:
+    return manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def test_rendered_cpu_and_gpu_jobs_pass_the_kubernetes_schema_and_carry_the_lineage(tagged):
+    from cv_pipelines.engines.kubernetes_job import validate_manifest
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tagged, capture_output=True, text=True).stdout.strip()
+    status, out, err = jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "default")
+    assert status == 0, err
+    cpu = yaml.safe_load(out)
+    status, out, err = jobs(tagged, "--env", "test", "render", "--dataset-version", TAG, "--candidate", "default",
+                            "--gpus", "1", "--image", "registry.example/train:1", "--params", "training.epochs=3")
+    assert status == 0, err
+    gpu = yaml.safe_load(out)
+    for manifest in (cpu, gpu):
+        validate_manifest(manifest)
+        meta = manifest["metadata"]
+        assert meta["annotations"]["cv-pipelines.io/dataset-version"] == TAG
+        assert meta["annotations"]["cv-pipelines.io/code-commit"] == commit
+        assert meta["labels"]["cv-pipelines.io/dataset-version"] == "data-demo-v1"
+        assert meta["labels"]["cv-pipelines.io/code-commit"] == commit
+        assert all(LABEL_VALUE.match(v) and len(v) <= 63 for v in meta["labels"].values())
+        spec = manifest["spec"]
+        assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (1, 21600, 86400)
+        env = {v["name"]: v for v in container_env(manifest)}
+        # The tracking URI and the keys only as references to the Secret.
+        for name in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert set(env[name]) == {"name", "valueFrom"}
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "cv-pipelines-training"
+        assert env["CV_CODE_COMMIT"]["value"] == commit
+        assert env["CV_CODE_REPOSITORY"]["value"] == "https://git.example/cv_pipelines.git"
+        assert env["CV_KEDRO_PIPELINES"]["value"] == "export,training,evaluation,deployment"
+        script = spec["template"]["spec"]["containers"][0]["command"][2]
+        assert "dvc pull" in script and "kedro run --pipelines" in script
+    cpu_container, gpu_container = (m["spec"]["template"]["spec"]["containers"][0] for m in (cpu, gpu))
+    assert "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+    assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu_container["image"] == "registry.example/train:1"
+    gpu_env = {v["name"]: v.get("value") for v in gpu_container["env"]}
+    assert gpu_env["CV_KEDRO_ENV"] == "test"
+    assert gpu_env["CV_KEDRO_PARAMS"] == f"dataset_version={TAG},training.epochs=3,training.device=0"
+
+
+def test_a_long_odd_dataset_version_is_trimmed_in_labels_and_exact_in_annotations(tagged):
+    from cv_pipelines.engines.kubernetes_job import validate_manifest
+
+    long_tag = "data/" + "very_long+odd name".replace(" ", "_") * 5 + "/v12"
+    subprocess.run(["git", "tag", long_tag], cwd=tagged, check=True)
+    status, out, err = jobs(tagged, "render", "--dataset-version", long_tag, "--candidate", "default")
+    assert status == 0, err
+    manifest = yaml.safe_load(out)
+    validate_manifest(manifest)
+    label = manifest["metadata"]["labels"]["cv-pipelines.io/dataset-version"]
+    assert len(label) <= 63 and LABEL_VALUE.match(label) and label.startswith("data-very_long-odd")
+    assert manifest["metadata"]["annotations"]["cv-pipelines.io/dataset-version"] == long_tag
+
+
+def test_a_broken_manifest_is_refused_by_the_schema_check(tagged):
+    import kubernetes_validate
+
+    from cv_pipelines.engines.kubernetes_job import validate_manifest
+
+    manifest = yaml.safe_load(jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "default")[1])
+    container = lambda m: m["spec"]["template"]["spec"]["containers"][0]  # noqa: E731
+    breakages = [
+        lambda m: m["spec"].update(backoffLimit="once"),
+        lambda m: container(m).update(gpus=1),  # not a field of a Container
+        lambda m: m["spec"]["template"]["spec"].pop("containers"),
+        lambda m: container(m)["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"key": 1}}}),
+    ]
+    for broken in breakages:
+        changed = copy.deepcopy(manifest)
+        broken(changed)
+        with pytest.raises(kubernetes_validate.ValidationError):
+            validate_manifest(changed)
+
+
+def test_the_jobs_command_refuses_bad_input_with_one_sentence(tagged, bare_project):
+    cases = [
+        (("render", "--dataset-version", "data/demo/v9", "--candidate", "default"), "is not a tag or revision"),
+        (("render", "--dataset-version", TAG, "--candidate", "nope"), "unknown matrix candidate(s) nope"),
+        (("render", "--dataset-version", TAG, "--candidate", "default", "--commit", "f00"), "--commit f00 is not a commit"),
+        (("render", "--dataset-version", TAG, "--candidate", "default", "--gpus", "-1"), "--gpus -1 is negative"),
+        (("--env", "a b", "render", "--dataset-version", TAG, "--candidate", "default"), "env 'a b' is not a conf/"),
+        (("render", "--dataset-version", TAG, "--candidate", "default", "--params", "x"), "param 'x' is not one"),
+    ]
+    for args, sentence in cases:
+        status, out, err = jobs(tagged, *args)
+        assert status == 2 and err.startswith("Error: ") and sentence in err, (args, err)
+        assert err.count("\n") == 1 and out == ""
+    subprocess.run(["git", "remote", "remove", "origin"], cwd=tagged, check=True)
+    status, _, err = jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "default")
+    assert status == 2 and "compute.code_repository is null" in err and "--repository" in err
+    (tagged / "conf/local/compute.yml").write_text("compute:\n  kubernetes:\n    backoff_limit: -1\n")
+    status, _, err = jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "default")
+    assert status == 2 and "compute.kubernetes.backoff_limit in conf/local/compute.yml" in err, err
+    (tagged / "conf/local/compute.yml").unlink()
+    status, _, err = jobs(tagged.parent, "render", "--dataset-version", TAG, "--candidate", "default")
+    assert status == 2 and "has no conf/base" in err
+    matrix = "matrix:\n  candidates:\n    custom: {trainer: 'tests.x:Trainer'}\n    commas: {extra_args: {lr0: '1,2'}}\n"
+    (tagged / "conf/local/parameters_matrix.yml").write_text(matrix)
+    status, _, err = jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "custom", "--repository", "r")
+    assert status == 2 and "uses trainer 'tests.x:Trainer'" in err, err
+    status, _, err = jobs(tagged, "render", "--dataset-version", TAG, "--candidate", "commas", "--repository", "r")
+    assert status == 2 and "holds a comma" in err, err
+
+
+def test_help_imports_no_heavy_library(tagged):
+    probe = ("import sys, runpy; sys.argv = ['jobs', 'submit', '--help']\ntry:\n"
+             "    runpy.run_module('cv_pipelines.commands.jobs', run_name='__main__')\nexcept SystemExit: pass\n"
+             "print([m for m in ('kubernetes', 'distributed', 'mlflow', 'torch', 'kedro') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=project_env(tagged))
+    assert "--strategy" in done.stdout and done.stdout.strip().endswith("[]"), done.stdout + done.stderr
+
+
+# --- the stand-in API server and the kubernetes provider -----------------------------------------
+
+
+def rendered(root: Path, command: str | None = CHEAP, **settings_changes) -> tuple[dict, object]:
+    """The Job of the default candidate (its command replaced by ``command``) and the settings it used."""
+    from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.kubernetes_job import render_job
+    from cv_pipelines.engines.requests import TrainingRequest
+
+    settings = compute_settings("test", root)
+    settings = settings.model_copy(update=settings_changes)
+    manifest = render_job(TrainingRequest(dataset_version=TAG, candidate="default", env="test"), commit="0" * 40,
+                          repository="https://git.example/x.git", settings=settings, candidate_items=[])
+    if command is not None:
+        manifest["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", command]
+    return manifest, settings
+
+
+def kubernetes_settings(settings, tmp_path: Path, server: KubernetesStandIn, token: str | None = None):
+    config = tmp_path / f"kubeconfig-{token or 'ok'}"
+    config.write_text(yaml.safe_dump(server.kubeconfig(token)))
+    return settings.model_copy(update={"kubernetes": settings.kubernetes.model_copy(update={"kubeconfig": str(config)})})
+
+
+def test_the_stand_in_speaks_the_jobs_api_in_the_clients_own_models(tagged, tmp_path):
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    manifest, _ = rendered(tagged)
+    with KubernetesStandIn() as server:
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig()))
+        batch = client.BatchV1Api(config.new_client_from_config(config_file=str(tmp_path / "kubeconfig")))
+        raw = lambda call, *a, **kw: json.loads(call(*a, _preload_content=False, **kw).data)  # noqa: E731
+        check_model(raw(batch.get_api_resources), "V1APIResourceList")
+        created = check_model(raw(batch.create_namespaced_job, "cv-pipelines", manifest), "V1Job")
+        assert created.metadata.uid and created.spec.template.spec.containers[0].env[0].name == "CV_CODE_REPOSITORY"
+        name = manifest["metadata"]["name"]
+        assert check_model(raw(batch.read_namespaced_job, name, "cv-pipelines"), "V1Job").status.active == 1
+        server.finish("cv-pipelines", name, succeeded=True)
+        job = check_model(raw(batch.read_namespaced_job_status, name, "cv-pipelines"), "V1Job")
+        assert [(c.type, c.status) for c in job.status.conditions] == [("Complete", "True")]
+        with pytest.raises(ApiException) as taken:
+            batch.create_namespaced_job("cv-pipelines", manifest)
+        assert taken.value.status == 409 and check_model(json.loads(taken.value.body), "V1Status").reason == "AlreadyExists"
+        deleted = raw(batch.delete_namespaced_job, name, "cv-pipelines", propagation_policy="Background")
+        assert check_model(deleted, "V1Status").status == "Success"
+        with pytest.raises(ApiException) as gone:
+            batch.read_namespaced_job_status(name, "cv-pipelines")
+        assert gone.value.status == 404 and check_model(json.loads(gone.value.body), "V1Status").reason == "NotFound"
+        with pytest.raises(ValueError, match=r"V1Container has no field\(s\) gpus"):
+            check_model({**manifest, "spec": {"template": {"spec": {"containers": [{"name": "a", "gpus": 1}]}}}}, "V1Job")
+
+
+def test_the_kubernetes_provider_creates_reads_and_deletes_the_job(tagged, tmp_path):
+    from cv_pipelines.engines.providers import KubernetesProvider
+
+    manifest, settings = rendered(tagged, command=None)
+    with KubernetesStandIn() as server:
+        provider = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+        provider.validate()
+        job_id = provider.submit(manifest)
+        stored = server.jobs[("cv-pipelines", job_id)]
+        env = {v["name"]: v.get("value") for v in container_env(stored)}
+        assert env["CV_COMPUTE_PROVIDER"] == "kubernetes" and env["CV_COMPUTE_JOB_ID"] == job_id
+        assert provider.status(job_id) == "running"
+        server.finish("cv-pipelines", job_id, succeeded=False)
+        assert provider.status(job_id) == "failed"
+        provider.cancel(job_id)
+        assert provider.status(job_id) == "unknown" and ("cv-pipelines", job_id) not in server.jobs
+        assert ("DELETE", f"/apis/batch/v1/namespaces/cv-pipelines/jobs/{job_id}") in server.requests
+
+
+def wait_for(provider, job_id: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := provider.status(job_id)) in ("pending", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return state
+
+
+def test_kubernetes_refusing_the_token_or_unreachable_falls_back_to_local_and_says_so(tagged, tmp_path, caplog):
+    from cv_pipelines.engines.providers import KubernetesProvider, LocalProvider, submit_with_strategy
+
+    manifest, settings = rendered(tagged)
+    caplog.set_level(logging.INFO, logger="cv_pipelines.engines.providers")
+    with KubernetesStandIn() as server:
+        refused = KubernetesProvider(kubernetes_settings(settings, tmp_path, server, token="wrong"))
+        local = LocalProvider(settings, tmp_path / "jobs")
+        (submission, provider) = submit_with_strategy(manifest, [refused, local], "preferred")
+        assert submission.provider == "local" and provider is local
+        assert "The kubernetes provider cannot run the job (the API server refused the credentials (HTTP 401" in caplog.text
+        assert "falling back to local" in caplog.text
+        assert wait_for(local, submission.job_id) == "succeeded"
+        ran = (tmp_path / "jobs" / submission.job_id / "workspace/ran").read_text().split()
+        assert ran == ["local", submission.job_id, TAG]  # the run is told which provider ran it
+    caplog.clear()
+    # The server is gone now: nothing listens on its port.
+    unreachable = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+    manifest["metadata"]["name"] += "-2"
+    submission, _ = submit_with_strategy(manifest, [unreachable, local], "first_available")
+    assert submission.provider == "local" and f"the API server {server.url} cannot be reached" in caplog.text
+
+
+def test_a_submission_refused_falls_back_and_when_every_provider_fails_one_sentence_lists_why(tagged, tmp_path, caplog):
+    from cv_pipelines.engines.providers import DaskProvider, KubernetesProvider, LocalProvider, submit_with_strategy
+    from cv_pipelines.errors import ExternalServiceError
+
+    manifest, settings = rendered(tagged)
+    caplog.set_level(logging.INFO, logger="cv_pipelines.engines.providers")
+    with KubernetesStandIn() as server:
+        kubernetes = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+        kubernetes.submit(manifest)  # the name is taken: the next submission is refused with 409
+        local = LocalProvider(settings, tmp_path / "jobs")
+        submission, _ = submit_with_strategy(manifest, [kubernetes, local], "preferred")
+        assert submission.provider == "local"
+        assert f"a Job named {manifest['metadata']['name']} already exists in namespace cv-pipelines" in caplog.text
+        assert wait_for(local, submission.job_id) == "succeeded"
+
+        blocked = tmp_path / "not-a-folder"
+        blocked.write_text("")
+        dead = settings.dask.model_copy(update={"address": f"tcp://127.0.0.1:{server_port_closed()}",
+                                                "connect_timeout_s": 1})
+        dask = DaskProvider(settings.model_copy(update={"dask": dead}), tmp_path / "jobs")
+        with pytest.raises(ExternalServiceError) as none:
+            submit_with_strategy(manifest, [kubernetes, dask, LocalProvider(settings, blocked / "jobs")], "preferred")
+    sentence = none.value.message
+    assert sentence.startswith(f"No compute provider could run job {manifest['metadata']['name']} (kubernetes: a Job")
+    assert "; dask: the Dask scheduler at tcp://127.0.0.1:" in sentence and "; local: its jobs folder" in sentence
+    assert sentence.count(".") >= 1 and "\n" not in sentence
+
+
+def server_port_closed() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_dask_provider_runs_the_job_on_a_local_cluster_and_local_status_and_cancel_work(tagged, tmp_path):
+    from cv_pipelines.engines.providers import DaskProvider, LocalProvider
+
+    manifest, settings = rendered(tagged)
+    dask = DaskProvider(settings, tmp_path / "jobs")
+    try:
+        dask.validate()
+        job_id = dask.submit(manifest)
+        assert dask.wait(job_id) == "succeeded"
+    finally:
+        dask.close()
+    assert (tmp_path / "jobs" / job_id / "workspace/ran").read_text().split() == ["dask", job_id, TAG]
+
+    slow, _ = rendered(tagged, command="sleep 30")
+    local = LocalProvider(settings, tmp_path / "local")
+    job_id = local.submit(slow)
+    assert local.status(job_id) == "running"
+    local.cancel(job_id)
+    assert wait_for(local, job_id, timeout=10) == "failed"
+    status, out, _ = jobs(tagged, "--env", "test", "status", "local", "no-such-job")
+    assert status == 0 and "no-such-job unknown" in out
