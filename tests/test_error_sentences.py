@@ -354,9 +354,23 @@ SERVING = "tests/test_serving.py::"
 
 STACK = "tests/test_stack.py::"
 AIRFLOW = "tests/test_airflow.py::"
+JOBS = "tests/test_jobs.py::"
 
 #: Sites whose sentence another test reaches, with that test (``tests/<file>::<test function>``).
 COVERED_ELSEWHERE = {
+    'commands/jobs.py::render_from_arguments: f"--commit': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'commands/jobs.py::render_from_arguments: f"The training request': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    "commands/jobs.py::render_from_arguments: f'--gpus": JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'engines/compute_settings.py::compute_settings: f"compute.': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'engines/compute_settings.py::compute_settings: f"{root': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'engines/kubernetes_job.py::candidate_params: f"matrix candidate': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    "engines/kubernetes_job.py::candidate_params: f'matrix candidate": JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'engines/kubernetes_job.py::code_repository_of': JOBS + "test_the_jobs_command_refuses_bad_input_with_one_sentence",
+    'engines/providers.py::KubernetesProvider.cancel': JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
+    'engines/providers.py::KubernetesProvider.status': JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
+    'engines/providers.py::make_provider': JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
+    'engines/providers.py::submit_with_strategy: f"No compute': JOBS + "test_a_submission_refused_falls_back_and_when_every_provider_fails_one_sentence_lists_why",
+    "engines/providers.py::submit_with_strategy: f'compute strategy": JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
     "engines/airflow.py::project_path_of: f\"{PROJECT_PATH_VARIABLE}": AIRFLOW
     + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
     "engines/airflow.py::project_path_of: f\"The DAG file": AIRFLOW

@@ -325,3 +325,20 @@ def test_the_dask_provider_runs_the_job_on_a_local_cluster_and_local_status_and_
     assert wait_for(local, job_id, timeout=10) == "failed"
     status, out, _ = jobs(tagged, "--env", "test", "status", "local", "no-such-job")
     assert status == 0 and "no-such-job unknown" in out
+
+
+def test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence(tagged, tmp_path):
+    from cv_pipelines.engines.providers import KubernetesProvider, make_provider, submit_with_strategy
+    from cv_pipelines.errors import ConfigurationError, ExternalServiceError
+
+    manifest, settings = rendered(tagged)
+    with pytest.raises(ConfigurationError, match="compute provider 'slurm' is not one of local, dask, kubernetes"):
+        make_provider("slurm", settings, tmp_path)
+    with pytest.raises(ConfigurationError, match="compute strategy 'cheapest' is not preferred or first_available"):
+        submit_with_strategy(manifest, [], "cheapest")
+    with KubernetesStandIn() as server:
+        refused = KubernetesProvider(kubernetes_settings(settings, tmp_path, server, token="wrong"))
+        with pytest.raises(ExternalServiceError, match=r"Kubernetes could not report on Job j: .*HTTP 401"):
+            refused.status("j")
+        with pytest.raises(ExternalServiceError, match=r"Kubernetes could not delete Job j: .*HTTP 401"):
+            refused.cancel("j")

@@ -12,124 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import make_project_copy, project_env, run_kedro
-
-STACK_COMMAND = [sys.executable, "-m", "cv_pipelines.commands.stack"]
-MODEL = "cv_pipelines_detector"
-
-
-@dataclass
-class RunningStack:
-    home: Path
-    port_base: int
-    project: Path
-    secrets: dict[str, str]
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port_base + 1}"
-
-    def command(self, *args: str, project: Path | None = None) -> subprocess.CompletedProcess:
-        argv = [*STACK_COMMAND, *args, "--home", str(self.home), "--project", str(project or self.project)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=project_env(self.project))
-
-    def sql(self, query: str) -> list[tuple]:
-        import psycopg2
-
-        connection = psycopg2.connect(
-            host="127.0.0.1", port=self.port_base, user="cv_pipelines",
-            password=self.secrets["postgres_password"], dbname="mlflow",
-        )
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(query)
-                return cursor.fetchall()
-        finally:
-            connection.close()
-
-    def s3(self):
-        from cv_pipelines.commands.stack import open_stack, s3_client
-
-        return s3_client(open_stack(self.home), self.secrets)
-
-    def keys(self, bucket: str) -> list[str]:
-        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-
-def free_port_block() -> int:
-    """The first of 10 consecutive loopback ports that nothing listens on."""
-    for _ in range(50):
-        base = random.randrange(20000, 40000, 10)
-        sockets = []
-        try:
-            for port in range(base, base + 10):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no 10 free consecutive ports on 127.0.0.1")
-
-
-def stack_home_parent(tmp_path_factory) -> Path:
-    """A folder for the stack's home. As root, PostgreSQL runs as the postgres user, who
-    cannot enter pytest's private (0700) folders: a folder of its own in the system's."""
-    if os.geteuid() != 0:
-        return tmp_path_factory.mktemp("stack")
-    parent = Path(tempfile.mkdtemp(prefix="cv-pipelines-stack-", dir="/tmp"))
-    parent.chmod(0o755)
-    return parent
-
-
-def stack_project(root: Path, port_base: int) -> Path:
-    """A project copy whose conf/stack names this stack's server and runs the test's tiny settings."""
-    make_project_copy(root)
-    globals_yml = root / "conf/stack/globals.yml"
-    globals_yml.write_text(globals_yml.read_text().replace("127.0.0.1:15431", f"127.0.0.1:{port_base + 1}"))
-    tiny = (root / "conf/test/parameters.yml").read_text()
-    (root / "conf/stack/parameters.yml").write_text(tiny + "\ndeployment:\n  champion_floor: {map50: 0.0}\n")
-    # Committed, as a team commits its environment: the fresh clone below gets it from git.
-    subprocess.run(["git", "add", "conf/stack"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "the stack environment"], cwd=root, check=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    parent = stack_home_parent(tmp_path_factory)
-    port_base = free_port_block()
-    project = stack_project(tmp_path_factory.mktemp("stack_project"), port_base)
-    home = parent / ".stack"
-    up = subprocess.run(
-        [*STACK_COMMAND, "up", "--home", str(home), "--port-base", str(port_base), "--project", str(project)],
-        capture_output=True, text=True, timeout=300, env=project_env(project),
-    )
-    try:
-        assert up.returncode == 0, f"the stack did not start: {up.stderr.strip() or up.stdout}"
-        assert "stack: up in" in up.stdout
-        running = RunningStack(home, port_base, project, json.loads((home / "secrets.json").read_text()))
-        yield running
-    finally:
-        subprocess.run([*STACK_COMMAND, "down", "--home", str(home)], capture_output=True, timeout=120)
-        shutil.rmtree(parent, ignore_errors=True)
+from tests.support.stack import (  # noqa: F401  (running_stack: the module's `stack` fixture)
+    MODEL,
+    STACK_COMMAND,
+    RunningStack,
+    free_port_block,
+    running_stack,
+    stack_home_parent,
+)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +149,60 @@ def test_a_fresh_clone_rebuilds_the_export_from_the_s3_remote_alone_and_evaluate
     metrics = [yaml.safe_load((root / "data/reporting/evaluation/last_evaluation.yml").read_text())["metrics"]
                for root in (stack.project, clone)]
     assert metrics[1] == pytest.approx(metrics[0], abs=1e-9) and metrics[0]
+
+
+def test_the_jobs_container_command_trains_a_dataset_version_from_git_and_s3_into_the_servers_mlflow(
+    stack, demo_on_stack, tmp_path, monkeypatch
+):
+    """The rendered Job's own container command, run by the local provider: clone, dvc pull, kedro run."""
+    from mlflow import MlflowClient
+
+    from cv_pipelines.commands.stack import DVC_BUCKET, open_stack
+    from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.kubernetes_job import render_job, validate_manifest
+    from cv_pipelines.engines.providers import LocalProvider
+    from cv_pipelines.engines.requests import TrainingRequest
+    from cv_pipelines.models.registry import TRAINING_RUN_TAG
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=stack.project, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    settings = compute_settings("stack", stack.project)
+    remote = settings.dvc_remote.model_copy(update={"url": f"s3://{DVC_BUCKET}/cv_pipelines",
+                                                    "endpoint_url": open_stack(stack.home).s3_endpoint})
+    settings = settings.model_copy(update={"dvc_remote": remote})
+    request = TrainingRequest(dataset_version="data/demo/v1", candidate="default", env="stack", provider="local")
+    manifest = render_job(request, commit=commit, repository=str(stack.project), settings=settings, candidate_items=[])
+    validate_manifest(manifest)
+    # The Secret's values, as the local provider reads them: from its environment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_uri)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack.secrets["s3_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack.secrets["s3_secret_access_key"])
+    provider = LocalProvider(settings, tmp_path / "jobs")
+    job_id = provider.submit(manifest)
+    folder = tmp_path / "jobs" / job_id
+    deadline = time.monotonic() + 400
+    while provider.status(job_id) == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+    log = (folder / "job.log").read_text(errors="replace")
+    assert provider.status(job_id) == "succeeded", log[-4000:]
+
+    clone = folder / "workspace/project"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    assert head == commit
+    pulled = [p for p in (clone / ".dvc/cache").rglob("*") if p.is_file()]
+    assert pulled and list((clone / "data/store/images").rglob("*.jpg"))  # dvc pull brought the version's data
+
+    client = MlflowClient(stack.mlflow_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`cv_pipelines.compute.job_id` = '{job_id}'")
+    training = [r for r in runs if r.data.tags.get("cv_pipelines.training") == "true"]
+    assert len(training) == 1, [r.data.tags for r in runs]
+    tags = training[0].data.tags
+    assert tags["cv_pipelines.compute.provider"] == "local" and tags["cv_pipelines.compute.candidate"] == "default"
+    assert tags["data.dataset_version"] == "data/demo/v1" and tags["code_commit"] == commit
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert [v.version for v in versions if v.tags.get(TRAINING_RUN_TAG) == training[0].info.run_id]
+    assert not any(value in log for value in stack.secrets.values())
 
 
 def test_the_object_store_down_or_refusing_the_keys_makes_no_tag_and_the_next_snapshot_pushes_the_rest(stack, demo_on_stack):
