@@ -28,9 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench_training import timed
 from loadavg import load_reported
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,15 +76,6 @@ def airflow_env(root: Path, home: Path) -> dict[str, str]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         KEDRO_ENV="test",
     )
-
-
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return seconds
 
 
 def parse_times(folder: Path, env: dict[str, str], parses: int) -> dict[str, float]:
@@ -135,7 +126,7 @@ def main() -> None:
             dag_root = copy_project(start, tmp / f"dag_{round_number}")
             kedro_root = copy_project(start, tmp / f"kedro_{round_number}")
             dag_env = airflow_env(dag_root, tmp / f"airflow_{round_number}")
-            run([airflow, "db", "migrate"], Path(dag_env["AIRFLOW_HOME"]), dag_env)
+            timed([airflow, "db", "migrate"], Path(dag_env["AIRFLOW_HOME"]), dag_env)
             dag_run = [airflow, "dags", "test", "cv_pipelines_training_flow", "-c", params]
             kedro_run = [kedro, "run", "--pipelines", "training_flow", "--env", "test",
                          "--params", f"training.epochs={args.epochs}"]
@@ -143,7 +134,7 @@ def main() -> None:
             order = [(dag_times, dag_run, Path(dag_env["AIRFLOW_HOME"]), dag_env),
                      (kedro_times, kedro_run, kedro_root, project_env(kedro_root))]
             for times, command, cwd, command_env in order if round_number % 2 == 0 else reversed(order):
-                times.append(run(command, cwd, command_env))
+                times.append(timed(command, cwd, command_env))
             print(f"  round {round_number + 1}: airflow dags test {dag_times[-1]:.1f} s, kedro run {kedro_times[-1]:.1f} s")
             shutil.rmtree(dag_root), shutil.rmtree(kedro_root)
 

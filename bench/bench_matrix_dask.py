@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import yaml
+from bench_training import timed
 from loadavg import load_reported
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,15 +49,6 @@ CANDIDATES = {
     "yolov8n_96": {"imgsz": 96},
     "narrow": {"model": str(REPO / "tests/support/models/yolov8-narrow.yaml")},
 }
-
-
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:6])} failed:\n{result.stderr[-3000:]}")
-    return seconds
 
 
 def matrix_project(folder: Path) -> tuple[Path, dict[str, str]]:

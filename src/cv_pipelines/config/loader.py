@@ -19,7 +19,7 @@ PROJECT_CONFIG_LOADER_ARGS: dict[str, Any] = {
     "default_run_env": "local",
     "custom_resolvers": CUSTOM_RESOLVERS,
     # conf/<env>/ overrides single keys of conf/base/, not whole top-level groups.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft", "compute": "soft"},
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "compute": "soft", "dask": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals.yml"],
@@ -27,6 +27,8 @@ PROJECT_CONFIG_LOADER_ARGS: dict[str, Any] = {
         "airflow": ["airflow*", "airflow/**"],
         # Where trainings run away from this process (conf/base/compute.yml), for the jobs command.
         "compute": ["compute*", "compute/**"],
+        # Where the DaskRunner's nodes run (conf/base/dask.yml).
+        "dask": ["dask*", "dask/**"],
     },
 }
 

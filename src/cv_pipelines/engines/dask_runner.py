@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 #: Overrides ``dask_client.address`` (a scheduler to use instead of a LocalCluster).
 ADDRESS_ENV = "CV_PIPELINES_DASK_ADDRESS"
 DASK_CONFIG_FILE = "conf/base/dask.yml"
-_DASK_CONFIG_PATTERNS = ["dask*", "dask*/**", "**/dask*"]
 _PROJECT_ROOT_ENV = "CV_PIPELINES_PROJECT_ROOT"
 
 
@@ -82,19 +81,13 @@ def dask_client_settings(env: str | None = None, root: Path | None = None, **ove
 
     Raises ``ConfigurationError`` naming the key and the file when a value is refused.
     """
-    from kedro.config import MissingConfigException, OmegaConfigLoader
+    from kedro.config import MissingConfigException
 
-    from cv_pipelines.config.loader import PROJECT_CONFIG_LOADER_ARGS
-    from cv_pipelines.config.resolvers import project_root
+    from cv_pipelines.config.loader import project_config
 
-    root = root or project_root()
-    patterns = {**PROJECT_CONFIG_LOADER_ARGS["config_patterns"], "dask": _DASK_CONFIG_PATTERNS}
-    # conf/<env>/dask.yml overrides single keys of conf/base's, as the parameters do.
-    merging = {**PROJECT_CONFIG_LOADER_ARGS["merge_strategy"], "dask": "soft"}
-    args = {**PROJECT_CONFIG_LOADER_ARGS, "config_patterns": patterns, "merge_strategy": merging}
-    loader = OmegaConfigLoader(conf_source=str(root / "conf"), env=env, **args)
     try:
-        values = dict((loader["dask"] or {}).get("dask_client") or {})
+        # conf/<env>/dask.yml overrides single keys of conf/base's (the loader's soft merge).
+        values = dict(project_config("dask", env, root).get("dask_client") or {})
     except MissingConfigException:
         values = {}
     if os.environ.get(ADDRESS_ENV):
