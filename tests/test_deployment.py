@@ -222,7 +222,7 @@ def test_the_champion_loads_as_a_pyfunc_and_returns_detections_in_pixels(deploye
 
 
 def test_the_learned_champion_finds_the_shapes_of_the_demo_test_images(deployed):
-    """With the default threshold, the champion (L) puts a box of the right class where a shape is."""
+    """At a confidence of 0.1, the champion (L) puts a box of the right class where a shape is, in several images."""
     import mlflow
     import pandas as pd
     from PIL import Image
@@ -230,7 +230,7 @@ def test_the_learned_champion_finds_the_shapes_of_the_demo_test_images(deployed)
     export = deployed / "data/exports/demo_v1"
     images = sorted((export / "images/test").iterdir())
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-    detections = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
+    detections = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}), params={"conf": 0.1})
     found = 0
     for index, path in enumerate(images):
         with Image.open(path) as image:
@@ -244,8 +244,10 @@ def test_the_learned_champion_finds_the_shapes_of_the_demo_test_images(deployed)
             int(box.class_id) == cls and _iou((box.x1, box.y1, box.x2, box.y2), (x1, y1, x2, y2)) >= 0.5
             for box in boxes.itertuples() for cls, x1, y1, x2, y2 in truth
         )
-    # L is small (test mAP50 about 0.1): measured, it finds one of the 17 test images at 0.25.
-    assert found >= 1, (found, len(images))
+    # L is small (test mAP50 about 0.18) and scores low: at the default 0.25 it found 1 of the
+    # 17 test images on one machine and 0 on another (the same seed trains a slightly different
+    # model on another CPU). At 0.1 it found 6 of 17 (0.05: 8), so this margin holds.
+    assert found >= 2, (found, len(images))
 
 
 def _iou(a, b) -> float:
