@@ -34,3 +34,27 @@ def _chunks():
 def test_nodes_that_yield_their_outputs_are_refused():
     with pytest.raises(ConfigurationError, match=r"The node\(s\) streamed yield their outputs in chunks"):
         DaskRunner()._validate_nodes([Node(_chunks, inputs=None, outputs="chunk", name="streamed")])
+
+
+def test_a_kedro_run_with_env_reads_that_environments_dask_yml(project, monkeypatch):
+    """``--env test`` (not KEDRO_ENV, unset here) picks conf/test/dask.yml: its scheduler, which does not answer."""
+    import socket
+
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from cv_pipelines.errors import ExternalServiceError
+
+    monkeypatch.delenv("KEDRO_ENV", raising=False)
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    (project / "conf/test/dask.yml").write_text(
+        f"dask_client:\n  address: tcp://127.0.0.1:{port}\n  connect_timeout_s: 1\n"
+    )
+    bootstrap_project(project)
+    refused = rf"The Dask scheduler at dask_client.address tcp://127.0.0.1:{port}"
+    with KedroSession.create(project_path=project, env="test") as session, pytest.raises(ExternalServiceError,
+                                                                                          match=refused):
+        session.run(pipeline_names=["ingestion"], runner=DaskRunner())

@@ -10,6 +10,7 @@ from cv_pipelines.config.log_redaction import keep_credentials_out_of_hook_trace
 from cv_pipelines.config.mlflow_plugin import defer_kedro_mlflow_cli
 from cv_pipelines.config.offline import apply_offline_defaults
 from cv_pipelines.datasets.catalog import ProjectDataCatalog
+from cv_pipelines.engines.dask_runner import RunEnvironmentHook
 from cv_pipelines.hooks import ConfigCheckHooks, project_mlflow_hook
 
 # Importing settings is the first thing every Kedro command does with the project, so
@@ -25,7 +26,8 @@ defer_kedro_mlflow_cli()
 # Hooks registered later run earlier: the checks run before kedro-mlflow opens a run, so
 # a pipeline they stop leaves no open MLflow run behind; the progress display opens last,
 # once the run is sure to start.
-HOOKS = (ProgressHooks(), project_mlflow_hook, ConfigCheckHooks())
+# RunEnvironmentHook hands the DaskRunner the run's --env (Kedro gives runners none).
+HOOKS = (ProgressHooks(), project_mlflow_hook, ConfigCheckHooks(), RunEnvironmentHook())
 # kedro-viz brings kedro-telemetry along; its session hooks never run in this project.
 # kedro-mlflow's own hook instance is replaced by the project's wrapper of it (see hooks.py).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry", "kedro_mlflow", "kedro-mlflow")  # either spelling of the wheel

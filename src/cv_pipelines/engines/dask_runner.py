@@ -48,6 +48,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kedro.framework.hooks import hook_impl
 from kedro.runner import AbstractRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,6 +64,33 @@ if TYPE_CHECKING:
 ADDRESS_ENV = "CV_PIPELINES_DASK_ADDRESS"
 DASK_CONFIG_FILE = "conf/base/dask.yml"
 _PROJECT_ROOT_ENV = "CV_PIPELINES_PROJECT_ROOT"
+
+
+#: The configuration environment of the ``kedro run`` in progress in this process (its
+#: ``--env``): Kedro hands it to hooks (``run_params``), not to runners, so the project's
+#: ``RunEnvironmentHook`` records it here before the runner starts.
+_session_env: str | None = None
+
+
+class RunEnvironmentHook:
+    """Records the session's ``--env`` for the DaskRunner, which then reads ``conf/<env>/dask.yml``."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Record the run's ``--env`` (None: the project's default environment)."""
+        global _session_env
+        _session_env = run_params.get("env")
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Forget it, so a runner used outside a session reads KEDRO_ENV, not a stale ``--env``."""
+        global _session_env
+        _session_env = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Forget it after a failed run too."""
+        self.after_pipeline_run(run_params, pipeline, catalog)
 
 
 class DaskClientSettings(BaseModel):
@@ -172,7 +200,8 @@ class DaskRunner(AbstractRunner):
         todo: list[Node] = list(nodes)  # in topological order: ready nodes are submitted in Kedro's order
         done: set[Node] = set()
         worker_run = _worker_run()
-        with _client(dask_client_settings(os.environ.get("KEDRO_ENV"), **self._overrides)) as client:
+        env = _session_env or os.environ.get("KEDRO_ENV")
+        with _client(dask_client_settings(env, **self._overrides)) as client:
             running: dict[Any, tuple[Node, dict[str, Any]]] = {}
             completed = as_completed()
             while todo or running:
