@@ -275,12 +275,13 @@ def test_a_submission_refused_falls_back_and_when_every_provider_fails_one_sente
     manifest, settings = rendered(tagged)
     caplog.set_level(logging.INFO, logger="cv_pipelines.engines.providers")
     with KubernetesStandIn() as server:
+        server.job_quota = 0  # the namespace's ResourceQuota is used up: creating is refused with 403
         kubernetes = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
-        kubernetes.submit(manifest)  # the name is taken: the next submission is refused with 409
         local = LocalProvider(settings, tmp_path / "jobs")
         submission, _ = submit_with_strategy(manifest, [kubernetes, local], "preferred")
         assert submission.provider == "local"
-        assert f"a Job named {manifest['metadata']['name']} already exists in namespace cv-pipelines" in caplog.text
+        assert "The kubernetes provider cannot run the job (the API server answered HTTP 403 Forbidden: " in caplog.text
+        assert "exceeded quota: jobs" in caplog.text and "falling back to local" in caplog.text
         assert wait_for(local, submission.job_id) == "succeeded"
 
         blocked = tmp_path / "not-a-folder"
@@ -291,9 +292,39 @@ def test_a_submission_refused_falls_back_and_when_every_provider_fails_one_sente
         with pytest.raises(ExternalServiceError) as none:
             submit_with_strategy(manifest, [kubernetes, dask, LocalProvider(settings, blocked / "jobs")], "preferred")
     sentence = none.value.message
-    assert sentence.startswith(f"No compute provider could run job {manifest['metadata']['name']} (kubernetes: a Job")
+    assert sentence.startswith(f"No compute provider could run job {manifest['metadata']['name']} (kubernetes: the API")
     assert "; dask: the Dask scheduler at tcp://127.0.0.1:" in sentence and "; local: its jobs folder" in sentence
     assert sentence.count(".") >= 1 and "\n" not in sentence
+
+
+def test_a_job_submitted_again_is_refused_where_it_runs_and_never_falls_back_to_a_second_run(tagged, tmp_path):
+    """The same request at the same commit is the same Job name: a resubmission would train twice."""
+    from cv_pipelines.engines.providers import DaskProvider, KubernetesProvider, LocalProvider, submit_with_strategy
+    from cv_pipelines.errors import ConfigurationError
+
+    manifest, settings = rendered(tagged)
+    name = manifest["metadata"]["name"]
+    with KubernetesStandIn() as server:
+        kubernetes = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+        local = LocalProvider(settings, tmp_path / "jobs")
+        first, _ = submit_with_strategy(manifest, [kubernetes, local], "preferred")
+        assert first.provider == "kubernetes"
+        with pytest.raises(ConfigurationError) as again:
+            submit_with_strategy(manifest, [kubernetes, local], "preferred")
+        assert [m for m, _ in server.requests].count("POST") == 2  # the second create got its 409
+    assert again.value.message == (
+        f"Job {name} was already submitted to the kubernetes provider (a Job of that name exists in namespace "
+        f"cv-pipelines), so it was not submitted again anywhere; follow it with `jobs status kubernetes {name}`, or "
+        "pass --name to run the same request as a new job."
+    )
+    assert not (tmp_path / "jobs").exists()  # nothing was started locally instead
+
+    done, _ = submit_with_strategy(manifest, [local], "preferred")
+    assert wait_for(local, done.job_id) == "succeeded"
+    dask = DaskProvider(settings, tmp_path / "jobs")  # the same jobs folder: the job ran here already
+    for provider in (local, dask):
+        with pytest.raises(ConfigurationError, match=rf"already submitted to the {provider.name} provider \(its folder "):
+            submit_with_strategy(manifest, [provider], "preferred")
 
 
 def server_port_closed() -> int:

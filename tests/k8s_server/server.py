@@ -5,7 +5,9 @@ Where the provider depends on it, it behaves as a Kubernetes 1.37 API server doe
 * ``Authorization: Bearer <token>`` other than the server's token: 401, a ``Status``.
 * ``POST /apis/batch/v1/namespaces/{ns}/jobs``: 201 with the Job as stored (uid,
   resourceVersion, creationTimestamp, an empty status); a taken name: 409 ``AlreadyExists``;
-  a body the client's ``V1Job`` model refuses: 422 ``Invalid``.
+  a body the client's ``V1Job`` model refuses: 422 ``Invalid``; a namespace holding
+  ``job_quota`` Jobs already: 403 ``Forbidden``, "exceeded quota", as a ResourceQuota on
+  ``count/jobs.batch`` answers.
 * ``GET .../jobs/{name}`` and ``.../jobs/{name}/status``: the Job; absent: 404 ``NotFound``.
 * ``DELETE .../jobs/{name}``: 200 with a ``Success`` Status (stand-in: no finalizers, so
   the Job is gone at once, as with ``propagationPolicy: Background``); absent: 404.
@@ -90,6 +92,7 @@ class KubernetesStandIn:
     def __init__(self, token: str = "stand-in-token") -> None:
         self.token = token
         self.jobs: dict[tuple[str, str], dict] = {}
+        self.job_quota: int | None = None
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -173,6 +176,13 @@ class KubernetesStandIn:
         except (ValueError, TypeError) as exc:
             raise _Refused(422, status_object(422, "Invalid", f"Job is invalid: {exc}")) from None
         name = job["metadata"]["name"]
+        used = sum(1 for held, _ in self.jobs if held == namespace)
+        if self.job_quota is not None and used >= self.job_quota:
+            raise _Refused(403, status_object(
+                403, "Forbidden",
+                f'jobs.batch "{name}" is forbidden: exceeded quota: jobs, requested: count/jobs.batch=1, '
+                f"used: count/jobs.batch={used}, limited: count/jobs.batch={self.job_quota}",
+                {"name": name, "group": "batch", "kind": "jobs"}))
         if (namespace, name) in self.jobs:
             raise _Refused(409, status_object(409, "AlreadyExists", f'jobs.batch "{name}" already exists',
                                               {"name": name, "group": "batch", "kind": "jobs"}))

@@ -39,6 +39,13 @@ class ProviderUnavailable(Exception):
     """A provider cannot take the job; the message is the reason, as one clause."""
 
 
+class AlreadySubmitted(Exception):
+    """The provider already has a job of this name: the same request at the same commit was submitted before.
+
+    Not a reason to fall back: the next provider would run the same training a second time.
+    """
+
+
 class Submission(NamedTuple):
     """Where a job went: the provider's name and the job's id there."""
 
@@ -57,7 +64,12 @@ class ComputeProvider(ABC):
 
     @abstractmethod
     def submit(self, manifest: Mapping[str, Any]) -> str:
-        """Start the Job ``manifest``; returns its id. Raises ``ProviderUnavailable`` when it was not started."""
+        """Start the Job ``manifest``; returns its id.
+
+        Raises:
+            ProviderUnavailable: it was not started here (another provider may take it).
+            AlreadySubmitted: a job of its name was started here before.
+        """
 
     @abstractmethod
     def status(self, job_id: str) -> str:
@@ -124,7 +136,7 @@ class LocalProvider(ComputeProvider):
         name = manifest["metadata"]["name"]
         folder = self.jobs_dir / name
         if folder.exists():
-            raise ProviderUnavailable(f"a job named {name} was already submitted here ({folder})")
+            raise AlreadySubmitted(f"its folder {folder} exists")
         folder.mkdir(parents=True)
         argv, env = container_process(with_provider(manifest, self.name), _secret_values(self.settings), folder)
         # The exit status is written by a shell around the command, so `status` reads it in any later process.
@@ -211,6 +223,8 @@ class DaskProvider(ComputeProvider):
         """Submit ``run_container_command`` under the Job's name."""
         name = manifest["metadata"]["name"]
         folder = self.jobs_dir / name
+        if folder.exists():  # a second run would clone into the first one's workspace and fail
+            raise AlreadySubmitted(f"its folder {folder} exists")
         argv, env = container_process(with_provider(manifest, self.name), _secret_values(self.settings), folder)
         future = self._connect().submit(run_container_command, argv, env, str(folder), key=name, pure=False)
         self._futures[name] = future
@@ -286,9 +300,10 @@ class KubernetesProvider(ComputeProvider):
         from kubernetes.client.exceptions import ApiException
 
         if isinstance(exc, ApiException):
-            if exc.status in (401, 403):
+            if exc.status == 401:
                 return f"the API server refused the credentials (HTTP {exc.status} {exc.reason})"
-            return f"the API server answered HTTP {exc.status} {exc.reason}"
+            # 403 is RBAC or a full ResourceQuota: the Status's message says which.
+            return f"the API server answered HTTP {exc.status} {exc.reason}: {_status_message(exc)}"
         host = self._api().api_client.configuration.host
         return f"the API server {host} cannot be reached ({type(exc).__name__})"
 
@@ -313,9 +328,7 @@ class KubernetesProvider(ComputeProvider):
             created = self._api().create_namespaced_job(namespace, body, _request_timeout=_TIMEOUT)
         except ApiException as exc:
             if exc.status == 409:
-                raise ProviderUnavailable(
-                    f"a Job named {body['metadata']['name']} already exists in namespace {namespace}"
-                ) from None
+                raise AlreadySubmitted(f"a Job of that name exists in namespace {namespace}") from None
             raise ProviderUnavailable(self._reason(exc)) from None
         except (HTTPError, OSError) as exc:
             raise ProviderUnavailable(self._reason(exc)) from None
@@ -355,6 +368,17 @@ class KubernetesProvider(ComputeProvider):
                 raise ExternalServiceError(f"Kubernetes could not delete Job {job_id}: {self._reason(exc)}.") from None
 
 
+def _status_message(exc: Exception) -> str:
+    """The ``message`` of the Kubernetes ``Status`` an ``ApiException`` carries, else its body."""
+    import json
+
+    body = getattr(exc, "body", None) or ""
+    try:
+        return str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        return str(body)[:200]
+
+
 def make_provider(name: str, settings: ComputeSettings, jobs_dir: Path) -> ComputeProvider:
     """The provider called ``name``."""
     if name == "local":
@@ -392,6 +416,13 @@ def submit_with_strategy(
             if strategy == "preferred" and not _validated(provider, reasons):
                 raise ProviderUnavailable(reasons[provider.name])
             job_id = provider.submit(manifest)
+        except AlreadySubmitted as exc:
+            name = manifest["metadata"]["name"]
+            raise ConfigurationError(
+                f"Job {name} was already submitted to the {provider.name} provider ({exc}), so it was not "
+                f"submitted again anywhere; follow it with `jobs status {provider.name} {name}`, or pass --name "
+                "to run the same request as a new job."
+            ) from None
         except ProviderUnavailable as exc:
             reasons[provider.name] = str(exc)
             following = candidates[index + 1 :]
