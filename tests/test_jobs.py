@@ -194,6 +194,8 @@ def test_the_stand_in_speaks_the_jobs_api_in_the_clients_own_models(tagged, tmp_
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
+    from cv_pipelines.engines.providers import TRAINING_JOBS_SELECTOR
+
     manifest, _ = rendered(tagged)
     with KubernetesStandIn() as server:
         (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig()))
@@ -210,6 +212,11 @@ def test_the_stand_in_speaks_the_jobs_api_in_the_clients_own_models(tagged, tmp_
         with pytest.raises(ApiException) as taken:
             batch.create_namespaced_job("cv-pipelines", manifest)
         assert taken.value.status == 409 and check_model(json.loads(taken.value.body), "V1Status").reason == "AlreadyExists"
+        listed = check_model(raw(batch.list_namespaced_job, "cv-pipelines", label_selector=TRAINING_JOBS_SELECTOR),
+                             "V1JobList")
+        assert [job.metadata.name for job in listed.items] == [name]
+        other = raw(batch.list_namespaced_job, "cv-pipelines", label_selector="app.kubernetes.io/name=other")
+        assert check_model(other, "V1JobList").items == []
         deleted = raw(batch.delete_namespaced_job, name, "cv-pipelines", propagation_policy="Background")
         assert check_model(deleted, "V1Status").status == "Success"
         with pytest.raises(ApiException) as gone:
@@ -327,6 +334,44 @@ def test_a_job_submitted_again_is_refused_where_it_runs_and_never_falls_back_to_
             submit_with_strategy(manifest, [provider], "preferred")
 
 
+def named(manifest: dict, suffix: str) -> dict:
+    """``manifest`` as another Job: its name with ``suffix``."""
+    other = copy.deepcopy(manifest)
+    other["metadata"]["name"] += suffix
+    return other
+
+
+def test_the_queue_strategy_picks_the_provider_with_the_fewest_jobs_waiting_or_running(tagged, tmp_path, caplog):
+    from cv_pipelines.engines.providers import KubernetesProvider, LocalProvider, submit_with_strategy
+
+    manifest, settings = rendered(tagged)
+    slow, _ = rendered(tagged, command="sleep 30")
+    caplog.set_level(logging.INFO, logger="cv_pipelines.engines.providers")
+    with KubernetesStandIn() as server:
+        kubernetes = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+        local = LocalProvider(settings, tmp_path / "jobs")
+        for suffix in ("-a", "-b", "-ended"):
+            kubernetes.submit(named(manifest, suffix))
+        server.finish("cv-pipelines", manifest["metadata"]["name"] + "-ended", succeeded=True)  # not counted
+        foreign = named(manifest, "-foreign")
+        foreign["metadata"]["labels"]["app.kubernetes.io/name"] = "someone-else"  # not this project's: not counted
+        kubernetes.submit(foreign)
+        busy = local.submit(named(slow, "-busy"))
+        assert (kubernetes.queued(), local.queued()) == (2, 1)
+
+        first, _ = submit_with_strategy(named(manifest, "-1"), [kubernetes, local], "queue")
+        assert first.provider == "local"
+        assert "Jobs waiting or running: kubernetes 2, local 1; trying local first." in caplog.text
+        assert wait_for(local, first.job_id) == "succeeded"
+
+        local.cancel(busy)
+        for suffix in ("-a", "-b"):
+            server.finish("cv-pipelines", manifest["metadata"]["name"] + suffix, succeeded=False)
+        second, _ = submit_with_strategy(named(manifest, "-2"), [kubernetes, local], "queue")
+        assert second.provider == "kubernetes"  # 0 and 0: the configured order decides
+        assert "Jobs waiting or running: kubernetes 0, local 0; trying kubernetes first." in caplog.text
+
+
 def server_port_closed() -> int:
     import socket
 
@@ -344,6 +389,7 @@ def test_the_dask_provider_runs_the_job_on_a_local_cluster_and_local_status_and_
         dask.validate()
         job_id = dask.submit(manifest)
         assert dask.wait(job_id) == "succeeded"
+        assert dask.queued() == 0  # counted on the scheduler: the one task is done
     finally:
         dask.close()
     assert (tmp_path / "jobs" / job_id / "workspace/ran").read_text().split() == ["dask", job_id, TAG]
@@ -365,7 +411,7 @@ def test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sen
     manifest, settings = rendered(tagged)
     with pytest.raises(ConfigurationError, match="compute provider 'slurm' is not one of local, dask, kubernetes"):
         make_provider("slurm", settings, tmp_path)
-    with pytest.raises(ConfigurationError, match="compute strategy 'cheapest' is not preferred or first_available"):
+    with pytest.raises(ConfigurationError, match="compute strategy 'cheapest' is not preferred, first_available or queue"):
         submit_with_strategy(manifest, [], "cheapest")
     with KubernetesStandIn() as server:
         refused = KubernetesProvider(kubernetes_settings(settings, tmp_path, server, token="wrong"))

@@ -8,6 +8,8 @@ Where the provider depends on it, it behaves as a Kubernetes 1.37 API server doe
   a body the client's ``V1Job`` model refuses: 422 ``Invalid``; a namespace holding
   ``job_quota`` Jobs already: 403 ``Forbidden``, "exceeded quota", as a ResourceQuota on
   ``count/jobs.batch`` answers.
+* ``GET .../jobs?labelSelector=k=v,...``: a ``JobList`` of the namespace's Jobs carrying
+  those labels (equality selectors only, what the provider sends).
 * ``GET .../jobs/{name}`` and ``.../jobs/{name}/status``: the Job; absent: 404 ``NotFound``.
 * ``DELETE .../jobs/{name}``: 200 with a ``Success`` Status (stand-in: no finalizers, so
   the Job is gone at once, as with ``propagationPolicy: Background``); absent: 404.
@@ -25,6 +27,7 @@ import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[a-z0-9-]+)/jobs(?:/(?P<name>[a-z0-9.-]+))?(?P<status>/status)?$")
 _PRIMITIVES = {"str", "int", "float", "bool", "object", "datetime", "date"}
@@ -140,19 +143,20 @@ class KubernetesStandIn:
 
     # --- the API ------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, authorization: str | None, body: bytes) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, authorization: str | None, body: bytes,
+               query: str = "") -> tuple[int, dict]:
         with self._lock:
             self.requests.append((method, path))
             if authorization != f"Bearer {self.token}":
                 return 401, status_object(401, "Unauthorized", "Unauthorized")
             try:
-                return self._route(method, path, body)
+                return self._route(method, path, body, query)
             except _Refused as refused:
                 return refused.code, refused.body
             except Exception as exc:  # a bug of the stand-in: an answer, not a dropped connection
                 return 500, status_object(500, "InternalError", f"stand-in error: {exc!r}")
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def _route(self, method: str, path: str, body: bytes, query: str) -> tuple[int, dict]:
         if method == "GET" and path == "/apis/batch/v1":
             return 200, self._discovery()
         found = _JOBS.match(path)
@@ -161,6 +165,8 @@ class KubernetesStandIn:
         namespace, name = found["ns"], found["name"]
         if method == "POST" and name is None:
             return 201, self._create(namespace, json.loads(body))
+        if method == "GET" and name is None:
+            return 200, self._list(namespace, parse_qs(query).get("labelSelector", [""])[0])
         if name is not None and method == "GET":
             return 200, self._job(namespace, name)
         if name is not None and method == "DELETE" and not found["status"]:
@@ -193,6 +199,14 @@ class KubernetesStandIn:
         self.jobs[(namespace, name)] = stored
         return stored
 
+    def _list(self, namespace: str, selector: str) -> dict:
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+        if any(key.endswith("!") for key in wanted):
+            raise _Refused(400, status_object(400, "BadRequest", "stand-in: only k=v label selectors"))
+        items = [job for (held, _), job in sorted(self.jobs.items()) if held == namespace
+                 and all(job["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+        return {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": "1"}, "items": items}
+
     def _job(self, namespace: str, name: str) -> dict:
         job = self.jobs.get((namespace, name))
         if job is None:
@@ -220,8 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        path = self.path.split("?", 1)[0].rstrip("/")
-        code, payload = self.stand_in.handle(self.command, path, self.headers.get("Authorization"), body)
+        path, _, query = self.path.partition("?")
+        code, payload = self.stand_in.handle(self.command, path.rstrip("/"), self.headers.get("Authorization"), body,
+                                             query)
         data = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

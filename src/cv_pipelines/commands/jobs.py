@@ -36,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit the training's Job to a compute provider")
     _training_arguments(submit)
     submit.add_argument("--provider", choices=PROVIDERS, default=None, help="try this provider first")
-    submit.add_argument("--strategy", choices=["preferred", "first_available"], default=None)
+    submit.add_argument(
+        "--strategy",
+        choices=["preferred", "first_available", "queue"],
+        default=None,
+        help="how a provider is picked (default: compute.strategy)",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the job to end (always, on a LocalCluster)")
     for verb in ("status", "cancel"):
         command = sub.add_parser(verb, help=f"{verb} a submitted job")

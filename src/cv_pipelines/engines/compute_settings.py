@@ -60,7 +60,7 @@ class ComputeSettings(_Strict):
 
     code_repository: str | None = None
     dvc_remote: DvcRemoteSettings = DvcRemoteSettings()
-    strategy: Literal["preferred", "first_available"] = "preferred"
+    strategy: Literal["preferred", "first_available", "queue"] = "preferred"
     providers: list[Literal["local", "dask", "kubernetes"]] = Field(min_length=1)
     kubernetes: KubernetesSettings
     dask: DaskSettings = DaskSettings()

@@ -1,4 +1,6 @@
-"""Compute providers: where a rendered training Job runs, behind one interface (validate, submit, status, cancel).
+"""Compute providers: where a rendered training Job runs, behind one interface.
+
+The interface: validate, submit, status, cancel, and queued (the jobs waiting or running).
 
 - ``local``: the Job's container command as a subprocess of this machine, in a workspace
   under ``data/jobs/<job>/`` (the Secret's variables come from this process's environment);
@@ -8,8 +10,10 @@
 
 ``submit_with_strategy`` picks one: ``preferred`` tries the providers in order, validating
 each just before submitting to it; ``first_available`` validates them all first, then
-submits to the first that passed. A provider that fails its validation or its submission
-hands over to the next with one log sentence; when none can, one sentence gives each reason.
+submits to the first that passed; ``queue`` validates them all, then tries them by the
+jobs waiting or running on each (``queued``), fewest first. A provider that fails its
+validation or its submission hands over to the next with one log sentence; when none
+can, one sentence gives each reason.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: What ``status`` answers: the job waits, runs, ended well or badly, or is not known.
 JOB_STATES = ("pending", "running", "succeeded", "failed", "unknown")
+#: How ``submit_with_strategy`` orders the providers (README: "Kubernetes Jobs and compute providers").
+STRATEGIES = ("preferred", "first_available", "queue")
+#: The labels every rendered training Job carries (``kubernetes_job.render_job``).
+TRAINING_JOBS_SELECTOR = "app.kubernetes.io/name=cv-pipelines,app.kubernetes.io/component=training"
 
 
 class ProviderUnavailable(Exception):
@@ -78,6 +86,10 @@ class ComputeProvider(ABC):
     @abstractmethod
     def cancel(self, job_id: str) -> None:
         """Stop the job (a finished one stays as it is)."""
+
+    @abstractmethod
+    def queued(self) -> int:
+        """How many jobs wait or run here now (the ``queue`` strategy's measure); raises ``ProviderUnavailable``."""
 
 
 def _secret_values(settings: ComputeSettings) -> dict[str, str]:
@@ -166,6 +178,12 @@ class LocalProvider(ComputeProvider):
             return "unknown"
         return "running"
 
+    def queued(self) -> int:
+        """The jobs of ``jobs_dir`` whose process still runs."""
+        if not self.jobs_dir.is_dir():
+            return 0
+        return sum(1 for folder in self.jobs_dir.iterdir() if self.status(folder.name) == "running")
+
     def cancel(self, job_id: str) -> None:
         """SIGTERM the job's process group; its exit status is then 143 (the shell that writes it is stopped too)."""
         folder = self.jobs_dir / job_id
@@ -246,6 +264,13 @@ class DaskProvider(ComputeProvider):
 
         wait([self._futures.get(job_id) or Future(job_id, client=self._connect())])
         return self.status(job_id)
+
+    def queued(self) -> int:
+        """The scheduler's tasks not yet done (every client's: the workers are shared)."""
+        try:
+            return int(self._connect().run_on_scheduler(_unfinished_tasks))
+        except (OSError, TimeoutError) as exc:
+            raise ProviderUnavailable(f"the Dask scheduler does not answer ({exc})") from None
 
     def cancel(self, job_id: str) -> None:
         """Cancel the task (a command already running on a worker runs on)."""
@@ -346,11 +371,20 @@ class KubernetesProvider(ComputeProvider):
             if exc.status == 404:
                 return "unknown"
             raise ExternalServiceError(f"Kubernetes could not report on Job {job_id}: {self._reason(exc)}.") from None
-        status = job.status
-        for condition in (status.conditions if status else None) or []:
-            if condition.status == "True" and condition.type in ("Complete", "Failed"):
-                return "succeeded" if condition.type == "Complete" else "failed"
-        return "running" if status and status.active else "pending"
+        return _job_state(job)
+
+    def queued(self) -> int:
+        """The project's training Jobs in the namespace that have not ended (no Complete or Failed condition)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            jobs = self._api().list_namespaced_job(
+                self.settings.kubernetes.namespace, label_selector=TRAINING_JOBS_SELECTOR, _request_timeout=_TIMEOUT
+            )
+        except (ApiException, HTTPError, OSError) as exc:
+            raise ProviderUnavailable(self._reason(exc)) from None
+        return sum(1 for job in jobs.items if _job_state(job) in ("pending", "running"))
 
     def cancel(self, job_id: str) -> None:
         """Delete the Job and its pods (a Job already gone is not an error)."""
@@ -368,6 +402,15 @@ class KubernetesProvider(ComputeProvider):
                 raise ExternalServiceError(f"Kubernetes could not delete Job {job_id}: {self._reason(exc)}.") from None
 
 
+def _job_state(job) -> str:
+    """A ``V1Job``'s state: its Complete/Failed condition, else whether a pod is active."""
+    status = job.status
+    for condition in (status.conditions if status else None) or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed"):
+            return "succeeded" if condition.type == "Complete" else "failed"
+    return "running" if status and status.active else "pending"
+
+
 def _status_message(exc: Exception) -> str:
     """The ``message`` of the Kubernetes ``Status`` an ``ApiException`` carries, else its body."""
     import json
@@ -377,6 +420,13 @@ def _status_message(exc: Exception) -> str:
         return str(json.loads(body).get("message") or body)
     except (ValueError, AttributeError):
         return str(body)[:200]
+
+
+def _unfinished_tasks(dask_scheduler) -> int:
+    """Run on the scheduler: its tasks waiting for inputs, for a worker, or running."""
+    return sum(
+        1 for task in dask_scheduler.tasks.values() if task.state in ("waiting", "queued", "no-worker", "processing")
+    )
 
 
 def make_provider(name: str, settings: ComputeSettings, jobs_dir: Path) -> ComputeProvider:
@@ -403,14 +453,18 @@ def submit_with_strategy(
     Raises:
         ExternalServiceError: no provider took it; the sentence gives each one's reason.
     """
-    if strategy not in ("preferred", "first_available"):
-        raise ConfigurationError(f"compute strategy {strategy!r} is not preferred or first_available; pick one.")
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(
+            f"compute strategy {strategy!r} is not preferred, first_available or queue; pick one of those."
+        )
     reasons: dict[str, str] = {}
     candidates = list(providers)
-    if strategy == "first_available":
+    if strategy in ("first_available", "queue"):
         candidates = [p for p in providers if _validated(p, reasons)]
-        for name, reason in reasons.items():
-            logger.warning("The %s provider is not available (%s); skipping it.", name, reason)
+    if strategy == "queue":
+        candidates = _by_queue(candidates, reasons)
+    for name, reason in reasons.items():
+        logger.warning("The %s provider is not available (%s); skipping it.", name, reason)
     for index, provider in enumerate(candidates):
         try:
             if strategy == "preferred" and not _validated(provider, reasons):
@@ -441,6 +495,21 @@ def submit_with_strategy(
         f"No compute provider could run job {manifest['metadata']['name']} ({listed}); fix one of them "
         "or name another with --provider."
     )
+
+
+def _by_queue(providers: Sequence[ComputeProvider], reasons: dict[str, str]) -> list[ComputeProvider]:
+    """``providers`` by the jobs waiting or running on each, fewest first; the configured order breaks ties."""
+    counts: dict[str, int] = {}
+    for provider in providers:
+        try:
+            counts[provider.name] = provider.queued()
+        except ProviderUnavailable as exc:
+            reasons[provider.name] = str(exc)
+    ordered = sorted((p for p in providers if p.name in counts), key=lambda p: counts[p.name])  # stable
+    if ordered:
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        logger.info("Jobs waiting or running: %s; trying %s first.", listed, ordered[0].name)
+    return ordered
 
 
 def _validated(provider: ComputeProvider, reasons: dict[str, str]) -> bool:
