@@ -334,6 +334,77 @@ def test_a_job_submitted_again_is_refused_where_it_runs_and_never_falls_back_to_
             submit_with_strategy(manifest, [provider], "preferred")
 
 
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_jobs_submit_status_and_cancel_drive_a_job_on_the_cluster_from_the_command_line(tagged, tmp_path,
+                                                                                          monkeypatch):
+    """The command line end to end, against the stand-in: what it prints, its exit statuses, what the cluster holds."""
+    import threading
+
+    from cv_pipelines.commands import jobs as command
+
+    bare = tmp_path / "code.git"  # the repository the job clones: it has the tag and the commit
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(tagged), str(bare)], check=True)
+    with KubernetesStandIn() as server:
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig()))
+        (tagged / "conf/test/compute.yml").write_text(yaml.safe_dump({"compute": {
+            "providers": ["kubernetes"], "kubernetes": {"kubeconfig": str(tmp_path / "kubeconfig")}}}))
+        submit = ("--env", "test", "submit", "--dataset-version", TAG, "--candidate", "default", "--repository", str(bare))
+        status, out, err = jobs(tagged, *submit)
+        assert status == 0 and err == "", err
+        [(_, job_id)] = list(server.jobs)
+        assert out == f"jobs: {job_id} submitted to kubernetes\n"
+        annotations = server.jobs[("cv-pipelines", job_id)]["metadata"]["annotations"]
+        assert annotations["cv-pipelines.io/code-repository"] == str(bare)
+        assert annotations["cv-pipelines.io/code-commit"] == git(tagged, "rev-parse", "HEAD")
+
+        status, _, err = jobs(tagged, *submit)
+        assert status == 2 and err.startswith(f"Error: Job {job_id} was already submitted to the kubernetes provider")
+        assert jobs(tagged, "--env", "test", "status", "kubernetes", job_id)[1] == f"jobs: {job_id} running\n"
+        server.finish("cv-pipelines", job_id, succeeded=True)
+        assert jobs(tagged, "--env", "test", "status", "kubernetes", job_id)[1] == f"jobs: {job_id} succeeded\n"
+        assert jobs(tagged, "--env", "test", "cancel", "kubernetes", job_id)[:2] == (
+            0, f"jobs: {job_id} cancelled on kubernetes\n")
+        assert not server.jobs
+
+        # --wait follows the job to its end; a failed job is exit status 1.
+        monkeypatch.setattr(command, "WAIT_POLL_S", 0.1)
+        threading.Timer(0.5, lambda: server.finish("cv-pipelines", next(iter(server.jobs))[1], succeeded=False)).start()
+        status, out, _ = jobs(tagged, *submit, "--name", "cv-train-again", "--wait")
+        assert (status, out.splitlines()) == (1, ["jobs: cv-train-again submitted to kubernetes",
+                                                  "jobs: cv-train-again failed"])
+
+        # A repository that cannot be asked: said on stderr, and the cluster may still reach it.
+        status, _, err = jobs(tagged, *submit[:-1], str(tmp_path / "gone.git"), "--name", "cv-train-elsewhere")
+        assert status == 0 and err.startswith("jobs: not checked that the job can fetch its code and tag: ")
+        assert f"{tmp_path / 'gone.git'} could not be asked for its refs" in err
+
+
+def test_jobs_submit_refuses_a_commit_or_tag_the_cloned_repository_lacks_before_anything_is_submitted(tagged, tmp_path):
+    bare = tmp_path / "code.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(tagged), str(bare)], check=True)
+    (tagged / "conf/test/compute.yml").write_text(yaml.safe_dump({"compute": {"providers": ["local"]}}))
+    base = ("--env", "test", "submit", "--candidate", "default", "--repository", str(bare))
+    tagged_commit = git(tagged, "rev-parse", "HEAD")
+    subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "--quiet", "--allow-empty",
+                    "-m", "not pushed"], cwd=tagged, check=True)
+    unpushed = git(tagged, "rev-parse", "HEAD")
+    status, _, err = jobs(tagged, *base, "--dataset-version", TAG)
+    assert (status, err) == (2, f"Error: Commit {unpushed[:12]} is on no branch or tag of {bare}, which the job "
+                                "clones; push it (git push), or pass --commit with one that is, then submit again.\n")
+    subprocess.run(["git", "tag", "data/demo/v2"], cwd=tagged, check=True)
+    status, _, err = jobs(tagged, *base, "--dataset-version", "data/demo/v2", "--commit", tagged_commit)
+    assert status == 2 and err.startswith(f"Error: The dataset version tag data/demo/v2 is not in {bare}, which the")
+    subprocess.run(["git", "push", "--quiet", str(bare), "HEAD:refs/heads/other"], cwd=tagged, check=True)
+    subprocess.run(["git", "tag", "--force", TAG, "other"], cwd=bare, check=True, capture_output=True)
+    status, _, err = jobs(tagged, *base, "--dataset-version", TAG, "--commit", tagged_commit)
+    assert status == 2 and err.startswith(
+        f"Error: The dataset version tag {TAG} names commit {unpushed[:12]} in {bare} but {tagged_commit[:12]} here")
+    assert not (tagged / "data/jobs").exists()  # nothing was submitted
+
+
 def named(manifest: dict, suffix: str) -> dict:
     """``manifest`` as another Job: its name with ``suffix``."""
     other = copy.deepcopy(manifest)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 PROVIDERS = ("local", "dask", "kubernetes")
+#: How often ``submit --wait`` asks the provider for the job's status, in seconds.
+WAIT_POLL_S = 5.0
 
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,27 +109,40 @@ def _providers(names: list[str], root: Path, env: str):
 
 def _submit(args: argparse.Namespace, root: Path) -> int:
     from cv_pipelines.engines.compute_settings import compute_settings
+    from cv_pipelines.engines.kubernetes_job import LABEL_PREFIX
     from cv_pipelines.engines.providers import DaskProvider, provider_order, submit_with_strategy
+    from cv_pipelines.versioning.code import check_published
 
     settings = compute_settings(args.env, root)
     order = provider_order(args.provider, settings.providers)
     manifest = render_from_arguments(args, root, provider=order[0])
+    annotations = manifest["metadata"]["annotations"]
+    unchecked = check_published(
+        root,
+        annotations[f"{LABEL_PREFIX}/code-repository"],
+        annotations[f"{LABEL_PREFIX}/code-commit"],
+        args.dataset_version,
+    )
+    if unchecked:
+        print(f"jobs: not checked that the job can fetch its code and tag: {unchecked}.", file=sys.stderr)
     _, providers = _providers(order, root, args.env)
-    submission, provider = submit_with_strategy(manifest, providers, args.strategy or settings.strategy)
-    print(f"jobs: {submission.job_id} submitted to {submission.provider}")
     try:
+        submission, provider = submit_with_strategy(manifest, providers, args.strategy or settings.strategy)
+        print(f"jobs: {submission.job_id} submitted to {submission.provider}")
         if isinstance(provider, DaskProvider) and (args.wait or not settings.dask.address):
             state = provider.wait(submission.job_id)
         elif args.wait:
             import time
 
             while (state := provider.status(submission.job_id)) in ("pending", "running"):
-                time.sleep(5)
+                time.sleep(WAIT_POLL_S)
         else:
             return 0
     finally:
-        if isinstance(provider, DaskProvider):
-            provider.close()
+        # Every Dask provider that was validated holds a client (and maybe a LocalCluster), chosen or not.
+        for each in providers:
+            if isinstance(each, DaskProvider):
+                each.close()
     print(f"jobs: {submission.job_id} {state}")
     return 0 if state == "succeeded" else 1
 
