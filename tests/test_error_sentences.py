@@ -374,7 +374,7 @@ COVERED_ELSEWHERE = {
     "versioning/code.py::check_published: f'The dataset version tag {tag} names": JOBS + "test_jobs_submit_refuses_a_commit_or_tag_the_cloned_repository_lacks_before_anything_is_submitted",
     "versioning/code.py::check_published: f'Commit": JOBS + "test_jobs_submit_refuses_a_commit_or_tag_the_cloned_repository_lacks_before_anything_is_submitted",
     "engines/providers.py::submit_with_strategy: f'Job {name}": JOBS + "test_a_job_submitted_again_is_refused_where_it_runs_and_never_falls_back_to_a_second_run",
-    "engines/providers.py::submit_with_strategy: f'compute strategy": JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
+    'engines/providers.py::submit_with_strategy: f"compute strategy': JOBS + "test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sentence",
     "engines/airflow.py::project_path_of: f\"{PROJECT_PATH_VARIABLE}": AIRFLOW
     + "test_a_dag_that_cannot_find_its_project_says_where_to_point_it",
     "engines/airflow.py::project_path_of: f\"The DAG file": AIRFLOW

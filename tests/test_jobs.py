@@ -376,6 +376,11 @@ def test_jobs_submit_status_and_cancel_drive_a_job_on_the_cluster_from_the_comma
         assert (status, out.splitlines()) == (1, ["jobs: cv-train-again submitted to kubernetes",
                                                   "jobs: cv-train-again failed"])
 
+        # fastest reads the environment's MLflow store (the project's embedded one: no training there yet).
+        status, out, err = jobs(tagged, *submit, "--strategy", "fastest", "--name", "cv-train-fast")
+        assert (status, out) == (0, "jobs: cv-train-fast submitted to kubernetes\n")
+        assert err == "jobs: By median training time: kubernetes unknown; trying kubernetes first.\n"
+
         # A repository that cannot be asked: said on stderr, and the cluster may still reach it.
         status, _, err = jobs(tagged, *submit[:-1], str(tmp_path / "gone.git"), "--name", "cv-train-elsewhere")
         assert status == 0 and err.startswith("jobs: not checked that the job can fetch its code and tag: ")
@@ -443,6 +448,53 @@ def test_the_queue_strategy_picks_the_provider_with_the_fewest_jobs_waiting_or_r
         assert "Jobs waiting or running: kubernetes 0, local 0; trying kubernetes first." in caplog.text
 
 
+def test_fastest_and_cheapest_order_the_providers_by_the_trainings_they_ran_before(tagged, tmp_path, caplog):
+    """Durations come from the MLflow runs the providers tagged: finished trainings of this candidate only."""
+    from mlflow import MlflowClient
+
+    from cv_pipelines.engines.providers import KubernetesProvider, LocalProvider, submit_with_strategy
+    from cv_pipelines.models.runs import job_hours_by_provider
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("cv_pipelines")
+    hour = 3_600_000
+
+    def training(provider: str, hours: float, candidate: str = "default", status: str = "FINISHED", training="true"):
+        run = client.create_run(experiment, start_time=hour, tags={
+            "cv_pipelines.training": training, "cv_pipelines.compute.provider": provider,
+            "cv_pipelines.compute.candidate": candidate})
+        client.set_terminated(run.info.run_id, status=status, end_time=int(hour + hours * hour))
+
+    for hours in (0.5, 0.75, 0.25):
+        training("kubernetes", hours)
+    training("local", 2.0)
+    training("local", 0.1, candidate="small")  # another candidate
+    training("local", 0.1, status="FAILED")  # a failure measures nothing
+    training("local", 0.1, training="false")  # an evaluation run
+    history = job_hours_by_provider(client, "default")
+    assert sorted(history["kubernetes"]) == [0.25, 0.5, 0.75] and history["local"] == [2.0]
+    assert job_hours_by_provider(client, "nobody") == {}
+
+    manifest, settings = rendered(tagged)
+    caplog.set_level(logging.INFO, logger="cv_pipelines.engines.providers")
+    with KubernetesStandIn() as server:
+        kubernetes = KubernetesProvider(kubernetes_settings(settings, tmp_path, server))
+        local = LocalProvider(settings, tmp_path / "jobs")
+        fastest, _ = submit_with_strategy(named(manifest, "-f"), [local, kubernetes], "fastest", history)
+        assert fastest.provider == "kubernetes"
+        assert "By median training time: kubernetes 0.50h, local 2.00h; trying kubernetes first." in caplog.text
+        free, _ = submit_with_strategy(named(manifest, "-c"), [kubernetes, local], "cheapest", history,
+                                       {"local": 0.0})
+        assert free.provider == "local"  # free however long; kubernetes has no price: unknown, so last
+        assert "By cost (price x median training time): local 0.00 per job, kubernetes unknown;" in caplog.text
+        priced, _ = submit_with_strategy(named(manifest, "-p"), [local, kubernetes], "cheapest", history,
+                                         {"local": 1.0, "kubernetes": 3.0})
+        assert priced.provider == "kubernetes"  # 3.0 x 0.5 h = 1.5 against 1.0 x 2 h
+        unmeasured, _ = submit_with_strategy(named(manifest, "-u"), [local, kubernetes], "fastest", {})
+        assert unmeasured.provider == "local"  # nothing measured: the configured order
+        assert "By median training time: local unknown, kubernetes unknown; trying local first." in caplog.text
+
+
 def server_port_closed() -> int:
     import socket
 
@@ -482,8 +534,8 @@ def test_unknown_providers_strategies_and_a_refused_status_or_cancel_are_one_sen
     manifest, settings = rendered(tagged)
     with pytest.raises(ConfigurationError, match="compute provider 'slurm' is not one of local, dask, kubernetes"):
         make_provider("slurm", settings, tmp_path)
-    with pytest.raises(ConfigurationError, match="compute strategy 'cheapest' is not preferred, first_available or queue"):
-        submit_with_strategy(manifest, [], "cheapest")
+    with pytest.raises(ConfigurationError, match="compute strategy 'slowest' is not one of preferred, first_available, queue, fastest, cheapest"):
+        submit_with_strategy(manifest, [], "slowest")
     with KubernetesStandIn() as server:
         refused = KubernetesProvider(kubernetes_settings(settings, tmp_path, server, token="wrong"))
         with pytest.raises(ExternalServiceError, match=r"Kubernetes could not report on Job j: .*HTTP 401"):

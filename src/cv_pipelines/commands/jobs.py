@@ -9,6 +9,7 @@ python -m cv_pipelines.commands.jobs cancel kubernetes cv-train-default-01234567
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--provider", choices=PROVIDERS, default=None, help="try this provider first")
     submit.add_argument(
         "--strategy",
-        choices=["preferred", "first_available", "queue"],
+        choices=["preferred", "first_available", "queue", "fastest", "cheapest"],
         default=None,
         help="how a provider is picked (default: compute.strategy)",
     )
@@ -125,9 +126,13 @@ def _submit(args: argparse.Namespace, root: Path) -> int:
     )
     if unchecked:
         print(f"jobs: not checked that the job can fetch its code and tag: {unchecked}.", file=sys.stderr)
+    strategy = args.strategy or settings.strategy
+    job_hours = _job_hours(args.candidate, root, args.env) if strategy in ("fastest", "cheapest") else None
     _, providers = _providers(order, root, args.env)
     try:
-        submission, provider = submit_with_strategy(manifest, providers, args.strategy or settings.strategy)
+        submission, provider = submit_with_strategy(
+            manifest, providers, strategy, job_hours=job_hours, price_per_hour=settings.price_per_hour
+        )
         print(f"jobs: {submission.job_id} submitted to {submission.provider}")
         if isinstance(provider, DaskProvider) and (args.wait or not settings.dask.address):
             state = provider.wait(submission.job_id)
@@ -147,9 +152,59 @@ def _submit(args: argparse.Namespace, root: Path) -> int:
     return 0 if state == "succeeded" else 1
 
 
+def _job_hours(candidate: str, root: Path, env: str) -> dict[str, list[float]]:
+    """How long ``candidate`` trained on each provider before, from the environment's MLflow store; {} if it is down."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from cv_pipelines.config.console import restore_logger_level
+    from cv_pipelines.config.loader import project_tracking_uri
+
+    restore_logger_level("mlflow")  # its import sets its own level (INFO: "Creating initial MLflow database tables")
+    from cv_pipelines.models.runs import job_hours_by_provider
+
+    uri = project_tracking_uri(env, root)
+    try:
+        return job_hours_by_provider(MlflowClient(uri), candidate)
+    except (MlflowException, OSError) as exc:
+        print(
+            f"jobs: no training history ({uri} did not answer: {type(exc).__name__}); the configured order decides.",
+            file=sys.stderr,
+        )
+        return {}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (a caller may have redirected it since the handler was made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("jobs: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _console_logging() -> None:
+    """Libraries quiet; the providers' sentences (which provider, why a fallback) on stderr, once per process."""
+    from cv_pipelines.config.console import apply_console_defaults
+
+    apply_console_defaults()
+    providers_logger = logging.getLogger("cv_pipelines.engines.providers")
+    providers_logger.setLevel(logging.INFO)
+    if not any(isinstance(handler, _StderrHandler) for handler in providers_logger.handlers):
+        providers_logger.addHandler(_StderrHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: 0, or 2/3 after one ``Error: ...`` line on stderr (bad input / a service failed)."""
     args = _parser().parse_args(argv)
+    _console_logging()
     root = args.project_path.resolve()
     import click
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cv_pipelines.errors import ConfigurationError
 
@@ -60,8 +60,18 @@ class ComputeSettings(_Strict):
 
     code_repository: str | None = None
     dvc_remote: DvcRemoteSettings = DvcRemoteSettings()
-    strategy: Literal["preferred", "first_available", "queue"] = "preferred"
+    strategy: Literal["preferred", "first_available", "queue", "fastest", "cheapest"] = "preferred"
     providers: list[Literal["local", "dask", "kubernetes"]] = Field(min_length=1)
+    price_per_hour: dict[str, float] = {}
+
+    @field_validator("price_per_hour")
+    @classmethod
+    def _priced_providers_exist(cls, prices: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(prices) - {"local", "dask", "kubernetes"})
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} is not a provider (local, dask, kubernetes)")
+        return prices
+
     kubernetes: KubernetesSettings
     dask: DaskSettings = DaskSettings()
 

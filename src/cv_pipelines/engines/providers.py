@@ -11,9 +11,11 @@ The interface: validate, submit, status, cancel, and queued (the jobs waiting or
 ``submit_with_strategy`` picks one: ``preferred`` tries the providers in order, validating
 each just before submitting to it; ``first_available`` validates them all first, then
 submits to the first that passed; ``queue`` validates them all, then tries them by the
-jobs waiting or running on each (``queued``), fewest first. A provider that fails its
-validation or its submission hands over to the next with one log sentence; when none
-can, one sentence gives each reason.
+jobs waiting or running on each (``queued``), fewest first; ``fastest`` and ``cheapest``
+validate them all, then try them by how long this training took on each before (from
+the MLflow runs the providers tagged), times ``compute.price_per_hour`` for the
+cheapest. A provider that fails its validation or its submission hands over to the next
+with one log sentence; when none can, one sentence gives each reason.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 #: What ``status`` answers: the job waits, runs, ended well or badly, or is not known.
 JOB_STATES = ("pending", "running", "succeeded", "failed", "unknown")
 #: How ``submit_with_strategy`` orders the providers (README: "Kubernetes Jobs and compute providers").
-STRATEGIES = ("preferred", "first_available", "queue")
+STRATEGIES = ("preferred", "first_available", "queue", "fastest", "cheapest")
 #: The labels every rendered training Job carries (``kubernetes_job.render_job``).
 TRAINING_JOBS_SELECTOR = "app.kubernetes.io/name=cv-pipelines,app.kubernetes.io/component=training"
 
@@ -446,23 +448,33 @@ def provider_order(preferred: str | None, configured: Sequence[str]) -> list[str
 
 
 def submit_with_strategy(
-    manifest: Mapping[str, Any], providers: Sequence[ComputeProvider], strategy: str
+    manifest: Mapping[str, Any],
+    providers: Sequence[ComputeProvider],
+    strategy: str,
+    job_hours: Mapping[str, Sequence[float]] | None = None,
+    price_per_hour: Mapping[str, float] | None = None,
 ) -> tuple[Submission, ComputeProvider]:
     """Submit ``manifest`` to the first of ``providers`` that takes it, by ``strategy``.
+
+    ``fastest`` and ``cheapest`` order the providers by ``job_hours`` (how long this
+    training took on each before, ``models.runs.job_hours_by_provider``), times
+    ``price_per_hour`` for ``cheapest``.
 
     Raises:
         ExternalServiceError: no provider took it; the sentence gives each one's reason.
     """
     if strategy not in STRATEGIES:
         raise ConfigurationError(
-            f"compute strategy {strategy!r} is not preferred, first_available or queue; pick one of those."
+            f"compute strategy {strategy!r} is not one of {', '.join(STRATEGIES)}; pick one of those."
         )
     reasons: dict[str, str] = {}
     candidates = list(providers)
-    if strategy in ("first_available", "queue"):
+    if strategy != "preferred":
         candidates = [p for p in providers if _validated(p, reasons)]
     if strategy == "queue":
         candidates = _by_queue(candidates, reasons)
+    elif strategy in ("fastest", "cheapest"):
+        candidates = _by_history(candidates, strategy, job_hours or {}, price_per_hour or {})
     for name, reason in reasons.items():
         logger.warning("The %s provider is not available (%s); skipping it.", name, reason)
     for index, provider in enumerate(candidates):
@@ -488,7 +500,7 @@ def submit_with_strategy(
                     following[0].name,
                 )
             continue
-        logger.info("Job %s submitted to the %s provider.", job_id, provider.name)
+        logger.debug("Job %s submitted to the %s provider.", job_id, provider.name)  # the caller says so
         return Submission(provider.name, job_id), provider
     listed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
     raise ExternalServiceError(
@@ -509,6 +521,38 @@ def _by_queue(providers: Sequence[ComputeProvider], reasons: dict[str, str]) -> 
     if ordered:
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         logger.info("Jobs waiting or running: %s; trying %s first.", listed, ordered[0].name)
+    return ordered
+
+
+def _by_history(
+    providers: Sequence[ComputeProvider],
+    strategy: str,
+    job_hours: Mapping[str, Sequence[float]],
+    price_per_hour: Mapping[str, float],
+) -> list[ComputeProvider]:
+    """``providers`` by the median hours this training took on each (``fastest``), or those times the price.
+
+    A provider with no finished training yet (or, for ``cheapest``, no price) comes after
+    those with a figure, in the configured order; one priced 0 is free however long it takes.
+    """
+    import statistics
+
+    figures: dict[str, float] = {}
+    for provider in providers:
+        median = statistics.median(job_hours[provider.name]) if job_hours.get(provider.name) else None
+        price = price_per_hour.get(provider.name)
+        if strategy == "fastest" and median is not None:
+            figures[provider.name] = median
+        elif strategy == "cheapest" and price is not None and (price == 0 or median is not None):
+            figures[provider.name] = price * (median or 0.0)
+    ordered = sorted(providers, key=lambda p: (p.name not in figures, figures.get(p.name, 0.0)))  # stable
+    if ordered:
+        unit = "h" if strategy == "fastest" else " per job"
+        described = ", ".join(
+            f"{p.name} {figures[p.name]:.2f}{unit}" if p.name in figures else f"{p.name} unknown" for p in ordered
+        )
+        measure = "median training time" if strategy == "fastest" else "cost (price x median training time)"
+        logger.info("By %s: %s; trying %s first.", measure, described, ordered[0].name)
     return ordered
 
 

@@ -146,3 +146,29 @@ def registered_model(client, name: str, alias: str, cache_dir: Path) -> TrackedM
     run_id = version.tags.get(TRAINING_RUN_TAG) or version.run_id
     run = client.get_run(run_id)
     return trained_model_of(run, cache_dir).with_version(str(version.version))
+
+
+def job_hours_by_provider(client, candidate: str, last: int = 20) -> dict[str, list[float]]:
+    """How long the finished trainings of ``candidate`` took on each compute provider, in hours, newest first.
+
+    Only runs a provider started count (they carry its ``cv_pipelines.compute.*`` tags);
+    at most ``last`` per provider.
+    """
+    from cv_pipelines.models.lineage import COMPUTE_TAGS
+
+    provider_tag, candidate_tag = COMPUTE_TAGS["CV_COMPUTE_PROVIDER"], COMPUTE_TAGS["CV_TRAINING_CANDIDATE"]
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    if not experiments:
+        return {}
+    runs = client.search_runs(
+        experiments,
+        f"tags.`{TRAINING_TAG}` = 'true' and tags.`{candidate_tag}` = '{candidate}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    hours: dict[str, list[float]] = {}
+    for run in runs:
+        provider = run.data.tags.get(provider_tag)
+        if provider and run.info.end_time and len(hours.setdefault(provider, [])) < last:
+            hours[provider].append((run.info.end_time - run.info.start_time) / 3_600_000)
+    return {provider: durations for provider, durations in hours.items() if durations}
