@@ -25,6 +25,7 @@ import yaml
 
 from tests.conftest import project_env
 from tests.k8s_server import KubernetesStandIn, check_model
+from tests.test_dataset_versions import git
 
 TAG = "data/demo/v1"
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -332,10 +333,6 @@ def test_a_job_submitted_again_is_refused_where_it_runs_and_never_falls_back_to_
     for provider in (local, dask):
         with pytest.raises(ConfigurationError, match=rf"already submitted to the {provider.name} provider \(its folder "):
             submit_with_strategy(manifest, [provider], "preferred")
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_jobs_submit_status_and_cancel_drive_a_job_on_the_cluster_from_the_command_line(tagged, tmp_path,

@@ -159,10 +159,9 @@ def _job_hours(candidate: str, root: Path, env: str) -> dict[str, list[float]]:
 
     from cv_pipelines.config.console import restore_logger_level
     from cv_pipelines.config.loader import project_tracking_uri
-
-    restore_logger_level("mlflow")  # its import sets its own level (INFO: "Creating initial MLflow database tables")
     from cv_pipelines.models.runs import job_hours_by_provider
 
+    restore_logger_level("mlflow")  # its import sets its own level (INFO: "Creating initial MLflow database tables")
     uri = project_tracking_uri(env, root)
     try:
         return job_hours_by_provider(MlflowClient(uri), candidate)

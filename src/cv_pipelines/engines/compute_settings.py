@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cv_pipelines.errors import ConfigurationError
+
+#: The compute providers (``engines.providers``) and the strategies that pick one.
+ProviderName = Literal["local", "dask", "kubernetes"]
+Strategy = Literal["preferred", "first_available", "queue", "fastest", "cheapest"]
 
 
 class _Strict(BaseModel):
@@ -60,16 +64,16 @@ class ComputeSettings(_Strict):
 
     code_repository: str | None = None
     dvc_remote: DvcRemoteSettings = DvcRemoteSettings()
-    strategy: Literal["preferred", "first_available", "queue", "fastest", "cheapest"] = "preferred"
-    providers: list[Literal["local", "dask", "kubernetes"]] = Field(min_length=1)
+    strategy: Strategy = "preferred"
+    providers: list[ProviderName] = Field(min_length=1)
     price_per_hour: dict[str, float] = {}
 
     @field_validator("price_per_hour")
     @classmethod
     def _priced_providers_exist(cls, prices: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(prices) - {"local", "dask", "kubernetes"})
+        unknown = sorted(set(prices) - set(get_args(ProviderName)))
         if unknown:
-            raise ValueError(f"{', '.join(unknown)} is not a provider (local, dask, kubernetes)")
+            raise ValueError(f"{', '.join(unknown)} is not a provider ({', '.join(get_args(ProviderName))})")
         return prices
 
     kubernetes: KubernetesSettings

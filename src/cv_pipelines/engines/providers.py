@@ -29,9 +29,9 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
-from cv_pipelines.engines.compute_settings import ComputeSettings
+from cv_pipelines.engines.compute_settings import ComputeSettings, Strategy
 from cv_pipelines.engines.kubernetes_job import container_process, with_provider
 from cv_pipelines.errors import ConfigurationError, ExternalServiceError
 
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 #: What ``status`` answers: the job waits, runs, ended well or badly, or is not known.
 JOB_STATES = ("pending", "running", "succeeded", "failed", "unknown")
 #: How ``submit_with_strategy`` orders the providers (README: "Kubernetes Jobs and compute providers").
-STRATEGIES = ("preferred", "first_available", "queue", "fastest", "cheapest")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 #: The labels every rendered training Job carries (``kubernetes_job.render_job``).
 TRAINING_JOBS_SELECTOR = "app.kubernetes.io/name=cv-pipelines,app.kubernetes.io/component=training"
 

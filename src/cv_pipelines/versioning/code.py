@@ -49,7 +49,9 @@ def check_published(root: Path, repository: str, commit: str, tag: str) -> str |
     for line in listed.stdout.splitlines():
         sha, _, ref = line.partition("\t")
         refs[ref.removesuffix("^{}")] = sha  # a tag's peeled line (the commit) comes after its own
-    here = _git_out(root, "rev-parse", "--verify", "--quiet", f"{tag}^{{commit}}")
+    from cv_pipelines.versioning.dataset_versions import current_commit
+
+    here = current_commit(root, tag) or ""
     there = refs.get(f"refs/tags/{tag}")
     if there is None:
         raise ConfigurationError(
@@ -82,7 +84,3 @@ def check_published(root: Path, repository: str, commit: str, tag: str) -> str |
         f"Commit {commit[:12]} is on no branch or tag of {repository}, which the job clones; push it (git push), "
         "or pass --commit with one that is, then submit again."
     )
-
-
-def _git_out(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
